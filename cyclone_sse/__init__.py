@@ -1,0 +1,3 @@
+"""cyclone-sse: a Server-Sent Events broadcasting daemon built on cyclone and Twisted."""
+
+__version__ = "1.0.0.dev0"

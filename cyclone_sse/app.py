@@ -1,0 +1,129 @@
+"""The cyclone Application: settings → history, registry, broker, routes.
+
+This is what ``--app`` replaces.  A subclass may override ``build_handlers``,
+``build_broker`` or ``build_history``, or register extra brokers in ``BROKERS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import cyclone.web
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from cyclone_sse import __version__
+from cyclone_sse.brokers import BROKERS, Broker
+from cyclone_sse.connection import HTTPConnection
+from cyclone_sse.handlers import (ChannelStatsHandler, NotFoundHandler, PublishHandler,
+                                  StatsHandler, SubscribeHandler)
+from cyclone_sse.history import MemoryHistory
+from cyclone_sse.interfaces import IHistory
+from cyclone_sse.options import Settings
+from cyclone_sse.registry import ChannelRegistry
+
+log = Logger()
+
+#: Seconds between sweeps of expired history.
+HISTORY_SWEEP_INTERVAL = 60.0
+#: Seconds stop() waits for closed streams to flush before giving up on them.
+SHUTDOWN_GRACE = 2.0
+
+
+class App(cyclone.web.Application):
+    protocol = HTTPConnection
+
+    def __init__(self, settings: Mapping[str, Any] | Settings | None = None,
+                 reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+            reactor = global_reactor
+        self.options = settings
+        self.settings_obj = Settings.from_options(settings)
+        self.clock = reactor
+        self.registry = ChannelRegistry(reactor, self.settings_obj.heartbeat)
+        self.history: IHistory = self.build_history()
+        self.broker: Broker = self.build_broker()
+        self._sweeper: Any = None
+        origins = self.settings_obj.cors_origin
+        self._origins = None if origins == "*" else {o.strip() for o in origins.split(",")}
+        super().__init__(self.build_handlers(), error_handler=NotFoundHandler,
+                         max_body=self.settings_obj.max_body,
+                         log_function=self._log_request)
+
+    # building blocks (override in a subclass) -------------------------------------
+
+    def build_handlers(self) -> list[tuple[Any, ...]]:
+        return [
+            (r"/", SubscribeHandler),
+            (r"/publish", PublishHandler),
+            (r"/stats", StatsHandler),
+            (r"/stats/channels", ChannelStatsHandler),
+        ]
+
+    def build_history(self) -> IHistory:
+        s = self.settings_obj
+        return MemoryHistory(self.clock, size=s.history_size, ttl=s.history_ttl,
+                             channels=s.history_channels)
+
+    def build_broker(self) -> Broker:
+        name = self.settings_obj.broker
+        if name not in BROKERS:
+            raise ValueError(f"broker {name!r} is not available; known: {', '.join(BROKERS)}")
+        return BROKERS[name](self.registry, self.history, self.settings_obj)
+
+    # life cycle (driven by service.AppService) -------------------------------------
+
+    def start(self) -> None:
+        self.registry.start()
+        self.broker.start()
+        sweep = getattr(self.history, "sweep", None)
+        if sweep is not None:
+            from twisted.internet.task import LoopingCall
+            self._sweeper = LoopingCall(sweep)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(HISTORY_SWEEP_INTERVAL, now=False)
+
+    def stop(self) -> defer.Deferred[None]:
+        """Close every stream (clients reconnect elsewhere), then the broker."""
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        closing = self.registry.connections
+        self.registry.stop()
+        if closing:
+            log.info("closed {count} open connections", count=closing)
+        d: defer.Deferred[None] = defer.Deferred()
+        self.clock.callLater(SHUTDOWN_GRACE if closing else 0, d.callback, None)
+        d.addCallback(lambda _: self.broker.stop())
+        return d
+
+    # helpers for the handlers -------------------------------------------------------
+
+    def allowed_origin(self, origin: str | None) -> str | None:
+        if self._origins is None:
+            return "*"
+        return origin if origin in self._origins else None
+
+    def stats(self) -> dict[str, object]:
+        registry = self.registry
+        counts = registry.subscriber_counts()
+        stats: dict[str, object] = {
+            "version": __version__,
+            "uptime": round(registry.uptime(), 3),
+            "connections": registry.connections,
+            "channels": len(counts),
+            "subscriptions": [list(pair) for pair in counts],
+            "broker": self.broker.stats(),
+        }
+        stats.update(registry.counters.as_dict())
+        history_stats = getattr(self.history, "stats", None)
+        if history_stats is not None:
+            stats["history"] = history_stats()
+        return stats
+
+    def _log_request(self, handler: cyclone.web.RequestHandler) -> None:
+        # Errors are logged where they are handled; successes only on request.
+        if self.settings_obj.access_log:
+            log.info("{status} {summary} {ms:.2f}ms", status=handler.get_status(),
+                     summary=handler._request_summary(),
+                     ms=1000.0 * handler.request.request_time())

@@ -1,0 +1,75 @@
+"""What every broker shares: publish = store in the history, then fan out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet import defer
+from zope.interface import implementer
+
+from cyclone_sse.event import Event
+from cyclone_sse.interfaces import IBroker, IHistory
+from cyclone_sse.registry import ChannelRegistry
+
+
+@dataclass(frozen=True)
+class Published:
+    """The answer to one publish: the id assigned and how many subscribers got it."""
+
+    channel: str
+    id: str
+    subscribers: int
+    duplicate: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        return {"channel": self.channel, "id": self.id, "subscribers": self.subscribers,
+                "duplicate": self.duplicate}
+
+
+@implementer(IBroker)
+class Broker:
+    """Base broker.  Subclasses connect upstream and override ``subscribe``,
+    ``unsubscribe``, ``start`` and ``stop``; the local registry tells them which
+    channels it needs through ``registry.listeners``."""
+
+    name = "base"
+
+    def __init__(self, registry: ChannelRegistry, history: IHistory, settings) -> None:  # type: ignore[no-untyped-def]
+        self.registry = registry
+        self.history = history
+        self.settings = settings
+        self.connected = True
+        registry.listeners.append(self._on_channel)
+
+    def _on_channel(self, channel: str, first: bool) -> None:
+        if first:
+            self.subscribe(channel)
+        else:
+            self.unsubscribe(channel)
+
+    def publish(self, channel: str, data: str, name: str | None = None,
+                publisher_id: str | None = None) -> defer.Deferred[Published]:
+        d = defer.maybeDeferred(self.history.append, channel, data, name, publisher_id)
+        d.addCallback(self._deliver_appended)
+        return d
+
+    def _deliver_appended(self, appended: tuple[Event, bool]) -> Published:
+        event, fresh = appended
+        if not fresh:
+            return Published(event.channel, event.id, 0, duplicate=True)
+        return Published(event.channel, event.id, self.registry.deliver(event))
+
+    def subscribe(self, channel: str) -> None:
+        pass
+
+    def unsubscribe(self, channel: str) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> defer.Deferred[None] | None:
+        return None
+
+    def stats(self) -> dict[str, object]:
+        return {"name": self.name, "connected": self.connected}

@@ -1,0 +1,61 @@
+"""Channel names and patterns.
+
+A channel name is 1-200 characters of ``A-Z a-z 0-9 _ - . : @ / = +``: enough for
+``user:42``, ``room/7`` or ``prices.EUR`` and safe in URLs, Redis and AMQP routing keys.
+A subscriber may also use ``*`` (any run of characters, Redis ``PSUBSCRIBE`` style) to
+receive every matching channel; publishers always name one concrete channel.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from cyclone_sse.errors import InvalidChannel
+
+MAX_CHANNEL_LENGTH = 200
+_NAME = re.compile(r"[A-Za-z0-9_\-.:@/=+]{1,%d}\Z" % MAX_CHANNEL_LENGTH)
+_PATTERN = re.compile(r"[A-Za-z0-9_\-.:@/=+*]{1,%d}\Z" % MAX_CHANNEL_LENGTH)
+
+
+def is_pattern(name: str) -> bool:
+    return "*" in name
+
+
+def check_channel(name: str, field: str = "channel") -> str:
+    """A concrete channel, as a publisher names it."""
+    if not _NAME.match(name):
+        raise InvalidChannel(
+            f"invalid channel name {name[:MAX_CHANNEL_LENGTH]!r}: use 1-{MAX_CHANNEL_LENGTH} "
+            "characters of A-Z a-z 0-9 _ - . : @ / = +", field=field)
+    return name
+
+
+def check_subscription(name: str, field: str = "channels") -> str:
+    """A channel or a ``*`` pattern, as a subscriber names it."""
+    if not _PATTERN.match(name):
+        raise InvalidChannel(
+            f"invalid channel name {name[:MAX_CHANNEL_LENGTH]!r}: use 1-{MAX_CHANNEL_LENGTH} "
+            "characters of A-Z a-z 0-9 _ - . : @ / = + (and * in patterns)", field=field)
+    return name
+
+
+def split_channels(values: Iterable[str], limit: int, field: str = "channels") -> list[str]:
+    """Channels from repeated query arguments and/or comma lists, validated and
+    de-duplicated in first-seen order."""
+    seen: dict[str, None] = {}
+    for value in values:
+        for name in value.split(","):
+            name = name.strip()
+            if name:
+                seen[check_subscription(name, field)] = None
+    if not seen:
+        raise InvalidChannel(f"no channel given: add ?{field}=NAME", field=field)
+    if limit and len(seen) > limit:
+        raise InvalidChannel(f"too many channels: {len(seen)} > {limit}", field=field)
+    return list(seen)
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """``news.*`` → a regex matching every channel the pattern names."""
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")) + r"\Z")

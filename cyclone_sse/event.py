@@ -1,0 +1,119 @@
+"""Events and their Server-Sent Events framing.
+
+All SSE bytes are produced here, by one pure encoder, once per publish.  The framing
+follows the WHATWG HTML "Server-sent events" parsing rules: a payload line break is any
+of CRLF, CR or LF, so each becomes a separate ``data:`` line; ``id`` and ``event``
+values may not contain CR, LF or NUL, which would let a publisher inject fields
+(CWE-93).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Iterator
+
+from cyclone_sse.errors import InvalidEvent
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
+
+#: A comment line: ignored by EventSource, but it keeps proxies and NAT tables
+#: from timing the stream out.
+HEARTBEAT = b":\n\n"
+
+
+def check_field(name: str, value: str) -> str:
+    """Reject a value that would break out of its SSE field line."""
+    if _FORBIDDEN_IN_FIELD.search(value):
+        raise InvalidEvent(f"{name} must not contain CR, LF or NUL", field=name)
+    return value
+
+
+def encode(event_id: str | None, data: str, name: str | None = None) -> bytes:
+    """Frame one event: ``id:``, optional ``event:``, one ``data:`` per payload line.
+
+    Without an id (``None``) the client's last event id is left as it was.
+    """
+    lines = [] if event_id is None else [f"id: {check_field('id', event_id)}"]
+    if name:
+        lines.append(f"event: {check_field('event', name)}")
+    lines.extend("data: " + line for line in _LINE_BREAK.split(data))
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def encode_id_only(event_id: str) -> bytes:
+    """A block with an id and no data: EventSource records it as its last event id
+    without dispatching anything, so even a quiet stream resumes from here."""
+    return f"id: {check_field('id', event_id)}\n\n".encode("utf-8")
+
+
+def encode_retry(milliseconds: int) -> bytes:
+    return b"retry: %d\n\n" % milliseconds
+
+
+class Event:
+    """One published message on one channel, with the id the history gave it.
+
+    ``frame`` is computed once, at construction; every subscriber is written the same
+    bytes object.  ``seq`` orders events across all channels of one history store.
+    """
+
+    __slots__ = ("channel", "data", "name", "id", "seq", "frame", "_json")
+
+    def __init__(self, channel: str, data: str, event_id: str, seq: int,
+                 name: str | None = None) -> None:
+        self.channel = channel
+        self.data = data
+        self.name = name
+        self.id = event_id
+        self.seq = seq
+        self.frame = encode(event_id, data, name)
+        self._json: dict[str, object] | None = None
+
+    def as_json(self) -> dict[str, object]:
+        """The long-poll representation, built at most once per event."""
+        if self._json is None:
+            self._json = {"id": self.id, "channel": self.channel,
+                          "event": self.name or "message", "data": self.data}
+        return self._json
+
+    def __repr__(self) -> str:
+        return f"Event(channel={self.channel!r}, id={self.id!r}, name={self.name!r})"
+
+
+def parse_stream(text: str) -> Iterator[dict[str, str]]:
+    """Parse an event stream the way the WHATWG algorithm does.
+
+    Used by the tests and by the load client to check what a browser would see.
+    Yields one dict per dispatched event with ``event``, ``data`` and ``id`` (the
+    last event id at dispatch time); blocks with only an ``id`` update the id
+    without dispatching, and ``retry`` is reported as its own pseudo-event.
+    """
+    last_id = ""
+    data: list[str] = []
+    name = ""
+    for line in _LINE_BREAK.split(text):
+        if line == "":
+            if data:
+                yield {"id": last_id, "event": name or "message", "data": "\n".join(data)}
+            data, name = [], ""
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            name = value
+        elif field == "id" and "\x00" not in value:
+            last_id = value
+        elif field == "retry" and value.isdigit():
+            yield {"retry": value}
+
+
+def dumps(value: object) -> bytes:
+    """Compact JSON for responses."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

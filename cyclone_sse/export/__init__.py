@@ -1,0 +1,1 @@
+"""Exporters: push the daemon's statistics to monitoring systems."""

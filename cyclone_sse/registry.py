@@ -1,0 +1,168 @@
+"""The channel registry: which subscribers listen to which channels, and fan-out.
+
+It knows neither HTTP nor brokers.  Brokers are told, through ``listeners``, when a
+channel or pattern gains its first subscriber or loses its last one, so they can
+subscribe upstream only to what someone here listens to.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from twisted.internet.task import LoopingCall
+
+from cyclone_sse.channels import compile_pattern, is_pattern
+from cyclone_sse.event import Event
+from cyclone_sse.interfaces import ISubscriber
+
+#: Seconds between heartbeat comments on idle streams; 0 disables them.
+DEFAULT_HEARTBEAT = 15.0
+
+ChannelListener = Callable[[str, bool], None]  # (channel or pattern, first: bool)
+
+
+class Counters:
+    """Monotonic totals shown by /stats and exported to Graphite."""
+
+    __slots__ = ("events_published", "deliveries", "replays", "replayed_events",
+                 "replay_gaps", "slow_disconnects", "connections_total")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class ChannelRegistry:
+    def __init__(self, clock, heartbeat: float = DEFAULT_HEARTBEAT) -> None:  # type: ignore[no-untyped-def]
+        self.clock = clock
+        self.heartbeat_interval = heartbeat
+        self.started_at = clock.seconds()
+        self.counters = Counters()
+        self.listeners: list[ChannelListener] = []
+        # channel → its subscribers; pattern → (regex, its subscribers)
+        self._channels: dict[str, set[ISubscriber]] = {}
+        self._patterns: dict[str, tuple[object, set[ISubscriber]]] = {}
+        # channel → subscriber sets of the patterns matching it (rebuilt lazily)
+        self._pattern_cache: dict[str, list[set[ISubscriber]]] = {}
+        self._subscriptions: dict[ISubscriber, tuple[str, ...]] = {}
+        self._heartbeat: LoopingCall | None = None
+
+    # membership --------------------------------------------------------------------
+
+    def attach(self, subscriber: ISubscriber, channels: Iterable[str]) -> None:
+        names = tuple(channels)
+        self._subscriptions[subscriber] = names
+        self.counters.connections_total += 1
+        for name in names:
+            if is_pattern(name):
+                entry = self._patterns.get(name)
+                if entry is None:
+                    entry = self._patterns[name] = (compile_pattern(name), set())
+                    self._pattern_cache.clear()
+                    self._notify(name, True)
+                entry[1].add(subscriber)
+            else:
+                subs = self._channels.get(name)
+                if subs is None:
+                    subs = self._channels[name] = set()
+                    self._notify(name, True)
+                subs.add(subscriber)
+
+    def detach(self, subscriber: ISubscriber) -> None:
+        for name in self._subscriptions.pop(subscriber, ()):
+            if is_pattern(name):
+                _, subs = self._patterns[name]
+                subs.discard(subscriber)
+                if not subs:
+                    del self._patterns[name]
+                    self._pattern_cache.clear()
+                    self._notify(name, False)
+            else:
+                subs = self._channels[name]
+                subs.discard(subscriber)
+                if not subs:
+                    del self._channels[name]
+                    self._notify(name, False)
+
+    def _notify(self, name: str, first: bool) -> None:
+        for listener in self.listeners:
+            listener(name, first)
+
+    # fan-out -----------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> int:
+        """Give one event to every subscriber of its channel; returns how many.
+
+        The hot path: the same ``event`` (and so the same frame bytes) goes to all,
+        with no copy of the subscriber set and no logging.
+        """
+        subs = self._channels.get(event.channel)
+        count = 0
+        if subs:
+            for subscriber in subs:
+                subscriber.deliver(event)
+            count = len(subs)
+        if self._patterns:
+            count += self._deliver_to_patterns(event, subs)
+        self.counters.events_published += 1
+        self.counters.deliveries += count
+        return count
+
+    def _deliver_to_patterns(self, event: Event, direct: set[ISubscriber] | None) -> int:
+        groups = self._pattern_cache.get(event.channel)
+        if groups is None:
+            groups = [subs for regex, subs in self._patterns.values()
+                      if regex.match(event.channel)]  # type: ignore[attr-defined]
+            self._pattern_cache[event.channel] = groups
+            if len(self._pattern_cache) > 10000:
+                self._pattern_cache.clear()
+        if not groups:
+            return 0
+        seen: set[ISubscriber] = set(direct) if direct else set()
+        count = 0
+        for subs in groups:
+            for subscriber in subs:
+                if subscriber not in seen:
+                    seen.add(subscriber)
+                    subscriber.deliver(event)
+                    count += 1
+        return count
+
+    # heartbeats and shutdown -------------------------------------------------------
+
+    def start(self) -> None:
+        if self.heartbeat_interval and self._heartbeat is None:
+            self._heartbeat = LoopingCall(self._beat)
+            self._heartbeat.clock = self.clock
+            self._heartbeat.start(self.heartbeat_interval, now=False)
+
+    def _beat(self) -> None:
+        for subscriber in self._subscriptions:
+            subscriber.heartbeat()
+
+    def stop(self) -> None:
+        """Stop heartbeats and close every connection so clients reconnect elsewhere."""
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        self._heartbeat = None
+        for subscriber in list(self._subscriptions):
+            subscriber.close()
+
+    # introspection -----------------------------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        return len(self._subscriptions)
+
+    def subscriber_counts(self) -> list[tuple[str, int]]:
+        """``[(channel or pattern, subscribers)]``, the original /stats list."""
+        pairs = [(name, len(subs)) for name, subs in self._channels.items()]
+        pairs.extend((name, len(entry[1])) for name, entry in self._patterns.items())
+        pairs.sort()
+        return pairs
+
+    def uptime(self) -> float:
+        return self.clock.seconds() - self.started_at

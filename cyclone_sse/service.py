@@ -1,0 +1,67 @@
+"""``makeService``: options → a ``MultiService`` of the application and its ports."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from twisted.application import internet, service
+from twisted.internet import defer, ssl
+from twisted.logger import Logger
+from twisted.python import reflect
+
+from cyclone_sse.app import App
+from cyclone_sse.options import Options
+
+log = Logger()
+
+
+class AppService(service.Service):
+    """Starts the application's parts with the reactor, and on stop closes every
+    stream so clients reconnect to another daemon."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def startService(self) -> None:
+        super().startService()
+        self.app.start()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        return self.app.stop()
+
+
+def load_app(dotted: str | None, options: Mapping[str, Any], reactor: Any) -> App:
+    cls = reflect.namedAny(dotted) if dotted else App
+    return cls(options, reactor=reactor)
+
+
+def makeService(options: Mapping[str, Any], reactor: Any = None) -> service.MultiService:
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+        reactor = global_reactor
+    top = service.MultiService()
+    app = load_app(options.get("app"), options, reactor)
+    # Added first, so it is stopped last: ports stop accepting before streams close.
+    AppService(app).setServiceParent(top)
+    apps = [app]
+    if options.get("export"):
+        from cyclone_sse.export.graphite import GraphiteExporter
+        GraphiteExporter(app, options, reactor).setServiceParent(top)
+    tcp = internet.TCPServer(int(options.get("port", 8888)), app,
+                             interface=options.get("listen", "127.0.0.1"))
+    tcp.setServiceParent(top)
+    if options.get("use-ssl"):
+        ssl_app = app
+        if options.get("ssl-app"):
+            ssl_app = load_app(options["ssl-app"], options, reactor)
+            AppService(ssl_app).setServiceParent(top)
+            apps.append(ssl_app)
+        context = ssl.DefaultOpenSSLContextFactory(options["ssl-key"], options["ssl-cert"])
+        internet.SSLServer(int(options["ssl-port"]), ssl_app, context,
+                           interface=options.get("ssl-listen", "127.0.0.1")).setServiceParent(top)
+    top.apps = apps  # type: ignore[attr-defined]
+    return top
+
+
+__all__ = ["AppService", "Options", "makeService"]

@@ -1,0 +1,185 @@
+"""The two kinds of subscriber connection: an SSE stream and a long-poll request.
+
+Both follow the same rule for a reconnecting client: attach to the registry first and
+hold live events, fetch the replay, then hand out replay + the held events newer than
+it.  Nothing published during the replay is lost or sent twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from cyclone_sse.event import HEARTBEAT, Event, encode, encode_id_only
+from cyclone_sse.history import Replay
+from cyclone_sse.interfaces import ISubscriber
+from cyclone_sse.registry import Counters
+
+#: Bytes a stream may queue beyond the transport's own 64 KiB buffer while its client
+#: is not reading; past it the stream is closed (the client replays on reconnect).
+DEFAULT_MAX_PENDING = 512 * 1024
+#: Live events one connection may hold while its replay is being fetched.
+MAX_HELD = 10000
+#: Named event sent before a replay that cannot be complete (see README "Replay").
+GAP_EVENT = "history-gap"
+
+
+def gap_frame(reason: str, last_id: str | None) -> bytes:
+    """The signal that replay cannot be complete.  It has no id, so the client's last
+    event id stays put until a replayed event moves it."""
+    return encode(None, json.dumps({"reason": reason, "lastEventId": last_id}), GAP_EVENT)
+
+
+class _ReplayThenLive:
+    """Holds live events until the replay is in, then releases the newer ones."""
+
+    def __init__(self) -> None:
+        self.live = False
+        self.held: list[Event] = []
+        self.last_seq = 0
+
+    def hold(self, event: Event) -> bool:
+        """Keep ``event`` for later if the replay is not in yet; False if too many."""
+        self.held.append(event)
+        return len(self.held) <= MAX_HELD
+
+    def release(self, replay: Replay) -> list[Event]:
+        """Replayed events followed by the held ones that are newer."""
+        events = list(replay.events)
+        last_seq = events[-1].seq if events else 0
+        events.extend(e for e in self.held if e.seq > last_seq)
+        self.held = []
+        self.live = True
+        return events
+
+
+@implementer(ISubscriber, IPushProducer)
+class StreamSubscriber(_ReplayThenLive):
+    """An open ``text/event-stream`` response written straight to the transport.
+
+    Registered as the transport's streaming producer: Twisted pauses it when the
+    kernel and the transport buffer are full, and from then on writes are counted;
+    past ``max_pending`` bytes the client is too slow and the stream is aborted.
+    """
+
+    def __init__(self, transport, counters: Counters,  # type: ignore[no-untyped-def]
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        super().__init__()
+        self.transport = transport
+        self.counters = counters
+        self.max_pending = max_pending
+        self.paused = False
+        self.pending = 0
+        self.closed = False
+        transport.registerProducer(self, True)
+
+    def deliver(self, event: Event) -> None:
+        if self.live:
+            self.write(event.frame)
+        elif not self.hold(event):
+            self._overflow()
+
+    def write(self, data: bytes) -> None:
+        if self.paused:
+            self.pending += len(data)
+            if self.pending > self.max_pending:
+                self._overflow()
+                return
+        self.transport.write(data)
+
+    def start_live(self, replay: Replay, last_id: str | None) -> None:
+        """Write the replay (and the gap signal) and switch to live delivery."""
+        parts = []
+        if replay.gap:
+            parts.append(gap_frame(replay.gap, last_id))
+        events = self.release(replay)
+        parts.extend(event.frame for event in events)
+        if not last_id and not events:
+            # Give even a quiet stream a resume point (see encode_id_only).
+            parts.append(encode_id_only(replay.head_id))
+        if parts and not self.closed:
+            self.write(b"".join(parts))
+
+    def heartbeat(self) -> None:
+        if self.live:
+            self.write(HEARTBEAT)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def _overflow(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.counters.slow_disconnects += 1
+            self.transport.unregisterProducer()
+            self.transport.abortConnection()
+
+    # IPushProducer: called by the transport.
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.pending = 0
+
+    def stopProducing(self) -> None:
+        self.closed = True
+
+
+Responder = Callable[[list[Event]], None]
+
+
+@implementer(ISubscriber)
+class PollSubscriber(_ReplayThenLive):
+    """A held long-poll request: answered with the first batch of events or at timeout.
+
+    Events published in the same reactor turn go out in one answer.
+    """
+
+    def __init__(self, clock, respond: Responder, timeout: float) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.clock = clock
+        self.respond = respond
+        self.done = False
+        self.events: list[Event] = []
+        self._timeout = clock.callLater(timeout, self.finish) if timeout else None
+        self._flush = None
+
+    def deliver(self, event: Event) -> None:
+        if self.done:
+            return
+        if not self.live:
+            self.hold(event)
+            return
+        self.events.append(event)
+        if self._flush is None:
+            self._flush = self.clock.callLater(0, self.finish)
+
+    def start_live(self, replay: Replay) -> None:
+        self.events = self.release(replay)
+        if self.events or replay.gap:
+            self.finish()
+
+    def heartbeat(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        if not self.done:
+            self.cancel()
+            self.respond(self.events)
+
+    def cancel(self) -> None:
+        """Stop the timers; the request is over (answered or gone)."""
+        self.done = True
+        for call in (self._timeout, self._flush):
+            if call is not None and call.active():
+                call.cancel()
