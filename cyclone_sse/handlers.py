@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cyclone_sse import __version__
 from cyclone_sse.channels import check_channel, split_channels
 from cyclone_sse.errors import BadRequest, CycloneSSEError, InvalidEvent, Unauthorized
 from cyclone_sse.event import Event, check_field, dumps, encode_retry
@@ -36,6 +37,7 @@ class BaseHandler(cyclone.web.RequestHandler):
     application: "App"
 
     def set_default_headers(self) -> None:
+        self.set_header("Server", f"cyclone-sse/{__version__}")
         self.set_header("Cache-Control", "no-cache")
         origin = self.application.allowed_origin(self.request.headers.get("Origin"))
         if origin:
@@ -186,7 +188,7 @@ class SubscribeHandler(BaseHandler):
 
     def _answer_poll(self, events: list[Event]) -> None:
         self._leave()
-        if self._finished or self.request.connection.transport.disconnected:
+        if self._finished:
             return
         replay: Replay | None = getattr(self, "_replay", None)
         if events:
@@ -258,12 +260,13 @@ class PublishHandler(BaseHandler):
         data = body["data"] if "data" in body else body["message"]
         if not isinstance(data, str):
             data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        _check_utf8(data, "data")
         fields = []
         for name in ("event", "id", "key"):
             value = body.get(name)
             if value is not None and not isinstance(value, str):
                 raise BadRequest(f"'{name}' must be a string", field=name)
-            fields.append(value or None)
+            fields.append(_check_utf8(value, name) if value else None)
         return channels, data, fields[0], fields[1], fields[2]
 
     def post(self) -> defer.Deferred[None]:
@@ -292,6 +295,15 @@ class PublishHandler(BaseHandler):
     def _published(self, results: list[Any]) -> None:
         self.write_json({"status": "ok", "events": [r.as_json() for r in results],
                          "subscribers": sum(r.subscribers for r in results)})
+
+
+def _check_utf8(value: str, field: str) -> str:
+    """JSON may smuggle lone surrogates (``"\\ud800"``), which no UTF-8 stream can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"'{field}' is not valid Unicode (lone surrogate)", field=field) from None
+    return value
 
 
 class StatsHandler(BaseHandler):

@@ -63,7 +63,7 @@ def _bool(value: str) -> bool:
 
 _bool.coerceDoc = ""  # type: ignore[attr-defined]
 
-_port = _int(1, 65535)
+_port = _int(0, 65535)  # 0: the system picks a free port (the log says which)
 _count = _int(0)
 
 

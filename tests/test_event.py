@@ -1,0 +1,51 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cyclone_sse.errors import InvalidEvent
+from cyclone_sse.event import Event, encode, encode_id_only, parse_stream
+
+text = st.text(st.characters(blacklist_categories=("Cs",)))
+field_text = st.text(st.characters(blacklist_categories=("Cs",),
+                                   blacklist_characters="\r\n\x00"), min_size=1)
+
+
+def normalize_breaks(data: str) -> str:
+    return data.replace("\r\n", "\n").replace("\r", "\n")
+
+
+@given(data=text, event_id=field_text, name=st.one_of(st.none(), field_text))
+def test_a_browser_parser_sees_exactly_what_was_published(data, event_id, name):
+    parsed = list(parse_stream(encode(event_id, data, name).decode("utf-8")))
+    assert parsed == [{"id": event_id, "event": name or "message",
+                       "data": normalize_breaks(data)}]
+
+
+def test_every_line_break_style_becomes_its_own_data_line():
+    assert encode("1", "a\r\nb\rc\nd") == b"id: 1\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+
+
+def test_empty_data_still_dispatches_an_event():
+    assert list(parse_stream(encode("7", "").decode())) == [
+        {"id": "7", "event": "message", "data": ""}]
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\x00b", "x\r\nevent: evil"])
+def test_field_injection_through_id_or_event_is_refused(bad):
+    with pytest.raises(InvalidEvent):
+        encode(bad, "data")
+    with pytest.raises(InvalidEvent):
+        encode("1", "data", bad)
+
+
+def test_an_id_only_block_moves_the_last_id_without_an_event():
+    stream = (encode_id_only("5") + encode(None, "x")).decode()
+    assert list(parse_stream(stream)) == [{"id": "5", "event": "message", "data": "x"}]
+
+
+def test_utf8_payloads_are_encoded_once_in_the_event():
+    event = Event("c", "ünïcødé ✓", "e-1", 1, "greeting")
+    assert event.frame == "id: e-1\nevent: greeting\ndata: ünïcødé ✓\n\n".encode()
+    assert event.as_json() is event.as_json()
+    assert event.as_json() == {"id": "e-1", "channel": "c", "event": "greeting",
+                               "data": "ünïcødé ✓"}

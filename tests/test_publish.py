@@ -1,0 +1,163 @@
+"""POST /publish, /stats and malformed input — driven in memory."""
+
+import json
+
+import pytest
+
+from tests.memory import Connection, make_app, publish, publish_form, subscribe
+
+
+def test_original_form_fields_still_publish():
+    app = make_app()
+    conn = subscribe(app, "channels=base")
+    status, body = publish_form(app, "message=%5B123%2C+124%5D&channel=base")
+    assert status == 200 and body["status"] == "ok"
+    assert body["subscribers"] == 1 and body["events"][0]["channel"] == "base"
+    assert [e["data"] for e in conn.events()] == ["[123, 124]"]
+    assert conn.events()[0]["id"] == body["events"][0]["id"]
+
+
+def test_form_channel_is_repeatable_and_each_channel_gets_an_id():
+    app = make_app()
+    a, b = subscribe(app, "channels=a"), subscribe(app, "channels=b")
+    status, body = publish_form(app, "message=hi&channel=a&channel=b")
+    assert status == 200 and body["subscribers"] == 2
+    assert len({e["id"] for e in body["events"]}) == 2
+    assert a.events()[0]["data"] == b.events()[0]["data"] == "hi"
+
+
+def test_json_body_with_channels_list_event_name_and_object_data():
+    app = make_app()
+    conn = subscribe(app, "channels=x,y")
+    status, body = publish(app, channels=["x", "y"], data={"n": 1}, event="tick")
+    assert status == 200 and [e["channel"] for e in body["events"]] == ["x", "y"]
+    assert [(e["event"], e["data"]) for e in conn.events()] == [
+        ("tick", '{"n":1}'), ("tick", '{"n":1}')]
+
+
+def test_a_message_to_an_empty_channel_is_kept_for_replay():
+    app = make_app()
+    before = subscribe(app, "channels=lonely")
+    resume = [line for line in before.raw.decode().split("\n") if line.startswith("id:")][-1][4:]
+    before.close()
+    status, body = publish(app, channel="lonely", data="anyone?")
+    assert status == 200 and body["subscribers"] == 0
+    later = subscribe(app, "channels=lonely", {"Last-Event-Id": resume})
+    assert [e["data"] for e in later.events()] == ["anyone?"]
+
+
+def test_a_retried_publish_with_the_same_id_is_delivered_once():
+    app = make_app()
+    conn = subscribe(app, "channels=a")
+    first = publish(app, channel="a", data="x", id="order-42")[1]
+    again = publish(app, channel="a", data="x", id="order-42")[1]
+    assert again["events"][0]["duplicate"] is True
+    assert again["events"][0]["id"] == first["events"][0]["id"]
+    assert len(conn.events()) == 1
+
+
+class TestKey:
+    def test_wrong_or_missing_key_is_401(self):
+        app = make_app(http_secret="s3cret")
+        assert publish_form(app, "message=x&channel=a")[0] == 401
+        assert publish_form(app, "message=x&channel=a&key=nope")[0] == 401
+        assert publish(app, channel="a", data="x", key="nope")[0] == 401
+
+    def test_right_key_in_field_json_or_bearer_header(self):
+        app = make_app(http_secret="s3cret")
+        assert publish_form(app, "message=x&channel=a&key=s3cret")[0] == 200
+        assert publish(app, channel="a", data="x", key="s3cret")[0] == 200
+        conn = Connection(app).send("POST", "/publish", b'{"channel":"a","data":"x"}', {
+            "Content-Type": "application/json", "Authorization": "Bearer s3cret"})
+        assert conn.json()[0] == 200
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"data": "x"}, "channel"),
+    ({"channel": "a"}, "data"),
+    ({"channel": "a*", "data": "x"}, "channel"),
+    ({"channel": "has space", "data": "x"}, "channel"),
+    ({"channel": 5, "data": "x"}, "channel"),
+    ({"channel": "a", "data": "x", "event": "bad\nname"}, "event"),
+    ({"channel": "a", "data": "x", "event": "history-gap"}, "event"),
+    ({"channel": "a", "data": "x", "id": "i" * 201}, "id"),
+    ({"channel": "a", "data": "x", "event": 3}, "event"),
+])
+def test_invalid_fields_are_named_in_a_400(body, field):
+    app = make_app()
+    status, answer = publish(app, **body)
+    assert status == 400 and answer["field"] == field, answer
+
+
+def test_form_without_message_is_400():
+    status, answer = publish_form(make_app(), "channel=a")
+    assert status == 400 and answer["field"] == "message"
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'"a string"', b"\xff\xfe{}",
+                                 b'{"channel":"a","data":"\\ud800"}'])
+def test_broken_json_or_utf8_is_400(raw):
+    app = make_app()
+    status, answer = Connection(app).send("POST", "/publish", raw, {
+        "Content-Type": "application/json"}).json()
+    assert status == 400 and "error" in answer
+
+
+def test_broken_utf8_in_a_form_is_400_and_the_daemon_keeps_serving():
+    app = make_app()
+    status, answer = Connection(app).send("POST", "/publish", b"message=\xff&channel=a", {
+        "Content-Type": "application/x-www-form-urlencoded"}).json()
+    assert status == 400 and "UTF-8" in answer["error"]
+    assert publish(app, channel="a", data="still fine")[0] == 200
+
+
+def test_oversized_body_is_413_before_it_is_read():
+    app = make_app(max_body=100)
+    conn = Connection(app)
+    conn.protocol.dataReceived(b"POST /publish HTTP/1.1\r\nContent-Length: 101\r\n"
+                               b"Content-Type: application/json\r\n\r\n")
+    status, answer = conn.json()
+    assert status == 413 and "100 bytes" in answer["error"]
+    assert conn.transport.disconnecting
+
+
+def test_chunked_request_bodies_are_411():
+    conn = Connection(make_app())
+    conn.protocol.dataReceived(b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert conn.json()[0] == 411
+
+
+@pytest.mark.parametrize("raw", [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                                 b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n"])
+def test_malformed_requests_get_400_not_silence(raw):
+    conn = Connection(make_app())
+    conn.protocol.dataReceived(raw)
+    assert conn.json()[0] == 400
+
+
+def test_overlong_header_line_is_431():
+    conn = Connection(make_app())
+    conn.protocol.dataReceived(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+    assert conn.json()[0] == 431
+
+
+def test_unknown_url_is_a_json_404():
+    status, answer = Connection(make_app()).send("GET", "/nope").json()
+    assert status == 404 and "/publish" in answer["error"]
+
+
+def test_stats_reports_channels_counters_and_the_original_list():
+    app = make_app()
+    subscribe(app, "channels=cats,general")
+    subscribe(app, "channels=dogs,general")
+    publish(app, channel="general", data="x")
+    status, stats = Connection(app).send("GET", "/stats").json()
+    assert status == 200
+    assert stats["connections"] == 2 and stats["channels"] == 3
+    assert stats["subscriptions"] == [["cats", 1], ["dogs", 1], ["general", 2]]
+    assert stats["events_published"] == 1 and stats["deliveries"] == 2
+    assert stats["broker"] == {"name": "http", "connected": True}
+    assert stats["uptime"] >= 0
+    status, pairs = Connection(app).send("GET", "/stats/channels").json()
+    assert pairs == [["cats", 1], ["dogs", 1], ["general", 2]]
+    assert json.dumps(pairs)  # plain JSON list, as in 2013

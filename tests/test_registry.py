@@ -1,0 +1,111 @@
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from cyclone_sse.event import Event
+from cyclone_sse.interfaces import ISubscriber
+from cyclone_sse.registry import ChannelRegistry
+
+
+@implementer(ISubscriber)
+class Recorder:
+    def __init__(self):
+        self.frames = []
+        self.beats = 0
+        self.closed = False
+
+    def deliver(self, event):
+        self.frames.append(event.frame)
+
+    def heartbeat(self):
+        self.beats += 1
+
+    def close(self):
+        self.closed = True
+
+
+def event(channel, n=1, data="x"):
+    return Event(channel, data, f"e-{n}", n)
+
+
+def test_fan_out_writes_the_same_bytes_object_to_everyone():
+    registry = ChannelRegistry(Clock())
+    subs = [Recorder() for _ in range(3)]
+    for sub in subs:
+        registry.attach(sub, ["a"])
+    ev = event("a")
+    assert registry.deliver(ev) == 3
+    assert all(sub.frames[0] is ev.frame for sub in subs)
+
+
+def test_only_subscribers_of_the_channel_receive_it():
+    registry = ChannelRegistry(Clock())
+    a, b = Recorder(), Recorder()
+    registry.attach(a, ["a"])
+    registry.attach(b, ["b"])
+    registry.deliver(event("a"))
+    assert len(a.frames) == 1 and b.frames == []
+
+
+def test_patterns_match_and_never_deliver_twice():
+    registry = ChannelRegistry(Clock())
+    both, pattern_only, other = Recorder(), Recorder(), Recorder()
+    registry.attach(both, ["news.sport", "news.*", "*.sport"])
+    registry.attach(pattern_only, ["news.*"])
+    registry.attach(other, ["weather.*"])
+    assert registry.deliver(event("news.sport")) == 2
+    assert len(both.frames) == 1 and len(pattern_only.frames) == 1 and other.frames == []
+
+
+def test_brokers_hear_about_first_and_last_subscribers():
+    registry = ChannelRegistry(Clock())
+    heard = []
+    registry.listeners.append(lambda name, first: heard.append((name, first)))
+    one, two = Recorder(), Recorder()
+    registry.attach(one, ["a", "p*"])
+    registry.attach(two, ["a"])
+    registry.detach(one)
+    registry.detach(two)
+    assert heard == [("a", True), ("p*", True), ("p*", False), ("a", False)]
+    assert registry.subscriber_counts() == []
+
+
+def test_heartbeats_follow_the_clock_and_can_be_disabled():
+    clock = Clock()
+    registry = ChannelRegistry(clock, heartbeat=15)
+    sub = Recorder()
+    registry.attach(sub, ["a"])
+    registry.start()
+    clock.advance(14)
+    assert sub.beats == 0
+    clock.advance(1)
+    assert sub.beats == 1
+    clock.advance(15)
+    clock.advance(15)
+    assert sub.beats == 3
+    silent = ChannelRegistry(clock, heartbeat=0)
+    quiet = Recorder()
+    silent.attach(quiet, ["a"])
+    silent.start()
+    clock.advance(100)
+    assert quiet.beats == 0
+
+
+def test_stop_closes_every_subscriber():
+    registry = ChannelRegistry(Clock())
+    subs = [Recorder() for _ in range(2)]
+    for sub in subs:
+        registry.attach(sub, ["a"])
+    registry.stop()
+    assert all(sub.closed for sub in subs)
+
+
+def test_counters_and_subscriber_counts():
+    registry = ChannelRegistry(Clock())
+    registry.attach(Recorder(), ["a", "b"])
+    registry.attach(Recorder(), ["a"])
+    registry.deliver(event("a"))
+    registry.deliver(event("c", 2))
+    assert registry.subscriber_counts() == [("a", 2), ("b", 1)]
+    assert registry.counters.events_published == 2
+    assert registry.counters.deliveries == 2
+    assert registry.connections == 2

@@ -1,0 +1,236 @@
+"""GET /: SSE streams, replay, heartbeats, long-poll — driven in memory."""
+
+import json
+
+from cyclone_sse.event import parse_stream
+from tests.memory import Connection, make_app, publish, subscribe
+
+
+def test_stream_headers_are_sent_at_once():
+    app = make_app()
+    conn = subscribe(app, "channels=a")
+    status, headers, body = conn.head_and_body()
+    assert status == 200
+    assert headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert headers["cache-control"] == "no-cache"
+    assert headers["access-control-allow-origin"] == "*"
+    assert headers["x-accel-buffering"] == "no"
+    assert body.startswith(b"retry: 3000\n\n")
+    # a quiet stream still gets a resume point
+    assert list(parse_stream(body.decode())) == [{"retry": "3000"}]
+    assert b"id: " in body
+
+
+def test_no_channel_is_a_readable_400():
+    app = make_app()
+    status, body = Connection(app).send("GET", "/").json()
+    assert status == 400 and body["field"] == "channels" and "channels=" in body["error"]
+
+
+def test_bad_channel_names_are_refused():
+    app = make_app()
+    for query in ("channels=a%20b", "channels=" + "x" * 201, "channels=%FF"):
+        status, body = subscribe(app, query).json()
+        assert status == 400, query
+        assert "error" in body
+
+
+def test_too_many_channels_are_refused():
+    app = make_app(max_channels=2)
+    status, body = subscribe(app, "channels=a,b,c").json()
+    assert status == 400 and "too many" in body["error"]
+
+
+def test_published_events_reach_every_channel_subscriber_in_order():
+    app = make_app()
+    ab = subscribe(app, "channels=a&channels=b")
+    comma = subscribe(app, "channels=a,b")
+    only_b = subscribe(app, "channels=b")
+    publish(app, channel="a", data="one")
+    publish(app, channel="b", data="two\nlines", event="update")
+    for conn in (ab, comma):
+        assert [(e["event"], e["data"]) for e in conn.events()] == [
+            ("message", "one"), ("update", "two\nlines")]
+    assert [e["data"] for e in only_b.events()] == ["two\nlines"]
+
+
+def test_heartbeat_comments_keep_idle_streams_open():
+    app = make_app(heartbeat=5)
+    conn = subscribe(app, "channels=a")
+    before = conn.raw
+    app.clock.advance(5)
+    assert conn.raw == before + b":\n\n"
+    no_beat = make_app(heartbeat=0)
+    quiet = subscribe(no_beat, "channels=a")
+    before = quiet.raw
+    no_beat.clock.advance(60)
+    assert quiet.raw == before
+
+
+def test_reconnect_with_last_event_id_gets_exactly_what_it_missed():
+    app = make_app()
+    first = subscribe(app, "channels=a&channels=b")
+    publish(app, channel="a", data="1")
+    seen = first.events()[-1]["id"]
+    first.close()
+    publish(app, channel="b", data="2")
+    publish(app, channel="other", data="not mine")
+    publish(app, channel="a", data="3")
+    again = subscribe(app, "channels=a,b", {"Last-Event-Id": seen})
+    publish(app, channel="b", data="4")
+    assert [e["data"] for e in again.events()] == ["2", "3", "4"]
+    ids = [e["id"] for e in again.events()]
+    assert len(set(ids)) == 4 - 1
+    by_query = subscribe(app, f"channels=a,b&lastEventId={seen}")
+    assert [e["data"] for e in by_query.events()] == ["2", "3", "4"]
+    stats = app.stats()
+    assert stats["replays"] == 2 and stats["replayed_events"] == 2 + 3
+
+
+def test_a_quiet_stream_resumes_from_its_connection_time():
+    app = make_app()
+    first = subscribe(app, "channels=a")
+    resume_id = [line for line in first.raw.decode().split("\n") if line.startswith("id: ")][-1][4:]
+    first.close()
+    publish(app, channel="a", data="while away")
+    again = subscribe(app, "channels=a", {"Last-Event-Id": resume_id})
+    assert [e["data"] for e in again.events()] == ["while away"]
+
+
+def test_an_unknown_id_is_signalled_before_the_replay():
+    app = make_app()
+    publish(app, channel="a", data="kept")
+    conn = subscribe(app, "channels=a", {"Last-Event-Id": "from-another-life-7"})
+    events = conn.events()
+    assert events[0]["event"] == "history-gap"
+    assert json.loads(events[0]["data"]) == {"reason": "unknown",
+                                             "lastEventId": "from-another-life-7"}
+    assert [e["data"] for e in events[1:]] == ["kept"]
+
+
+def test_an_expired_id_is_signalled():
+    app = make_app(history_size=2)
+    _, answer = publish(app, channel="a", data="1")
+    for n in "234":
+        publish(app, channel="a", data=n)
+    conn = subscribe(app, "channels=a", {"Last-Event-Id": answer["events"][0]["id"]})
+    events = conn.events()
+    assert json.loads(events[0]["data"])["reason"] == "expired"
+    assert [e["data"] for e in events[1:]] == ["3", "4"]
+    assert app.stats()["replay_gaps"] == 1
+
+
+def test_pattern_subscriptions():
+    app = make_app()
+    conn = subscribe(app, "channels=news.*")
+    publish(app, channel="news.sport", data="goal")
+    publish(app, channel="weather", data="rain")
+    assert [e["data"] for e in conn.events()] == ["goal"]
+
+
+def test_closing_the_connection_unsubscribes():
+    app = make_app()
+    conn = subscribe(app, "channels=a")
+    assert app.registry.connections == 1
+    conn.close()
+    assert app.registry.connections == 0
+    assert publish(app, channel="a", data="x")[1]["subscribers"] == 0
+
+
+def test_a_slow_client_is_cut_off_and_others_keep_receiving():
+    app = make_app(max_pending=1000)
+    slow = subscribe(app, "channels=a")
+    fast = subscribe(app, "channels=a")
+    slow.transport.producer.pauseProducing()  # what Twisted does when its buffer is full
+    for n in range(20):
+        publish(app, channel="a", data="x" * 100 + str(n))
+    assert slow.transport.disconnecting
+    assert app.stats()["slow_disconnects"] == 1
+    assert len(fast.events()) == 20 and not fast.transport.disconnecting
+
+
+def test_shutdown_closes_open_streams():
+    app = make_app()
+    conns = [subscribe(app, "channels=a") for _ in range(3)]
+    d = app.stop()
+    assert all(c.transport.disconnecting for c in conns)
+    fired = []
+    d.addCallback(fired.append)
+    app.clock.advance(5)
+    assert fired
+
+
+def test_cors_origin_list_echoes_allowed_origins_only():
+    app = make_app(cors_origin="https://a.example, https://b.example")
+    ok = subscribe(app, "channels=a", {"Origin": "https://b.example"})
+    _, headers, _ = ok.head_and_body()
+    assert headers["access-control-allow-origin"] == "https://b.example"
+    assert headers["access-control-allow-credentials"] == "true"
+    other = subscribe(app, "channels=a", {"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.head_and_body()[1]
+
+
+def test_preflight_allows_last_event_id():
+    app = make_app()
+    status, headers, _ = Connection(app).send("OPTIONS", "/?channels=a").head_and_body()
+    assert status == 204
+    assert "Last-Event-Id" in headers["access-control-allow-headers"]
+
+
+class TestLongPoll:
+    def poll(self, app, query="channels=a", headers=None):
+        headers = {"X-Requested-With": "XMLHttpRequest", **(headers or {})}
+        return subscribe(app, query, headers)
+
+    def test_held_until_an_event_then_answered_as_json(self):
+        app = make_app()
+        conn = self.poll(app)
+        assert conn.raw == b""
+        publish(app, channel="a", data="one")
+        publish(app, channel="a", data="two")
+        app.clock.advance(0)  # events of the same reactor turn go out together
+        status, body = conn.json()
+        assert status == 200
+        assert [e["data"] for e in body["events"]] == ["one", "two"]
+        assert body["lastEventId"] == body["events"][-1]["id"]
+        assert app.registry.connections == 0
+
+    def test_timeout_answers_empty_with_a_resume_point(self):
+        app = make_app(poll_timeout=10)
+        conn = subscribe(app, "channels=a&transport=poll")
+        app.clock.advance(9)
+        assert conn.raw == b""
+        app.clock.advance(1)
+        status, body = conn.json()
+        assert status == 200 and body["events"] == [] and body["lastEventId"]
+
+    def test_a_poll_loop_misses_nothing_published_between_polls(self):
+        app = make_app(poll_timeout=10)
+        first = self.poll(app)
+        app.clock.advance(10)
+        last = first.json()[1]["lastEventId"]
+        publish(app, channel="a", data="between polls 1")
+        publish(app, channel="a", data="between polls 2")
+        second = self.poll(app, headers={"Last-Event-Id": last})
+        body = second.json()[1]
+        assert [e["data"] for e in body["events"]] == ["between polls 1", "between polls 2"]
+        third = self.poll(app, f"channels=a&lastEventId={body['lastEventId']}")
+        assert third.raw == b""
+        publish(app, channel="a", data="live")
+        app.clock.advance(0)
+        assert [e["data"] for e in third.json()[1]["events"]] == ["live"]
+
+    def test_a_client_gone_before_the_answer_is_forgotten(self):
+        app = make_app()
+        conn = self.poll(app)
+        conn.close()
+        assert app.registry.connections == 0
+        publish(app, channel="a", data="x")
+        app.clock.advance(30)
+        assert conn.raw == b""
+
+    def test_gap_is_reported_in_the_answer(self):
+        app = make_app()
+        publish(app, channel="a", data="x")
+        body = self.poll(app, headers={"Last-Event-Id": "bogus"}).json()[1]
+        assert body["gap"] == "unknown" and [e["data"] for e in body["events"]] == ["x"]
