@@ -85,15 +85,15 @@ class App(cyclone.web.Application):
             self._sweeper.start(HISTORY_SWEEP_INTERVAL, now=False)
 
     def stop(self) -> defer.Deferred[None]:
-        """Close every stream (clients reconnect elsewhere), then the broker."""
+        """Close every stream (clients reconnect elsewhere), wait until they are gone
+        or ``SHUTDOWN_GRACE`` passed, then stop the broker."""
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         closing = self.registry.connections
-        self.registry.stop()
         if closing:
-            log.info("closed {count} open connections", count=closing)
-        d: defer.Deferred[None] = defer.Deferred()
-        self.clock.callLater(SHUTDOWN_GRACE if closing else 0, d.callback, None)
+            log.info("closing {count} open connections", count=closing)
+        d = self.registry.stop()
+        d.addTimeout(SHUTDOWN_GRACE, self.clock, onTimeoutCancel=lambda *_: None)
         d.addCallback(lambda _: self.broker.stop())
         return d
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 
 from cyclone_sse.channels import compile_pattern, is_pattern
@@ -49,6 +50,7 @@ class ChannelRegistry:
         self._pattern_cache: dict[str, list[set[ISubscriber]]] = {}
         self._subscriptions: dict[ISubscriber, tuple[str, ...]] = {}
         self._heartbeat: LoopingCall | None = None
+        self._drained: defer.Deferred[None] | None = None
 
     # membership --------------------------------------------------------------------
 
@@ -86,6 +88,9 @@ class ChannelRegistry:
                 if not subs:
                     del self._channels[name]
                     self._notify(name, False)
+        if self._drained is not None and not self._subscriptions:
+            drained, self._drained = self._drained, None
+            drained.callback(None)
 
     def _notify(self, name: str, first: bool) -> None:
         for listener in self.listeners:
@@ -143,13 +148,20 @@ class ChannelRegistry:
         for subscriber in self._subscriptions:
             subscriber.heartbeat()
 
-    def stop(self) -> None:
-        """Stop heartbeats and close every connection so clients reconnect elsewhere."""
+    def stop(self) -> defer.Deferred[None]:
+        """Stop heartbeats and close every connection so clients reconnect elsewhere.
+
+        The Deferred fires once every subscriber has detached."""
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self._heartbeat = None
+        if not self._subscriptions:
+            return defer.succeed(None)
+        self._drained = defer.Deferred()
+        drained = self._drained
         for subscriber in list(self._subscriptions):
             subscriber.close()
+        return drained
 
     # introspection -----------------------------------------------------------------
 

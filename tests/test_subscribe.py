@@ -156,8 +156,17 @@ def test_shutdown_closes_open_streams():
     assert all(c.transport.disconnecting for c in conns)
     fired = []
     d.addCallback(fired.append)
-    app.clock.advance(5)
+    conns[0].close()
+    conns[1].close()
+    assert not fired  # waits for every stream to go
+    conns[2].close()
     assert fired
+    stuck = make_app()
+    subscribe(stuck, "channels=a")
+    gave_up = []
+    stuck.stop().addCallback(gave_up.append)
+    stuck.clock.advance(2)  # SHUTDOWN_GRACE: a client that never closes cannot hold us
+    assert gave_up
 
 
 def test_cors_origin_list_echoes_allowed_origins_only():

@@ -1,0 +1,179 @@
+"""The real daemon: ``twistd -n cyclone-sse`` as a subprocess, spoken to over sockets."""
+
+import datetime
+import json
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from tests.daemon import DEADLINE, ROOT, TWISTD, Daemon, SSEClient
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    d = Daemon(tmp_path, "--heartbeat=30")
+    yield d
+    d.stop()
+
+
+def test_readme_flow_subscribe_publish_with_curl_format_and_stats(daemon):
+    client = SSEClient(daemon.port, "channels=base&channels=extras")
+    assert client.status == 200
+    assert client.headers["content-type"].startswith("text/event-stream")
+    status, answer = daemon.publish_form("message=%5B123%2C+124%5D&channel=base")
+    assert status == 200 and answer["subscribers"] == 1
+    status, _ = daemon.request("POST", "/publish", json.dumps(
+        {"channel": "extras", "data": "line1\r\nline2", "event": "note"}),
+        {"Content-Type": "application/json"})
+    assert status == 200
+    events = client.events(2)
+    assert [(e["event"], e["data"]) for e in events] == [
+        ("message", "[123, 124]"), ("note", "line1\nline2")]
+    status, stats = daemon.request("GET", "/stats")
+    assert stats["connections"] == 1 and stats["deliveries"] == 2
+    assert ["base", 1] in stats["subscriptions"]
+    client.close()
+
+
+def test_reconnect_replays_what_was_missed(daemon):
+    client = SSEClient(daemon.port, "channels=a,b")
+    daemon.publish_form("message=first&channel=a")
+    client.events(1)
+    seen = client.last_id()
+    client.close()
+    for n, channel in enumerate("babab"):
+        daemon.publish_form(f"message=m{n}&channel={channel}")
+    again = SSEClient(daemon.port, "channels=a,b", {"Last-Event-Id": seen})
+    daemon.publish_form("message=live&channel=a")
+    assert [e["data"] for e in again.events(6)] == ["m0", "m1", "m2", "m3", "m4", "live"]
+    again.close()
+
+
+def test_long_poll_over_a_real_socket(daemon):
+    status, first = daemon.request("GET", "/?channels=a&transport=poll&lastEventId=nope")
+    assert status == 200 and first["gap"] == "unknown"
+    daemon.publish_form("message=x&channel=a")
+    status, body = daemon.request("GET", "/?channels=a", headers={
+        "X-Requested-With": "XMLHttpRequest", "Last-Event-Id": first["lastEventId"]})
+    assert [e["data"] for e in body["events"]] == ["x"]
+
+
+def test_bad_requests_get_clear_errors_and_the_daemon_keeps_serving(daemon):
+    client = SSEClient(daemon.port, "channels=a")
+    assert daemon.request("GET", "/")[0] == 400
+    status, body = daemon.request("POST", "/publish", b"\xff\xfe", {"Content-Type": "application/json"})
+    assert status == 400 and "UTF-8" in body["error"]
+    raw = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+    raw.sendall(b"POST /publish HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")
+    assert b" 413 " in raw.recv(4096).split(b"\r\n")[0]
+    raw.close()
+    vanished = SSEClient(daemon.port, "channels=a")
+    vanished.sock.close()
+    daemon.publish_form("message=still+here&channel=a")
+    assert client.events(1)[0]["data"] == "still here"
+
+
+def test_a_client_that_stops_reading_is_cut_off_others_are_not(tmp_path):
+    daemon = Daemon(tmp_path, "--max-pending=65536", "--heartbeat=0")
+    try:
+        slow = SSEClient(daemon.port, "channels=a", rcvbuf=4096)
+        fast = SSEClient(daemon.port, "channels=a")
+        payload = "x" * 60000
+        received = 0
+        for n in range(200):  # 12 MB in all: far more than socket buffers hold
+            daemon.publish_form(f"message={payload}{n}&channel=a")
+            received = len(fast.events(n + 1))
+            if daemon.request("GET", "/stats")[1]["slow_disconnects"]:
+                break
+        stats = daemon.request("GET", "/stats")[1]
+        assert stats["slow_disconnects"] == 1 and stats["connections"] == 1
+        assert received == n + 1
+        slow.wait_closed()
+    finally:
+        daemon.stop()
+
+
+def test_sigterm_closes_streams_and_exits_cleanly(tmp_path):
+    daemon = Daemon(tmp_path)
+    clients = [SSEClient(daemon.port, "channels=a") for _ in range(3)]
+    daemon.proc.send_signal(signal.SIGTERM)
+    for client in clients:
+        client.wait_closed()
+    # twistd re-raises the signal after a clean shutdown, to report how it ended.
+    assert daemon.stop(signalled=True) in (0, -signal.SIGTERM)
+    assert "closing 3 open connections" in "".join(daemon.log)
+    assert "Main loop terminated." in "".join(daemon.log)
+
+
+def test_unknown_option_stops_start_up_naming_it():
+    done = subprocess.run([TWISTD, "-n", "--pidfile=", "cyclone-sse", "--colour=blue"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE)
+    assert done.returncode != 0
+    assert "--colour" in done.stdout.strip().splitlines()[-1]
+
+
+def test_custom_app_from_extras(tmp_path):
+    daemon = Daemon(tmp_path, "--app=extras.custom_app.App", "--http-secret=k")
+    try:
+        assert daemon.request("GET", "/health") == (200, {"ok": True, "connections": 0})
+        assert daemon.request("GET", "/?channels=private:x")[0] == 403
+    finally:
+        daemon.stop()
+
+
+def make_certificate(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "server.crt", tmp_path / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_alongside_plain_http_sharing_one_registry(tmp_path):
+    cert, key = make_certificate(tmp_path)
+    daemon = Daemon(tmp_path, "--use-ssl", "--ssl-port=0", f"--ssl-cert={cert}",
+                    f"--ssl-key={key}", ports=2)
+    try:
+        secure = SSEClient(daemon.ports[1], "channels=a", tls=True)
+        assert secure.status == 200
+        daemon.publish_form("message=over+tls&channel=a")
+        assert secure.events(1)[0]["data"] == "over tls"
+    finally:
+        daemon.stop()
+
+
+def test_graphite_export_sends_carbon_lines(tmp_path):
+    carbon = socket.create_server(("127.0.0.1", 0))
+    carbon.settimeout(DEADLINE)
+    port = carbon.getsockname()[1]
+    daemon = Daemon(tmp_path, "--export=graphite", f"--export-port={port}",
+                    "--export-interval=0.2", "--export-path=test.sse")
+    try:
+        conn, _ = carbon.accept()
+        conn.settimeout(DEADLINE)
+        data = b""
+        while b"test.sse.connections " not in data:
+            data += conn.recv(4096)
+        line = [ln for ln in data.decode().splitlines() if ln.startswith("test.sse.connections ")][0]
+        name, value, stamp = line.split()
+        assert value == "0" and int(stamp) > 1_600_000_000
+        conn.close()
+    finally:
+        daemon.stop()
+        carbon.close()

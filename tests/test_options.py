@@ -1,0 +1,75 @@
+import pytest
+from twisted.python import usage
+
+from cyclone_sse.options import Options, Settings
+
+
+def parse(*argv):
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults_match_the_original():
+    o = parse()
+    assert (o["port"], o["listen"], o["broker"], o["http-secret"]) == (8888, "127.0.0.1", "http", "")
+    assert (o["ssl-port"], o["ssl-cert"], o["ssl-key"]) == (8443, "server.crt", "server.key")
+    assert (o["redis-host"], o["redis-port"]) == ("127.0.0.1", 6379)
+    assert (o["amqp-exchange-name"], o["amqp-exchange-type"], o["amqp-vhost"]) == (
+        "sse-cyclone-server", "direct", "/")
+    assert o["use-ssl"] is False and o["app"] is None
+
+
+def test_short_options_and_original_quirks():
+    o = parse("-p", "9000", "-l", "0.0.0.0", "--use-ssl=0", "--app=", "--export-port=")
+    assert (o["port"], o["listen"], o["use-ssl"], o["app"], o["export-port"]) == (
+        9000, "0.0.0.0", False, None, 2003)
+
+
+def test_shipped_config_file_works_both_ways():
+    with open("cyclone-sse.conf") as handle:
+        words = handle.read().split()
+    assert parse(*words)["port"] == 8888
+    o = parse("--config", "cyclone-sse.conf", "--port=9999")
+    assert o["port"] == 9999 and o["history-size"] == 1000
+
+
+def test_config_file_with_comments_and_command_line_override(tmp_path):
+    conf = tmp_path / "sse.conf"
+    conf.write_text("# my daemon\n--port=7000  # the port\n--heartbeat=5\n")
+    o = parse("--config=" + str(conf), "--heartbeat=1")
+    assert (o["port"], o["heartbeat"]) == (7000, 1.0)
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--bogus"], "--bogus"),
+    (["--port=http"], "--port"),
+    (["--port=70000"], "--port"),
+    (["--broker=kafka"], "--broker"),
+    (["--history-size=-1"], "--history-size"),
+    (["--heartbeat=soon"], "--heartbeat"),
+    (["--use-ssl=maybe"], "--use-ssl"),
+    (["--app=no.such.module.App"], "--app"),
+    (["--config=/no/such/file"], "--config"),
+    (["--use-ssl", "--ssl-cert=/no/cert.pem"], "--ssl-cert"),
+])
+def test_bad_options_stop_start_up_with_a_one_line_error_naming_them(argv, named):
+    with pytest.raises(usage.UsageError) as info:
+        parse(*argv)
+    message = str(info.value)
+    assert named in message and "\n" not in message
+
+
+def test_help_documents_every_option():
+    text = str(Options())
+    for name in ("--port", "--listen", "--app", "--use-ssl", "--ssl-port", "--ssl-listen",
+                 "--ssl-cert", "--ssl-key", "--broker", "--http-secret", "--redis-host",
+                 "--redis-port", "--amqp-host", "--amqp-exchange-name", "--export",
+                 "--export-host", "--export-port", "--export-path", "--history-size",
+                 "--heartbeat", "--retry", "--poll-timeout", "--config", "--cors-origin"):
+        assert name in text
+
+
+def test_settings_accept_options_dicts_and_fill_defaults():
+    s = Settings.from_options({"port": 1, "http-secret": "k", "history_size": 3, "junk": 1})
+    assert (s.port, s.http_secret, s.history_size, s.heartbeat) == (1, "k", 3, 15.0)
