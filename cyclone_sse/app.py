@@ -6,7 +6,8 @@ This is what ``--app`` replaces.  A subclass may override ``build_handlers``,
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import cyclone.web
 from twisted.internet import defer
@@ -15,8 +16,13 @@ from twisted.logger import Logger
 from cyclone_sse import __version__
 from cyclone_sse.brokers import BROKERS, Broker
 from cyclone_sse.connection import HTTPConnection
-from cyclone_sse.handlers import (ChannelStatsHandler, NotFoundHandler, PublishHandler,
-                                  StatsHandler, SubscribeHandler)
+from cyclone_sse.handlers import (
+    ChannelStatsHandler,
+    NotFoundHandler,
+    PublishHandler,
+    StatsHandler,
+    SubscribeHandler,
+)
 from cyclone_sse.history import MemoryHistory
 from cyclone_sse.interfaces import IHistory
 from cyclone_sse.options import Settings

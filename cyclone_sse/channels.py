@@ -9,13 +9,13 @@ receive every matching channel; publishers always name one concrete channel.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from cyclone_sse.errors import InvalidChannel
 
 MAX_CHANNEL_LENGTH = 200
-_NAME = re.compile(r"[A-Za-z0-9_\-.:@/=+]{1,%d}\Z" % MAX_CHANNEL_LENGTH)
-_PATTERN = re.compile(r"[A-Za-z0-9_\-.:@/=+*]{1,%d}\Z" % MAX_CHANNEL_LENGTH)
+_NAME = re.compile(rf"[A-Za-z0-9_\-.:@/=+]{{1,{MAX_CHANNEL_LENGTH}}}\Z")
+_PATTERN = re.compile(rf"[A-Za-z0-9_\-.:@/=+*]{{1,{MAX_CHANNEL_LENGTH}}}\Z")
 
 
 def is_pattern(name: str) -> bool:

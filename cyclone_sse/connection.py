@@ -77,6 +77,7 @@ class HTTPConnection(httpserver.HTTPConnection):
 
     def _on_request_body(self, data: bytes) -> None:
         # cyclone decodes urlencoded form bodies as UTF-8 before any handler runs.
+        assert self._request is not None
         content_type = self._request.headers.get("Content-Type", "")
         if content_type.startswith("application/x-www-form-urlencoded"):
             try:

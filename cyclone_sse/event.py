@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from cyclone_sse.errors import InvalidEvent
 
@@ -45,7 +45,7 @@ def encode(event_id: str | None, data: str, name: str | None = None) -> bytes:
 def encode_id_only(event_id: str) -> bytes:
     """A block with an id and no data: EventSource records it as its last event id
     without dispatching anything, so even a quiet stream resumes from here."""
-    return f"id: {check_field('id', event_id)}\n\n".encode("utf-8")
+    return f"id: {check_field('id', event_id)}\n\n".encode()
 
 
 def encode_retry(milliseconds: int) -> bytes:
@@ -59,7 +59,7 @@ class Event:
     bytes object.  ``seq`` orders events across all channels of one history store.
     """
 
-    __slots__ = ("channel", "data", "name", "id", "seq", "frame", "_json")
+    __slots__ = ("_json", "channel", "data", "frame", "id", "name", "seq")
 
     def __init__(self, channel: str, data: str, event_id: str, seq: int,
                  name: str | None = None) -> None:

@@ -34,7 +34,7 @@ MAX_PUBLISHER_ID = 200
 class BaseHandler(cyclone.web.RequestHandler):
     """JSON errors, CORS, and no per-request logging on success."""
 
-    application: "App"
+    application: App
 
     def set_default_headers(self) -> None:
         self.set_header("Server", f"cyclone-sse/{__version__}")
@@ -131,7 +131,7 @@ class SubscribeHandler(BaseHandler):
     # flow ----------------------------------------------------------------------------
 
     @cyclone.web.asynchronous
-    def get(self) -> defer.Deferred[None]:
+    def get(self) -> defer.Deferred[object]:
         channels = self.get_channels()
         d = defer.maybeDeferred(self.authorize, channels)
         d.addCallback(lambda _: self.subscribe(channels))
@@ -191,6 +191,7 @@ class SubscribeHandler(BaseHandler):
         if self._finished:
             return
         replay: Replay | None = getattr(self, "_replay", None)
+        last_id: str | None
         if events:
             last_id = events[-1].id
         elif self._last_id and replay is not None and not replay.gap:
@@ -269,7 +270,7 @@ class PublishHandler(BaseHandler):
             fields.append(_check_utf8(value, name) if value else None)
         return channels, data, fields[0], fields[1], fields[2]
 
-    def post(self) -> defer.Deferred[None]:
+    def post(self) -> defer.Deferred[object]:
         channels, data, name, publisher_id, key = self.parse()
         self.check_key(key)
         if not channels:
@@ -285,12 +286,13 @@ class PublishHandler(BaseHandler):
             if len(publisher_id) > MAX_PUBLISHER_ID:
                 raise InvalidEvent(f"'id' longer than {MAX_PUBLISHER_ID} characters", field="id")
         broker = self.application.broker
+        unique = dict.fromkeys(channels)
         d = defer.gatherResults(
-            [broker.publish(channel, data, name, publisher_id) for channel in dict.fromkeys(channels)],
+            [broker.publish(channel, data, name, publisher_id) for channel in unique],
             consumeErrors=True)
         d.addCallback(self._published)
         d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
-        return d
+        return d  # type: ignore[return-value]
 
     def _published(self, results: list[Any]) -> None:
         self.write_json({"status": "ok", "events": [r.as_json() for r in results],

@@ -11,8 +11,8 @@ from __future__ import annotations
 import heapq
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from zope.interface import implementer
 
@@ -48,7 +48,7 @@ class Replay:
 
 
 class _ChannelLog:
-    __slots__ = ("events", "evicted_upto", "by_publisher_id")
+    __slots__ = ("by_publisher_id", "events", "evicted_upto")
 
     def __init__(self) -> None:
         # (stored at, event, publisher's own id or None)
@@ -155,11 +155,11 @@ class MemoryHistory:
                     if matcher.match(channel):
                         logs[id(log)] = log
             else:
-                log = self._logs.get(name)
-                if log is None:
+                found = self._logs.get(name)
+                if found is None:
                     missing = True
                 else:
-                    logs[id(log)] = log
+                    logs[id(found)] = found
         return list(logs.values()), missing
 
     def since(self, channels: list[str], last_id: str | None,

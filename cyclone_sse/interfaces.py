@@ -18,10 +18,10 @@ class ISubscriber(Interface):
         registry synchronously (the registry is iterating its subscriber set).
         """
 
-    def heartbeat():  # type: ignore[misc]
+    def heartbeat() -> None:
         """Keep the connection alive through idle proxies (SSE writes a comment)."""
 
-    def close():  # type: ignore[misc]
+    def close() -> None:
         """End the connection politely, e.g. at shutdown; the client will reconnect."""
 
 
@@ -60,8 +60,8 @@ class IBroker(Interface):
     def unsubscribe(channel):  # type: ignore[no-untyped-def]
         """A channel or pattern lost its last local subscriber."""
 
-    def start():  # type: ignore[misc]
+    def start() -> None:
         """Connect upstream (if any); called once the reactor runs."""
 
-    def stop():  # type: ignore[misc]
+    def stop() -> object:
         """Disconnect; may return a Deferred."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from twisted.python import reflect, usage
 
@@ -254,7 +255,7 @@ class Settings:
     export_interval: float = 60.0
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any] | "Settings" | None) -> "Settings":
+    def from_options(cls, options: Mapping[str, Any] | Settings | None) -> Settings:
         """Accepts twistd ``Options``, a plain dict (hyphenated or underscored keys,
         missing ones take the defaults) or a ``Settings``."""
         if isinstance(options, Settings):

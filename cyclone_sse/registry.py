@@ -7,7 +7,8 @@ subscribe upstream only to what someone here listens to.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -22,18 +23,20 @@ DEFAULT_HEARTBEAT = 15.0
 ChannelListener = Callable[[str, bool], None]  # (channel or pattern, first: bool)
 
 
+@dataclass(slots=True)
 class Counters:
     """Monotonic totals shown by /stats and exported to Graphite."""
 
-    __slots__ = ("events_published", "deliveries", "replays", "replayed_events",
-                 "replay_gaps", "slow_disconnects", "connections_total")
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+    events_published: int = 0
+    deliveries: int = 0
+    replays: int = 0
+    replayed_events: int = 0
+    replay_gaps: int = 0
+    slow_disconnects: int = 0
+    connections_total: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return asdict(self)
 
 
 class ChannelRegistry:

@@ -8,7 +8,7 @@ it.  Nothing published during the replay is lost or sent twice.
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer

@@ -32,7 +32,7 @@ def token_for(secret: str, channel: str) -> str:
 
 class PrivateChannelsHandler(SubscribeHandler):
     def get_channels(self) -> list[str]:
-        return super().get_channels() + ["announcements"]
+        return [*super().get_channels(), "announcements"]
 
     def authorize(self, channels: list[str]) -> None:
         secret = self.application.settings_obj.http_secret
@@ -71,7 +71,7 @@ class App(BaseApp):
     def build_handlers(self):  # type: ignore[no-untyped-def]
         handlers = super().build_handlers()
         handlers[0] = (r"/", PrivateChannelsHandler)
-        return handlers + [(r"/health", HealthHandler)]
+        return [*handlers, (r"/health", HealthHandler)]
 
     def build_broker(self) -> GuardedBroker:
         return GuardedBroker(self.registry, self.history, self.settings_obj)

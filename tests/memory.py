@@ -31,7 +31,7 @@ class Connection:
         self.protocol.makeConnection(self.transport)
 
     def send(self, method: str, path: str, body: bytes = b"",
-             headers: dict[str, str] | None = None) -> "Connection":
+             headers: dict[str, str] | None = None) -> Connection:
         lines = [f"{method} {path} HTTP/1.1", "Host: localhost"]
         for name, value in (headers or {}).items():
             lines.append(f"{name}: {value}")

@@ -23,7 +23,8 @@ def test_authorize_hook_guards_private_channels():
     app = make()
     status, body = subscribe(app, "channels=private:alice").json()
     assert status == 403 and "private:alice" in body["error"]
-    status, _ = subscribe(app, "channels=private:alice&token=" + token_for("s3cret", "private:bob")).json()
+    wrong = token_for("s3cret", "private:bob")
+    status, _ = subscribe(app, "channels=private:alice&token=" + wrong).json()
     assert status == 403
     ok = subscribe(app, "channels=private:alice&token=" + token_for("s3cret", "private:alice"))
     assert ok.head_and_body()[0] == 200

@@ -63,7 +63,8 @@ def test_long_poll_over_a_real_socket(daemon):
 def test_bad_requests_get_clear_errors_and_the_daemon_keeps_serving(daemon):
     client = SSEClient(daemon.port, "channels=a")
     assert daemon.request("GET", "/")[0] == 400
-    status, body = daemon.request("POST", "/publish", b"\xff\xfe", {"Content-Type": "application/json"})
+    status, body = daemon.request("POST", "/publish", b"\xff\xfe",
+                                  {"Content-Type": "application/json"})
     assert status == 400 and "UTF-8" in body["error"]
     raw = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
     raw.sendall(b"POST /publish HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")
@@ -131,7 +132,7 @@ def make_certificate(tmp_path):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
@@ -170,8 +171,9 @@ def test_graphite_export_sends_carbon_lines(tmp_path):
         data = b""
         while b"test.sse.connections " not in data:
             data += conn.recv(4096)
-        line = [ln for ln in data.decode().splitlines() if ln.startswith("test.sse.connections ")][0]
-        name, value, stamp = line.split()
+        line = next(ln for ln in data.decode().splitlines()
+                    if ln.startswith("test.sse.connections "))
+        _, value, stamp = line.split()
         assert value == "0" and int(stamp) > 1_600_000_000
         conn.close()
     finally:

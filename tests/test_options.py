@@ -12,7 +12,8 @@ def parse(*argv):
 
 def test_defaults_match_the_original():
     o = parse()
-    assert (o["port"], o["listen"], o["broker"], o["http-secret"]) == (8888, "127.0.0.1", "http", "")
+    assert (o["port"], o["listen"], o["broker"], o["http-secret"]) == (
+        8888, "127.0.0.1", "http", "")
     assert (o["ssl-port"], o["ssl-cert"], o["ssl-key"]) == (8443, "server.crt", "server.key")
     assert (o["redis-host"], o["redis-port"]) == ("127.0.0.1", 6379)
     assert (o["amqp-exchange-name"], o["amqp-exchange-type"], o["amqp-vhost"]) == (

@@ -127,7 +127,8 @@ def test_chunked_request_bodies_are_411():
     assert conn.json()[0] == 411
 
 
-@pytest.mark.parametrize("raw", [b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+@pytest.mark.parametrize("raw", [b"GARBAGE\r\n\r\n",
+                                 b"GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
                                  b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n"])
 def test_malformed_requests_get_400_not_silence(raw):
     conn = Connection(make_app())

@@ -9,7 +9,8 @@ backoff when carbon goes away; an interval with no connection is skipped.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from twisted.application.internet import ClientService, TimerService
 from twisted.application.service import MultiService
