@@ -152,6 +152,10 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         check_choice(self, "broker", BROKER_NAMES)
+        from cyclone_sse.brokers import BROKERS
+        if self["broker"] not in BROKERS and not self["app"]:
+            raise usage.UsageError(f"--broker={self['broker']}: not available in this version "
+                                   f"(available: {', '.join(BROKERS)})")
         check_choice(self, "history", HISTORY_NAMES)
         if self["export"]:
             check_choice(self, "export", EXPORT_NAMES)

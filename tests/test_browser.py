@@ -1,0 +1,128 @@
+"""A real headless Chromium's EventSource against the real daemon."""
+
+import http.server
+import json
+import os
+import shutil
+import socket
+import threading
+
+import pytest
+
+from tests.daemon import Daemon
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and os.environ.get("CI") != "true",
+    reason="Debian's chromium is not installed (.ci/run installs it; CI never skips)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+class _Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"<!doctype html><meta charset=utf-8><title>app</title>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def page_url():
+    """The web application's page: another origin than the daemon's, so the browser
+    applies CORS to the EventSource exactly as in production."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.fixture
+def page(browser, page_url):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(page_url)
+    yield page
+    context.close()
+
+
+OPEN_STREAM = """(url) => {
+    window.got = [];
+    window.opened = 0;
+    const es = new EventSource(url);
+    window.es = es;
+    es.onopen = () => { window.opened += 1; };
+    es.onmessage = (e) => window.got.push(["message", e.data, e.lastEventId]);
+    for (const name of ["note", "history-gap"]) {
+        es.addEventListener(name, (e) => window.got.push([name, e.data, e.lastEventId]));
+    }
+}"""
+
+
+def received(page, count):
+    page.wait_for_function(f"window.got.length >= {count}", timeout=20000)
+    return page.evaluate("window.got")
+
+
+def test_eventsource_receives_messages_named_events_and_ids(tmp_path, page):
+    daemon = Daemon(tmp_path)
+    try:
+        page.evaluate(OPEN_STREAM, f"http://127.0.0.1:{daemon.port}/?channels=base&channels=x")
+        page.wait_for_function("window.opened === 1", timeout=20000)
+        daemon.publish_form("message=%5B1%2C+2%2C+3%5D&channel=base")
+        daemon.request("POST", "/publish", json.dumps({
+            "channel": "x", "event": "note", "data": "ligne 1\r\nlïgne 2 ✓"}),
+            {"Content-Type": "application/json"})
+        got = received(page, 2)
+        assert [(name, data) for name, data, _ in got] == [
+            ("message", "[1, 2, 3]"), ("note", "ligne 1\nlïgne 2 ✓")]
+        assert got[0][2] and got[1][2] and got[0][2] != got[1][2]
+    finally:
+        daemon.stop()
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_after_a_restart_the_browser_reconnects_with_its_last_id_and_is_told_of_the_gap(
+        tmp_path, page):
+    port = free_port()
+    first = Daemon(tmp_path, f"--port={port}", "--retry=200")
+    try:
+        page.evaluate(OPEN_STREAM, f"http://127.0.0.1:{port}/?channels=a")
+        page.wait_for_function("window.opened === 1", timeout=20000)
+        first.publish_form("message=before&channel=a")
+        last_id = received(page, 1)[0][2]
+    finally:
+        first.stop()
+    second = Daemon(tmp_path, f"--port={port}", "--retry=200")
+    try:
+        page.wait_for_function("window.opened === 2", timeout=20000)
+        second.publish_form("message=after&channel=a")
+        got = received(page, 3)
+        gap = got[1]
+        assert gap[0] == "history-gap"
+        # the browser sent Last-Event-ID on its own; the new daemon did not know it
+        assert json.loads(gap[1]) == {"reason": "unknown", "lastEventId": last_id}
+        assert got[2][:2] == ["message", "after"]
+    finally:
+        second.stop()
