@@ -24,19 +24,19 @@ def is_pattern(name: str) -> bool:
 
 def check_channel(name: str, field: str = "channel") -> str:
     """A concrete channel, as a publisher names it."""
-    if not _NAME.match(name):
-        raise InvalidChannel(
-            f"invalid channel name {name[:MAX_CHANNEL_LENGTH]!r}: use 1-{MAX_CHANNEL_LENGTH} "
-            "characters of A-Z a-z 0-9 _ - . : @ / = +", field=field)
-    return name
+    return _check(name, _NAME, field, "")
 
 
 def check_subscription(name: str, field: str = "channels") -> str:
     """A channel or a ``*`` pattern, as a subscriber names it."""
-    if not _PATTERN.match(name):
+    return _check(name, _PATTERN, field, " (and * in patterns)")
+
+
+def _check(name: str, allowed: re.Pattern[str], field: str, extra: str) -> str:
+    if not allowed.match(name):
         raise InvalidChannel(
             f"invalid channel name {name[:MAX_CHANNEL_LENGTH]!r}: use 1-{MAX_CHANNEL_LENGTH} "
-            "characters of A-Z a-z 0-9 _ - . : @ / = + (and * in patterns)", field=field)
+            f"characters of A-Z a-z 0-9 _ - . : @ / = +{extra}", field=field)
     return name
 
 
