@@ -31,6 +31,7 @@ class Daemon:
         conf = tmp_path / "cyclone-sse.conf"
         conf.write_text("# written by the test\n--port=0\n" + "\n".join(options) + "\n")
         self.log: list[str] = []
+        self._pending = b""  # read from the pipe, not yet split into lines
         self.proc = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "cyclone-sse", "--config", str(conf)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -42,20 +43,29 @@ class Daemon:
         """Read the daemon's log until ``pattern`` has matched ``count`` lines."""
         found: list[re.Match[str]] = []
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         selector = selectors.DefaultSelector()
-        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        selector.register(fd, selectors.EVENT_READ)
         end = time.monotonic() + DEADLINE
-        while len(found) < count:
-            if not selector.select(max(0.0, end - time.monotonic())):
-                raise AssertionError(f"daemon never logged {pattern!r}:\n" + "".join(self.log))
-            line = self.proc.stdout.readline().decode(errors="replace")
-            if not line:
-                raise AssertionError("daemon exited:\n" + "".join(self.log))
-            self.log.append(line)
-            match = re.search(pattern, line)
-            if match:
-                found.append(match)
-        selector.close()
+        try:
+            while len(found) < count:
+                if b"\n" not in self._pending:
+                    if not selector.select(max(0.0, end - time.monotonic())):
+                        raise AssertionError(f"daemon never logged {pattern!r}:\n"
+                                             + "".join(self.log))
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        raise AssertionError("daemon exited:\n" + "".join(self.log))
+                    self._pending += chunk
+                    continue
+                raw, _, self._pending = self._pending.partition(b"\n")
+                line = raw.decode(errors="replace") + "\n"
+                self.log.append(line)
+                match = re.search(pattern, line)
+                if match:
+                    found.append(match)
+        finally:
+            selector.close()
         return found
 
     def request(self, method: str, path: str, body: bytes | str | None = None,
@@ -81,7 +91,7 @@ class Daemon:
             if self.proc.poll() is None:
                 self.proc.kill()
         assert self.proc.stdout is not None
-        self.log.append(self.proc.stdout.read().decode(errors="replace"))
+        self.log.append((self._pending + self.proc.stdout.read()).decode(errors="replace"))
         self.proc.stdout.close()
         return code
 
