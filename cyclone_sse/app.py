@@ -69,6 +69,14 @@ class App(cyclone.web.Application):
 
     def build_history(self) -> IHistory:
         s = self.settings_obj
+        if s.history == "redis":
+            from cyclone_sse.history_redis import RedisHistory
+            from cyclone_sse.redis_client import RedisAddress, RedisLink
+            link = RedisLink(self.clock, RedisAddress.from_settings(s), "history")
+            history = RedisHistory(link, prefix=s.redis_prefix, size=s.history_size,
+                                   ttl=s.history_ttl, channels=s.history_channels)
+            link.on_up = history.load_scripts
+            return history
         return MemoryHistory(self.clock, size=s.history_size, ttl=s.history_ttl,
                              channels=s.history_channels)
 
@@ -76,12 +84,15 @@ class App(cyclone.web.Application):
         name = self.settings_obj.broker
         if name not in BROKERS:
             raise ValueError(f"broker {name!r} is not available; known: {', '.join(BROKERS)}")
-        return BROKERS[name](self.registry, self.history, self.settings_obj)
+        return BROKERS[name](self.registry, self.history, self.settings_obj, self.clock)
 
     # life cycle (driven by service.AppService) -------------------------------------
 
     def start(self) -> None:
         self.registry.start()
+        start_history = getattr(self.history, "start", None)
+        if start_history is not None:
+            start_history()
         self.broker.start()
         sweep = getattr(self.history, "sweep", None)
         if sweep is not None:
@@ -101,6 +112,7 @@ class App(cyclone.web.Application):
         d = self.registry.stop()
         d.addTimeout(SHUTDOWN_GRACE, self.clock, onTimeoutCancel=lambda *_: None)
         d.addCallback(lambda _: self.broker.stop())
+        d.addCallback(lambda _: getattr(self.history, "stop", lambda: None)())
         return d
 
     # helpers for the handlers -------------------------------------------------------

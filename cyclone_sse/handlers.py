@@ -19,7 +19,7 @@ from cyclone_sse import __version__
 from cyclone_sse.channels import check_channel, split_channels
 from cyclone_sse.errors import BadRequest, CycloneSSEError, InvalidEvent, Unauthorized
 from cyclone_sse.event import Event, check_field, dumps, encode_retry
-from cyclone_sse.history import Replay
+from cyclone_sse.history import GAP_UNAVAILABLE, Replay
 from cyclone_sse.subscribers import GAP_EVENT, PollSubscriber, StreamSubscriber
 
 if TYPE_CHECKING:
@@ -148,10 +148,17 @@ class SubscribeHandler(BaseHandler):
             sub = self._open_stream()
         self.subscriber = sub
         app.registry.attach(sub, channels)
-        d = defer.maybeDeferred(app.history.since, channels, last_id,
-                                app.settings_obj.replay_limit)
+        d: defer.Deferred[Any] = app.broker.when_subscribed(channels)
+        d.addCallback(lambda _: app.history.since(channels, last_id,
+                                                  app.settings_obj.replay_limit))
+        d.addErrback(self._history_failed, last_id)
         d.addCallback(self._replayed, last_id)
         return d
+
+    def _history_failed(self, failure: Failure, last_id: str | None) -> Replay:
+        """The history store is unreachable: go live, and say replay was impossible."""
+        log.warn("replay unavailable: {error}", error=failure.getErrorMessage())
+        return Replay(gap=GAP_UNAVAILABLE if last_id else None)
 
     def _open_stream(self) -> StreamSubscriber:
         app = self.application

@@ -29,6 +29,7 @@ DEFAULT_REPLAY_LIMIT = 5000  # events one reconnect may replay
 GAP_EXPIRED = "expired"  # some missed events fell out of the retention window
 GAP_UNKNOWN = "unknown"  # the id is not from this store (restart, other store, garbage)
 GAP_LIMIT = "limit"      # more was missed than one replay may send; the newest are sent
+GAP_UNAVAILABLE = "unavailable"  # the history store could not be reached
 
 
 @dataclass

@@ -22,7 +22,7 @@ from cyclone_sse import registry as registry_mod
 from cyclone_sse import subscribers as subscribers_mod
 
 BROKER_NAMES = ("http", "redis", "amqp")
-HISTORY_NAMES = ("memory",)
+HISTORY_NAMES = ("memory", "redis")
 EXPORT_NAMES = ("graphite",)
 
 
@@ -108,6 +108,14 @@ class Options(usage.Options):
         ["http-secret", None, "", "key publishers must send to POST /publish (empty: no key)"],
         ["redis-host", None, "127.0.0.1", "Redis host"],
         ["redis-port", None, 6379, "Redis port", _port],
+        ["redis-db", None, 0, "Redis database number", _int(0, 15)],
+        ["redis-password", None, "", "Redis password (AUTH)"],
+        ["redis-tls", None, False, "connect to Redis over TLS (1/0)", _bool],
+        ["redis-url", None, "", "redis://[user:password@]host[:port][/db] (rediss:// for TLS); "
+         "overrides the other --redis-* address options"],
+        ["redis-prefix", None, "cyclone-sse", "prefix of every Redis key and internal channel"],
+        ["redis-raw", None, "*", "raw Redis channels stored as publishes (redis-cli publish); "
+         "empty: none"],
         ["amqp-host", None, "127.0.0.1", "AMQP broker's host"],
         ["amqp-port", None, 5672, "AMQP broker's port", _port],
         ["amqp-vhost", None, "/", "AMQP virtual host"],
@@ -122,8 +130,8 @@ class Options(usage.Options):
         ["export-port", None, 2003, "Graphite (carbon plaintext) port", _port],
         ["export-path", None, "cyclone-sse", "metric name prefix"],
         ["export-interval", None, 60.0, "seconds between exports", _seconds],
-        ["history", None, "memory", "where events are kept for replay: "
-         + ", ".join(HISTORY_NAMES)],
+        ["history", None, "", "where events are kept for replay: "
+         + ", ".join(HISTORY_NAMES) + " (default: redis with --broker=redis, else memory)"],
         ["history-size", None, history_mod.DEFAULT_SIZE, "events kept per channel", _count],
         ["history-ttl", None, history_mod.DEFAULT_TTL, "seconds an event is kept", _seconds],
         ["history-channels", None, history_mod.DEFAULT_CHANNELS,
@@ -156,7 +164,18 @@ class Options(usage.Options):
         if self["broker"] not in BROKERS and not self["app"]:
             raise usage.UsageError(f"--broker={self['broker']}: not available in this version "
                                    f"(available: {', '.join(BROKERS)})")
+        if not self["history"]:
+            self["history"] = "redis" if self["broker"] == "redis" else "memory"
         check_choice(self, "history", HISTORY_NAMES)
+        if self["broker"] == "redis" and self["history"] != "redis":
+            raise usage.UsageError("--history=memory: the Redis broker shares its history "
+                                   "through Redis; use --history=redis")
+        if self["redis-url"]:
+            from cyclone_sse.redis_client import RedisAddress
+            try:
+                RedisAddress.from_url(self["redis-url"])
+            except ValueError as exc:
+                raise usage.UsageError(f"--redis-url: {exc}") from None
         if self["export"]:
             check_choice(self, "export", EXPORT_NAMES)
         for name in ("app", "ssl-app"):
@@ -228,7 +247,7 @@ class Settings:
     listen: str = "127.0.0.1"
     broker: str = "http"
     http_secret: str = ""
-    history: str = "memory"
+    history: str = ""
     history_size: int = history_mod.DEFAULT_SIZE
     history_ttl: float = history_mod.DEFAULT_TTL
     history_channels: int = history_mod.DEFAULT_CHANNELS
@@ -243,6 +262,12 @@ class Settings:
     access_log: bool = False
     redis_host: str = "127.0.0.1"
     redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: str = ""
+    redis_tls: bool = False
+    redis_url: str = ""
+    redis_prefix: str = "cyclone-sse"
+    redis_raw: str = "*"
     amqp_host: str = "127.0.0.1"
     amqp_port: int = 5672
     amqp_vhost: str = "/"
@@ -271,4 +296,7 @@ class Settings:
             name = key.replace("-", "_")
             if name in known and value is not None:
                 values[name] = value
-        return cls(**values)
+        settings = cls(**values)
+        if not settings.history:
+            settings.history = "redis" if settings.broker == "redis" else "memory"
+        return settings

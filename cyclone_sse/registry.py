@@ -172,6 +172,18 @@ class ChannelRegistry:
     def connections(self) -> int:
         return len(self._subscriptions)
 
+    def names(self) -> list[str]:
+        """Every channel and pattern somebody here listens to."""
+        return [*self._channels, *self._patterns]
+
+    def audience(self, channel: str) -> int:
+        """How many local subscribers an event on ``channel`` would reach now."""
+        count = len(self._channels.get(channel, ()))
+        for regex, subs in self._patterns.values():
+            if regex.match(channel):  # type: ignore[attr-defined]
+                count += len(subs)
+        return count
+
     def subscriber_counts(self) -> list[tuple[str, int]]:
         """``[(channel or pattern, subscribers)]``, the original /stats list."""
         pairs = [(name, len(subs)) for name, subs in self._channels.items()]

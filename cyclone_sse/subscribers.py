@@ -97,7 +97,7 @@ class StreamSubscriber(_ReplayThenLive):
             parts.append(gap_frame(replay.gap, last_id))
         events = self.release(replay)
         parts.extend(event.frame for event in events)
-        if not last_id and not events:
+        if not last_id and not events and replay.head_id:
             # Give even a quiet stream a resume point (see encode_id_only).
             parts.append(encode_id_only(replay.head_id))
         if parts and not self.closed:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from cyclone_sse.brokers.base import Broker, Published
 from cyclone_sse.brokers.http import HttpBroker
+from cyclone_sse.brokers.redis import RedisBroker
 
-BROKERS: dict[str, type[Broker]] = {"http": HttpBroker}
+BROKERS: dict[str, type[Broker]] = {"http": HttpBroker, "redis": RedisBroker}
 
-__all__ = ["BROKERS", "Broker", "HttpBroker", "Published"]
+__all__ = ["BROKERS", "Broker", "HttpBroker", "Published", "RedisBroker"]

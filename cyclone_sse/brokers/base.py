@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -34,10 +35,12 @@ class Broker:
 
     name = "base"
 
-    def __init__(self, registry: ChannelRegistry, history: IHistory, settings) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, registry: ChannelRegistry, history: IHistory, settings: Any,
+                 reactor: Any = None) -> None:
         self.registry = registry
         self.history = history
         self.settings = settings
+        self.reactor = reactor if reactor is not None else registry.clock
         self.connected = True
         registry.listeners.append(self._on_channel)
 
@@ -64,6 +67,10 @@ class Broker:
 
     def unsubscribe(self, channel: str) -> None:
         pass
+
+    def when_subscribed(self, channels: list[str]) -> defer.Deferred[None]:
+        """Fires once upstream delivers these channels (at once for local brokers)."""
+        return defer.succeed(None)
 
     def start(self) -> None:
         pass

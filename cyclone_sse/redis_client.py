@@ -1,0 +1,159 @@
+"""A Redis connection kept open with backoff, for the Redis broker and history.
+
+txredisapi speaks the protocol; this module only decides where to connect (host/port,
+``redis://`` URL, password, database, TLS) and reconnects through Twisted's
+``ClientService``, telling its owner when the link comes up and goes down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import txredisapi
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+
+from cyclone_sse.errors import BrokerUnavailable
+
+log = Logger()
+
+
+@dataclass
+class RedisAddress:
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+    username: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RedisAddress:
+        address = cls(settings.redis_host, settings.redis_port, settings.redis_db,
+                      settings.redis_password or None, None, settings.redis_tls)
+        if settings.redis_url:
+            address = cls.from_url(settings.redis_url, address)
+        return address
+
+    @classmethod
+    def from_url(cls, url: str, base: RedisAddress | None = None) -> RedisAddress:
+        """``redis://[user:password@]host[:port][/db]``, or ``rediss://`` for TLS."""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "rediss"):
+            raise ValueError(f"{url!r}: expected redis:// or rediss://")
+        base = base or cls()
+        db = parsed.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"{url!r}: the database must be a number")
+        return cls(parsed.hostname or base.host, parsed.port or base.port,
+                   int(db) if db else base.db,
+                   unquote(parsed.password) if parsed.password else base.password,
+                   unquote(parsed.username) if parsed.username else base.username,
+                   parsed.scheme == "rediss" or base.tls)
+
+    def __str__(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+class _Factory(Factory):
+    """What txredisapi protocols expect of their factory, plus our protocol choice."""
+
+    isLazy = True
+
+    def __init__(self, link: RedisLink) -> None:
+        self.link = link
+
+    def buildProtocol(self, addr: Any) -> Any:
+        a = self.link.address
+        # Replies stay bytes (charset=None) and numbers stay text: payloads are data.
+        proto = self.link.protocol_class(charset=None, password=a.password, dbid=a.db or None,
+                                         convertNumbers=False, username=a.username)
+        proto.factory = self
+        return proto
+
+    def stopTrying(self) -> None:
+        pass
+
+    def connectionError(self, why: str) -> None:
+        self.link.report_error(why)
+
+
+class RedisLink:
+    """One connection to Redis, re-made with backoff whenever it drops."""
+
+    def __init__(self, reactor: Any, address: RedisAddress, name: str,
+                 protocol_class: type = txredisapi.RedisProtocol,
+                 on_up: Callable[[Any], object] | None = None,
+                 on_down: Callable[[], object] | None = None) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.name = name
+        self.protocol_class = protocol_class
+        self.on_up = on_up
+        self.on_down = on_down
+        self.connection: Any = None
+        self.outages = 0
+        self._warned = False
+        self._stopping = False
+        endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
+        if address.tls:
+            endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
+        self.service = ClientService(
+            endpoint, _Factory(self), clock=reactor,
+            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0),
+            prepareConnection=self._prepare)
+
+    def _prepare(self, proto: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = proto.whenConnected()
+        d.addCallback(self._up)
+        return d
+
+    def _up(self, proto: Any) -> Any:
+        self.connection = proto
+        if self._warned:
+            log.info("redis {name} connection to {address} is back", name=self.name,
+                     address=str(self.address))
+        self._warned = False
+        proto.whenDisconnected().addCallback(self._down)
+        if self.on_up is not None:
+            return defer.maybeDeferred(self.on_up, proto).addCallback(lambda _: proto)
+        return proto
+
+    def _down(self, proto: Any) -> None:
+        if self.connection is proto:
+            self.connection = None
+            if self._stopping:
+                return
+            self.outages += 1
+            self.report_error("connection lost")
+            if self.on_down is not None:
+                self.on_down()
+
+    def report_error(self, why: str) -> None:
+        if not self._warned:  # once per outage, not once per retry
+            self._warned = True
+            log.warn("redis {name} connection to {address}: {why}; reconnecting",
+                     name=self.name, address=str(self.address), why=why)
+
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None
+
+    def command(self, *args: Any) -> defer.Deferred[Any]:
+        if self.connection is None:
+            return defer.fail(BrokerUnavailable(f"redis at {self.address} is unreachable"))
+        return self.connection.execute_command(*args)
+
+    def start(self) -> None:
+        self.service.startService()
+
+    def stop(self) -> defer.Deferred[None]:
+        self._stopping = True
+        return defer.maybeDeferred(self.service.stopService)
