@@ -23,7 +23,6 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
-from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import Event
 from cyclone_sse.history import GAP_EXPIRED, GAP_LIMIT, GAP_UNKNOWN, Replay
 from cyclone_sse.interfaces import IHistory
@@ -191,9 +190,10 @@ class RedisHistory:
             self._scripts[name] = _text(sha)
 
     def _run(self, name: str, *args: Any) -> defer.Deferred[Any]:
-        if name not in self._scripts:
-            return defer.fail(BrokerUnavailable(f"redis at {self.link.address} is not ready"))
-        return self.link.command("EVALSHA", self._scripts[name], 0, self.prefix, *args)
+        d = self.link.when_ready()
+        d.addCallback(lambda _: self.link.raw_command("EVALSHA", self._scripts[name], 0,
+                                                      self.prefix, *args))
+        return d
 
     def append(self, channel: str, data: str, name: str | None = None,
                publisher_id: str | None = None) -> defer.Deferred[tuple[Event, bool]]:

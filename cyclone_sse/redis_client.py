@@ -24,6 +24,9 @@ from cyclone_sse.errors import BrokerUnavailable
 
 log = Logger()
 
+#: Seconds a command waits for a link that is (re)connecting before giving up with 503.
+READY_WAIT = 3.0
+
 
 @dataclass
 class RedisAddress:
@@ -62,10 +65,17 @@ class RedisAddress:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
+class _QuietClientService(ClientService):
+    """ClientService logs every retry; a link logs each outage once, itself."""
+
+    _log = Logger(observer=lambda event: None)
+
+
 class _Factory(Factory):
     """What txredisapi protocols expect of their factory, plus our protocol choice."""
 
     isLazy = True
+    noisy = False
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
@@ -99,13 +109,15 @@ class RedisLink:
         self.on_up = on_up
         self.on_down = on_down
         self.connection: Any = None
+        self.ready = False  # connected, and on_up (e.g. loading scripts) has finished
+        self._waiting: list[defer.Deferred[None]] = []
         self.outages = 0
         self._warned = False
         self._stopping = False
         endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
         if address.tls:
             endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
-        self.service = ClientService(
+        self.service = _QuietClientService(
             endpoint, _Factory(self), clock=reactor,
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0),
             prepareConnection=self._prepare)
@@ -117,18 +129,28 @@ class RedisLink:
 
     def _up(self, proto: Any) -> Any:
         self.connection = proto
-        if self._warned:
-            log.info("redis {name} connection to {address} is back", name=self.name,
-                     address=str(self.address))
-        self._warned = False
         proto.whenDisconnected().addCallback(self._down)
-        if self.on_up is not None:
-            return defer.maybeDeferred(self.on_up, proto).addCallback(lambda _: proto)
+        d = defer.maybeDeferred(self.on_up, proto) if self.on_up is not None \
+            else defer.succeed(None)
+        d.addCallback(self._ready, proto)
+        return d
+
+    def _ready(self, _: object, proto: Any) -> Any:
+        if self.connection is not proto:
+            return proto
+        log.info("redis {name} connection to {address} is {state}", name=self.name,
+                 address=str(self.address), state="back" if self._warned else "up")
+        self._warned = False
+        self.ready = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
         return proto
 
     def _down(self, proto: Any) -> None:
         if self.connection is proto:
             self.connection = None
+            self.ready = False
             if self._stopping:
                 return
             self.outages += 1
@@ -144,9 +166,41 @@ class RedisLink:
 
     @property
     def connected(self) -> bool:
-        return self.connection is not None
+        return self.ready
+
+    def when_ready(self, timeout: float = READY_WAIT) -> defer.Deferred[None]:
+        """Fires when the link is usable; fails with ``BrokerUnavailable`` after
+        ``timeout`` seconds, so a caller never waits long on an outage."""
+        if self.ready:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append(d)
+
+        def expire() -> None:
+            if d in self._waiting:
+                self._waiting.remove(d)
+                d.errback(BrokerUnavailable(f"redis at {self.address} is unreachable"))
+
+        call = self.reactor.callLater(timeout, expire)
+
+        def disarm(result: object) -> object:
+            if call.active():
+                call.cancel()
+            return result
+
+        d.addBoth(disarm)
+        return d
 
     def command(self, *args: Any) -> defer.Deferred[Any]:
+        """Run one command, waiting up to ``READY_WAIT`` for a (re)connecting link."""
+        if self.ready:
+            return self.connection.execute_command(*args)
+        d = self.when_ready()
+        d.addCallback(lambda _: self.connection.execute_command(*args))
+        return d
+
+    def raw_command(self, *args: Any) -> defer.Deferred[Any]:
+        """Run one command on the connection as it is (used while it comes up)."""
         if self.connection is None:
             return defer.fail(BrokerUnavailable(f"redis at {self.address} is unreachable"))
         return self.connection.execute_command(*args)

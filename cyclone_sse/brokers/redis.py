@@ -27,7 +27,7 @@ from cyclone_sse.channels import check_channel, is_pattern
 from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import Event
 from cyclone_sse.history_redis import RedisHistory
-from cyclone_sse.redis_client import RedisLink
+from cyclone_sse.redis_client import READY_WAIT, RedisLink
 
 log = Logger()
 
@@ -103,17 +103,12 @@ class RedisBroker(Broker):
 
     def publish(self, channel: str, data: str, name: str | None = None,
                 publisher_id: str | None = None) -> defer.Deferred[Published]:
-        if not self.connected:
-            return defer.fail(BrokerUnavailable(
-                f"redis at {self.link.address} is unreachable: not published, retry later"))
         d: defer.Deferred[Any] = self.history.append(channel, data, name, publisher_id)
         d.addCallbacks(self._stored, self._failed)
         return d
 
     def _failed(self, failure: Any) -> Any:
-        if failure.check(BrokerUnavailable):
-            return failure
-        raise BrokerUnavailable(f"redis did not store the event: {failure.getErrorMessage()}")
+        raise BrokerUnavailable(f"not published, retry later: {failure.getErrorMessage()}")
 
     def _stored(self, appended: tuple[Event, bool]) -> Published:
         # Delivery happens when Redis announces the event, on every daemon alike.
@@ -136,7 +131,8 @@ class RedisBroker(Broker):
 
     def _subscribed(self, result: Any, channel: str) -> None:
         for waiting in self._pending.pop(channel, []):
-            waiting.callback(None)
+            if not waiting.called:
+                waiting.callback(None)
 
     def unsubscribe(self, channel: str) -> None:
         connection = self.link.connection
@@ -147,16 +143,18 @@ class RedisBroker(Broker):
     def when_subscribed(self, channels: list[str]) -> defer.Deferred[None]:
         """Fires once Redis confirmed the subscriptions, so that reading the history
         afterwards cannot miss an event announced in between."""
-        if self.link.connection is None:
-            return defer.succeed(None)
         waits = []
         for channel in channels:
             if channel in self._pending:
                 d: defer.Deferred[None] = defer.Deferred()
                 self._pending[channel].append(d)
                 waits.append(d)
-        return defer.gatherResults(waits).addCallback(lambda _: None) if waits \
-            else defer.succeed(None)
+        if not waits:
+            return defer.succeed(None)
+        gathered: defer.Deferred[Any] = defer.gatherResults(waits, consumeErrors=True)
+        # Never hold a subscriber through an outage: go on, the catch-up covers it.
+        gathered.addTimeout(READY_WAIT, self.reactor, onTimeoutCancel=lambda *_: None)
+        return gathered.addCallback(lambda _: None)
 
     def _on_channel(self, channel: str, first: bool) -> None:
         if first:
@@ -262,7 +260,10 @@ class RedisBroker(Broker):
         if int(won) and not self.leader and connection is not None:
             self.leader = True
             yield connection.psubscribe(self.raw_pattern)
+            log.info("this daemon now stores raw redis messages on {pattern!r}",
+                     pattern=self.raw_pattern)
         elif not int(won) and self.leader:
             self.leader = False
+            log.info("another daemon now stores raw redis messages")
             if connection is not None:
                 yield connection.punsubscribe(self.raw_pattern)

@@ -1,0 +1,215 @@
+"""Publish to cyclone-sse from Python code (a Django view, a Celery task) or the shell.
+
+From Python, over HTTP (works with every broker)::
+
+    from publisher import send_event
+    send_event("base", {"price": 12}, event="update", url="http://127.0.0.1:8888", key="s3cret")
+
+Straight into Redis (``--broker=redis``), durable and without HTTP::
+
+    from publisher import RedisPublisher
+    redis = RedisPublisher(host="127.0.0.1", port=6379)
+    event_id = redis.send_event("base", "[1, 2, 3]", event="update")
+
+From the shell::
+
+    python extras/publisher.py http  base '[1, 2, 3]' --event update --key s3cret
+    python extras/publisher.py redis base '[1, 2, 3]'        # durable, through the history
+    python extras/publisher.py raw   base '[1, 2, 3]'        # plain PUBLISH, like redis-cli
+    python extras/publisher.py amqp  base '[1, 2, 3]'        # to the AMQP exchange
+
+Only the standard library is needed for HTTP and raw Redis; ``redis`` mode uses the
+Lua script shipped in ``cyclone_sse.history_redis``, ``amqp`` mode uses txamqp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8888"
+
+
+class PublishError(Exception):
+    """The daemon (or Redis) refused the message; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _as_text(data: Any) -> str | bytes:
+    if isinstance(data, (str, bytes)):
+        return data
+    return json.dumps(data, separators=(",", ":"))
+
+
+def send_event(channel: str | list[str], data: Any, event: str | None = None,
+               id: str | None = None, url: str = DEFAULT_URL, key: str | None = None,
+               timeout: float = 5.0) -> dict[str, Any]:
+    """POST one message to ``url``/publish; returns the daemon's answer (ids, counts).
+
+    ``data`` that is not a string is sent as JSON text.  ``id`` is your own message id:
+    retrying with the same id never delivers twice."""
+    body: dict[str, Any] = {"data": _as_text(data)}
+    body["channels" if isinstance(channel, list) else "channel"] = channel
+    for name, value in (("event", event), ("id", id), ("key", key)):
+        if value is not None:
+            body[name] = value
+    request = urllib.request.Request(
+        url.rstrip("/") + "/publish", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        try:
+            detail = json.loads(detail)["error"]
+        except (ValueError, KeyError):
+            pass
+        raise PublishError(f"{exc.code}: {detail}", exc.code) from None
+
+
+class RedisPublisher:
+    """A minimal Redis (RESP) client that publishes through the cyclone-sse history."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 6379, db: int = 0,
+                 password: str | None = None, prefix: str = "cyclone-sse",
+                 history_size: int = 1000, history_ttl: float = 3600.0,
+                 history_channels: int = 10000, timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.reader = self.sock.makefile("rb")
+        self.prefix = prefix
+        self.limits = (history_size, int(history_ttl * 1000), history_channels)
+        self._sha: str | None = None
+        if password:
+            self.command("AUTH", password)
+        if db:
+            self.command("SELECT", db)
+
+    # the protocol -------------------------------------------------------------------
+
+    @staticmethod
+    def encode(*args: Any) -> bytes:
+        out = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            raw = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+        return b"".join(out)
+
+    def read_reply(self) -> Any:
+        line = self.reader.readline()
+        if not line:
+            raise PublishError("redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise PublishError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else self.reader.read(size + 2)[:-2]
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [self.read_reply() for _ in range(size)]
+        raise PublishError(f"unexpected redis reply {line!r}")
+
+    def command(self, *args: Any) -> Any:
+        self.sock.sendall(self.encode(*args))
+        return self.read_reply()
+
+    def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send many commands at once and read all the replies (errors included)."""
+        self.sock.sendall(b"".join(self.encode(*c) for c in commands))
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(self.read_reply())
+            except PublishError as exc:
+                replies.append(exc)
+        return replies
+
+    # publishing ---------------------------------------------------------------------
+
+    def _append_args(self, channel: str, data: Any, event: str | None,
+                     id: str | None) -> tuple[Any, ...]:
+        if self._sha is None:
+            from cyclone_sse.history_redis import APPEND
+            self._sha = self.command("SCRIPT", "LOAD", APPEND).decode()
+        return ("EVALSHA", self._sha, 0, self.prefix, channel, _as_text(data), event or "",
+                id or "", *self.limits)
+
+    def send_event(self, channel: str, data: Any, event: str | None = None,
+                   id: str | None = None) -> str:
+        """Store and announce one event, exactly like POST /publish; returns its id."""
+        epoch, seq, *_ = self.command(*self._append_args(channel, data, event, id))
+        return f"{epoch.decode()}-{seq.decode()}"
+
+    def send_many(self, events: list[tuple[str, Any]]) -> list[str]:
+        """Pipelined ``send_event`` for (channel, data) pairs, in order."""
+        commands = [self._append_args(channel, data, None, None) for channel, data in events]
+        ids = []
+        for reply in self.pipeline(commands):
+            if isinstance(reply, Exception):
+                raise reply
+            ids.append(f"{reply[0].decode()}-{reply[1].decode()}")
+        return ids
+
+    def publish_raw(self, channel: str, message: Any) -> int:
+        """``PUBLISH channel message``, as ``redis-cli publish`` does (not durable)."""
+        return self.command("PUBLISH", channel, _as_text(message))
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Publish one message to cyclone-sse.")
+    parser.add_argument("mode", choices=["http", "redis", "raw", "amqp"])
+    parser.add_argument("channel")
+    parser.add_argument("data")
+    parser.add_argument("--event")
+    parser.add_argument("--id")
+    parser.add_argument("--url", default=DEFAULT_URL, help="daemon URL (http mode)")
+    parser.add_argument("--key", help="the daemon's --http-secret (http mode)")
+    parser.add_argument("--host", default="127.0.0.1", help="Redis or AMQP host")
+    parser.add_argument("--port", type=int, help="Redis (6379) or AMQP (5672) port")
+    parser.add_argument("--prefix", default="cyclone-sse", help="the daemon's --redis-prefix")
+    parser.add_argument("--exchange", default="sse-cyclone-server", help="AMQP exchange")
+    parser.add_argument("--vhost", default="/")
+    parser.add_argument("--user", default="guest")
+    parser.add_argument("--password", default="guest")
+    args = parser.parse_args(argv)
+    try:
+        if args.mode == "http":
+            print(json.dumps(send_event(args.channel, args.data, args.event, args.id,
+                                        args.url, args.key)))
+        elif args.mode in ("redis", "raw"):
+            redis = RedisPublisher(args.host, args.port or 6379, prefix=args.prefix)
+            if args.mode == "redis":
+                print(redis.send_event(args.channel, args.data, args.event, args.id))
+            else:
+                print(f"{redis.publish_raw(args.channel, args.data)} receivers")
+            redis.close()
+        else:
+            from cyclone_sse.amqp_client import publish_once
+            publish_once(args.host, args.port or 5672, args.vhost, args.user, args.password,
+                         args.exchange, args.channel, args.data, args.event)
+            print("published")
+    except (PublishError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

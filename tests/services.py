@@ -1,0 +1,160 @@
+"""Real Redis and RabbitMQ for the broker tests: found on this machine, never faked.
+
+Outside CI a test skips when its server is absent; with ``CI=true`` it fails instead
+(``.ci/run`` starts both).  ``TcpCut`` sits between a daemon and a server so a test can
+cut the daemon off while the server (and other publishers) carry on.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from extras.publisher import RedisPublisher
+from tests.daemon import DEADLINE
+
+REDIS = ("127.0.0.1", 6379)
+AMQP = ("127.0.0.1", 5672)
+
+
+def reachable(address: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(address, timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def require(address: tuple[str, int], name: str) -> None:
+    if not reachable(address):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is not running at {address[0]}:{address[1]} (CI never skips)")
+        pytest.skip(f"{name} is not running at {address[0]}:{address[1]}")
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix of its own for each test, removed afterwards."""
+    require(REDIS, "Redis")
+    prefix = "test-" + secrets.token_hex(4)
+    yield prefix
+    client = RedisPublisher(*REDIS)
+    keys = client.command("KEYS", prefix + ":*") or []
+    if keys:
+        client.command("DEL", *keys)
+    client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class TcpCut:
+    """A TCP relay to ``target`` whose connections the test can cut and restore."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, []
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            except OSError:
+                pass
+            listener.close()
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=DEADLINE)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, which it may kill and start again."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("redis-server is not installed (CI never skips)")
+            pytest.skip("redis-server is not installed")
+        self.binary = binary
+        self.dir = tmp_path
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # its own word that it is ready
+            if b"Ready to accept connections" in line:
+                break
+        else:
+            raise AssertionError("private redis-server did not start")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(DEADLINE)
+            self.proc = None

@@ -1,0 +1,176 @@
+"""The Redis broker and history against a real Redis, with real daemons."""
+
+import json
+
+import pytest
+
+from extras.publisher import RedisPublisher
+from tests.daemon import Daemon, SSEClient
+from tests.services import REDIS, PrivateRedis, TcpCut, redis_prefix  # noqa: F401
+
+
+def redis_daemon(tmp_path, prefix, *options, port=6379):
+    daemon = Daemon(tmp_path, "--broker=redis", f"--redis-prefix={prefix}",
+                    f"--redis-port={port}", "--heartbeat=30", *options)
+    daemon.wait_for(r"redis (history|pubsub) connection .* is up", 2)
+    return daemon
+
+
+@pytest.fixture
+def two_daemons(tmp_path, redis_prefix):  # noqa: F811
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = redis_daemon(tmp_path / "a", redis_prefix)
+    b = redis_daemon(tmp_path / "b", redis_prefix)
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def test_publish_on_one_daemon_reaches_subscribers_on_another(two_daemons):
+    a, b = two_daemons
+    on_a, on_b = SSEClient(a.port, "channels=base"), SSEClient(b.port, "channels=base")
+    status, answer = a.publish_form("message=%5B1%2C2%5D&channel=base")
+    assert status == 200 and answer["events"][0]["id"]
+    assert on_a.events(1)[0]["data"] == on_b.events(1)[0]["data"] == "[1,2]"
+    assert on_a.events(1)[0]["id"] == on_b.events(1)[0]["id"] == answer["events"][0]["id"]
+
+
+def test_redis_cli_publish_reaches_every_daemon(tmp_path, redis_prefix):  # noqa: F811
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = redis_daemon(tmp_path / "a", redis_prefix)
+    try:
+        a.wait_for("now stores raw redis messages")  # alone, so elected
+        b = redis_daemon(tmp_path / "b", redis_prefix)
+        try:
+            on_a, on_b = SSEClient(a.port, "channels=base"), SSEClient(b.port, "channels=base")
+            redis = RedisPublisher(*REDIS)
+            assert redis.publish_raw("base", "[1, 2, 3]") >= 1
+            redis.publish_raw("base", b"\xff not utf-8")  # ignored, logged once
+            redis.publish_raw("bad channel!", "x")        # ignored
+            redis.publish_raw("base", "[4]")
+            redis.close()
+            events_a, events_b = on_a.events(2), on_b.events(2)
+            assert [e["data"] for e in events_a] == [e["data"] for e in events_b] == [
+                "[1, 2, 3]", "[4]"]
+            assert [e["id"] for e in events_a] == [e["id"] for e in events_b]  # stored once
+            assert b.request("GET", "/stats")[1]["broker"]["raw_leader"] is False
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
+def test_patterns_subscribe_upstream(two_daemons):
+    a, b = two_daemons
+    client = SSEClient(b.port, "channels=news.*")
+    a.publish_form("message=goal&channel=news.sport")
+    a.publish_form("message=rain&channel=weather")
+    a.publish_form("message=chip&channel=news.tech")
+    assert [e["data"] for e in client.events(2)] == ["goal", "chip"]
+
+
+def test_reconnecting_to_another_daemon_and_after_restarts_loses_and_doubles_nothing(
+        tmp_path, redis_prefix):  # noqa: F811
+    a = redis_daemon(tmp_path, redis_prefix)
+    b_dir = tmp_path / "b"
+    b_dir.mkdir()
+    b = redis_daemon(b_dir, redis_prefix)
+    try:
+        first = SSEClient(a.port, "channels=x,y")
+        a.publish_form("message=1&channel=x")
+        seen = first.events(1)[-1]["id"]
+        first.close()
+        for n, channel in enumerate("yxyx", start=2):
+            b.publish_form(f"message={n}&channel={channel}")
+        moved = SSEClient(b.port, "channels=x,y", {"Last-Event-Id": seen})
+        a.publish_form("message=6&channel=y")
+        events = moved.events(5)
+        assert [e["data"] for e in events] == ["2", "3", "4", "5", "6"]
+        assert len({e["id"] for e in events}) == 5
+        resume = events[-1]["id"]
+        moved.close()
+    finally:
+        a.stop()
+        b.stop()
+    # every daemon restarted: the ids are still valid
+    c_dir = tmp_path / "c"
+    c_dir.mkdir()
+    c = redis_daemon(c_dir, redis_prefix)
+    try:
+        RedisPublisher(*REDIS, prefix=redis_prefix).send_event("x", "7")
+        again = SSEClient(c.port, "channels=x,y", {"Last-Event-Id": seen})
+        assert [e["data"] for e in again.events(6)] == ["2", "3", "4", "5", "6", "7"]
+        assert [e["event"] for e in again.events(6)] == ["message"] * 6
+        tail = SSEClient(c.port, "channels=x,y", {"Last-Event-Id": resume})
+        assert [e["data"] for e in tail.events(1)] == ["7"]
+    finally:
+        c.stop()
+
+
+def test_ten_thousand_events_arrive_complete_and_in_order(tmp_path, redis_prefix):  # noqa: F811
+    daemon = redis_daemon(tmp_path, redis_prefix, "--history-size=20000")
+    try:
+        clients = [SSEClient(daemon.port, "channels=load") for _ in range(3)]
+        redis = RedisPublisher(*REDIS, prefix=redis_prefix, history_size=20000)
+        ids = []
+        for start in range(0, 10000, 1000):
+            ids += redis.send_many([("load", str(n)) for n in range(start, start + 1000)])
+        redis.close()
+        for client in clients:
+            events = client.events(10000)
+            assert [e["data"] for e in events] == [str(n) for n in range(10000)]
+            assert [e["id"] for e in events] == ids
+    finally:
+        daemon.stop()
+
+
+def test_a_daemon_cut_off_from_redis_keeps_streams_and_catches_up(tmp_path, redis_prefix):  # noqa: F811
+    cut = TcpCut(REDIS)
+    daemon = redis_daemon(tmp_path, redis_prefix, port=cut.port)
+    try:
+        client = SSEClient(daemon.port, "channels=a")
+        daemon.publish_form("message=before&channel=a")
+        assert client.events(1)[0]["data"] == "before"
+        cut.cut()
+        daemon.wait_for("connection lost; reconnecting", 2)
+        status, answer = daemon.publish_form("message=x&channel=a")
+        assert status == 503 and "unreachable" in answer["error"]
+        stats = daemon.request("GET", "/stats")[1]
+        assert stats["broker"]["connected"] is False and stats["connections"] == 1
+        # meanwhile another publisher still reaches Redis
+        RedisPublisher(*REDIS, prefix=redis_prefix).send_event("a", "during the cut")
+        cut.restore()
+        daemon.wait_for("pubsub connection .* is back")
+        assert [e["data"] for e in client.events(2)] == ["before", "during the cut"]
+        daemon.publish_form("message=after&channel=a")
+        assert [e["data"] for e in client.events(3)][-1] == "after"
+        assert daemon.request("GET", "/stats")[1]["broker"]["outages"] >= 1
+    finally:
+        daemon.stop()
+        cut.cut()
+
+
+def test_redis_killed_and_restarted(tmp_path, redis_prefix):  # noqa: F811
+    redis = PrivateRedis(tmp_path)
+    daemon = redis_daemon(tmp_path, redis_prefix, port=redis.port)
+    try:
+        client = SSEClient(daemon.port, "channels=a")
+        daemon.publish_form("message=before&channel=a")
+        client.events(1)
+        redis.kill()
+        daemon.wait_for("connection lost; reconnecting", 2)
+        assert daemon.publish_form("message=x&channel=a")[0] == 503
+        redis.start()
+        daemon.wait_for("(pubsub|history) connection .* is back", 2)
+        assert daemon.publish_form("message=after&channel=a")[0] == 200
+        events = client.events(2)
+        assert [e["data"] for e in events] == ["before", "after"]
+        # Redis lost everything: a new epoch, which a reconnect is told about
+        late = SSEClient(daemon.port, "channels=a", {"Last-Event-Id": events[0]["id"]})
+        gap = late.events(1)[0]
+        assert gap["event"] == "history-gap" and json.loads(gap["data"])["reason"] == "unknown"
+    finally:
+        daemon.stop()
+        redis.kill()
