@@ -18,7 +18,8 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from zope.interface import implementer
 
 from cyclone_sse.errors import BrokerUnavailable
 
@@ -65,10 +66,15 @@ class RedisAddress:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
+@implementer(ILogObserver)
+def _discard(event: dict[str, Any]) -> None:
+    pass
+
+
 class _QuietClientService(ClientService):
     """ClientService logs every retry; a link logs each outage once, itself."""
 
-    _log = Logger(observer=lambda event: None)
+    _log = Logger(observer=_discard)
 
 
 class _Factory(Factory):
