@@ -170,6 +170,15 @@ class Options(usage.Options):
         if self["broker"] == "redis" and self["history"] != "redis":
             raise usage.UsageError("--history=memory: the Redis broker shares its history "
                                    "through Redis; use --history=redis")
+        if self["broker"] == "amqp":
+            if self["history"] != "memory":
+                raise usage.UsageError("--history=redis: with --broker=amqp each daemon keeps "
+                                       "its own history in memory")
+            from cyclone_sse.amqp_client import find_spec
+            try:
+                find_spec(self["amqp-spec"] or None)
+            except FileNotFoundError as exc:
+                raise usage.UsageError(str(exc)) from None
         if self["redis-url"]:
             from cyclone_sse.redis_client import RedisAddress
             try:

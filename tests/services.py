@@ -12,6 +12,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -158,3 +159,32 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait(DEADLINE)
             self.proc = None
+
+
+def amqp_publish(exchange: str, routing_key: str, data: str | bytes, event: str | None = None,
+                 port: int = AMQP[1], exchange_type: str | None = None) -> None:
+    """Publish one message with a real AMQP client, in a process of its own (txamqp
+    runs on a reactor, which a test process cannot restart)."""
+    script = (
+        "import sys\n"
+        "from cyclone_sse.amqp_client import publish_once\n"
+        "data = sys.argv[4].encode('latin-1') if sys.argv[6] == 'raw' else sys.argv[4]\n"
+        "publish_once('127.0.0.1', int(sys.argv[1]), '/', 'guest', 'guest', sys.argv[2],\n"
+        "             sys.argv[3], data, sys.argv[5] or None)\n")
+    raw = isinstance(data, bytes)
+    text = data.decode("latin-1") if isinstance(data, bytes) else data
+    subprocess.run([sys.executable, "-c", script, str(port), exchange, routing_key, text,
+                    event or "", "raw" if raw else "text"],
+                   check=True, timeout=DEADLINE, capture_output=True)
+
+
+@pytest.fixture
+def amqp_exchange():
+    """An exchange name of its own for each test."""
+    require(AMQP, "RabbitMQ")
+    from cyclone_sse.amqp_client import SPEC_CANDIDATES
+    if not any(os.path.isfile(p) for p in SPEC_CANDIDATES):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Debian's amqp-specs is not installed (CI never skips)")
+        pytest.skip("Debian's amqp-specs is not installed")
+    return "test-" + secrets.token_hex(4)

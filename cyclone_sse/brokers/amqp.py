@@ -1,0 +1,184 @@
+"""The AMQP broker (``--broker=amqp``, RabbitMQ and other 0-9-1 brokers).
+
+A message published to the exchange (``--amqp-exchange-name``, type
+``--amqp-exchange-type``) with routing key = channel name reaches the subscribers of
+that channel.  The AMQP ``type`` property, when set, is the SSE event name, and
+``message-id`` the publisher's id (duplicates are dropped).
+
+Each daemon keeps its own in-memory history and its own queue, bound to the channels
+its clients listen to.  The queue outlives a short disconnection (``x-expires``), so
+what was published while this daemon was cut off is received, stored and delivered
+once it reconnects.  ``POST /publish`` stores and delivers locally, then publishes to
+the exchange for the other daemons (which skip nothing, and this one skips its echo).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from txamqp.queue import Closed
+
+from cyclone_sse.amqp_client import AmqpLink, find_spec, make_content
+from cyclone_sse.brokers.base import Broker, Published
+from cyclone_sse.channels import check_channel, is_pattern
+from cyclone_sse.errors import BrokerUnavailable
+from cyclone_sse.event import check_field
+
+log = Logger()
+
+#: Milliseconds the daemon's queue survives without a consumer (RabbitMQ x-expires).
+QUEUE_EXPIRES_MS = 120_000
+#: Header naming the daemon that published a message through POST /publish.
+ORIGIN_HEADER = "x-cyclone-sse-origin"
+
+
+class AmqpBroker(Broker):
+    name = "amqp"
+
+    def __init__(self, registry: Any, history: Any, settings: Any, reactor: Any = None) -> None:
+        super().__init__(registry, history, settings, reactor)
+        self.me = secrets.token_hex(8)
+        self.exchange = settings.amqp_exchange_name
+        self.exchange_type = settings.amqp_exchange_type
+        self.queue_name = f"cyclone-sse.{self.me}"
+        self.channel_id = settings.amqp_channel
+        self.channel: Any = None
+        self.received = 0
+        self.rejected = 0
+        self._warned_patterns = False
+        self.link = AmqpLink(self.reactor, settings.amqp_host, settings.amqp_port,
+                             settings.amqp_vhost, settings.amqp_username,
+                             settings.amqp_password, find_spec(settings.amqp_spec or None),
+                             on_up=self._up, on_down=self._down)
+
+    # life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.link.start()
+
+    def stop(self) -> defer.Deferred[None]:
+        return self.link.stop()
+
+    @property
+    def connected(self) -> bool:  # type: ignore[override]
+        return self.link.ready
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        pass  # derived from the link
+
+    def stats(self) -> dict[str, object]:
+        return {"name": self.name, "connected": self.connected, "outages": self.link.outages,
+                "received": self.received, "rejected": self.rejected}
+
+    @defer.inlineCallbacks
+    def _up(self, client: Any) -> Any:
+        channel = yield client.channel(self.channel_id)
+        yield channel.channel_open()
+        yield channel.exchange_declare(exchange=self.exchange, type=self.exchange_type,
+                                       durable=True)
+        yield channel.queue_declare(queue=self.queue_name, durable=False,
+                                    arguments={"x-expires": QUEUE_EXPIRES_MS})
+        self.channel = channel
+        for name in self.registry.names():
+            yield self._bind(name)
+        reply = yield channel.basic_consume(queue=self.queue_name, no_ack=True)
+        queue = yield client.queue(reply.consumer_tag)
+        self._consume(queue)
+
+    def _down(self) -> None:
+        self.channel = None
+
+    # bindings -----------------------------------------------------------------------
+
+    def _binding_key(self, name: str) -> str | None:
+        """The routing-key binding that brings ``name`` (a channel or pattern) here.
+
+        A topic exchange gets ``#`` for any ``*`` part (over-binding is harmless: the
+        registry delivers only what matches); a fanout exchange binds once; a direct
+        exchange cannot carry patterns."""
+        if not is_pattern(name):
+            return "" if self.exchange_type == "fanout" else name
+        if self.exchange_type == "topic":
+            return "#" if name != "*" and not name.endswith(".*") else name[:-1] + "#"
+        if self.exchange_type == "fanout":
+            return ""
+        if not self._warned_patterns:
+            self._warned_patterns = True
+            log.warn("pattern subscriptions need a topic or fanout AMQP exchange; "
+                     "{exchange} is {type}", exchange=self.exchange, type=self.exchange_type)
+        return None
+
+    def _bind(self, name: str) -> defer.Deferred[Any]:
+        key = self._binding_key(name)
+        if self.channel is None or key is None:
+            return defer.succeed(None)
+        return self.channel.queue_bind(queue=self.queue_name, exchange=self.exchange,
+                                       routing_key=key)
+
+    def subscribe(self, channel: str) -> None:
+        self._bind(channel).addErrback(self._binding_failed, channel)
+
+    def unsubscribe(self, channel: str) -> None:
+        key = self._binding_key(channel)
+        if self.channel is None or key is None or self.exchange_type == "fanout":
+            return
+        if any(self._binding_key(other) == key for other in self.registry.names()):
+            return  # another subscription still needs this binding
+        self.channel.queue_unbind(queue=self.queue_name, exchange=self.exchange,
+                                  routing_key=key).addErrback(self._binding_failed, channel)
+
+    def _binding_failed(self, failure: Any, channel: str) -> None:
+        log.warn("amqp binding for {channel} failed: {error}", channel=channel,
+                 error=failure.getErrorMessage())
+
+    # incoming -----------------------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def _consume(self, queue: Any) -> Any:
+        while True:
+            try:
+                message = yield queue.get()
+            except Closed:
+                return
+            self._received(message)
+
+    def _received(self, message: Any) -> None:
+        properties = message.content.properties
+        headers = properties.get("headers") or {}
+        if headers.get(ORIGIN_HEADER) == self.me:
+            return  # published here, already stored and delivered
+        try:
+            channel = check_channel(message.routing_key)
+            data = message.content.body.decode("utf-8")
+            name = properties.get("type") or None
+            if name:
+                check_field("event", name)
+        except Exception as exc:
+            self.rejected += 1
+            if self.rejected == 1 or self.rejected % 1000 == 0:
+                log.warn("ignored AMQP message for {key!r} ({count} so far): {error}",
+                         key=str(message.routing_key)[:200], count=self.rejected, error=exc)
+            return
+        self.received += 1
+        self._store_and_deliver(channel, data, name, properties.get("message-id") or None)
+
+    def _store_and_deliver(self, channel: str, data: str, name: str | None,
+                           publisher_id: str | None) -> defer.Deferred[Published]:
+        return super().publish(channel, data, name, publisher_id)
+
+    # publishing ---------------------------------------------------------------------
+
+    def publish(self, channel: str, data: str, name: str | None = None,
+                publisher_id: str | None = None) -> defer.Deferred[Published]:
+        if not self.connected or self.channel is None:
+            return defer.fail(BrokerUnavailable(
+                f"AMQP broker at {self.link.address} is unreachable: not published, "
+                "retry later"))
+        self.channel.basic_publish(
+            exchange=self.exchange, routing_key=channel,
+            content=make_content(data, name, publisher_id, {ORIGIN_HEADER: self.me}))
+        return self._store_and_deliver(channel, data, name, publisher_id)
