@@ -174,3 +174,48 @@ def test_redis_killed_and_restarted(tmp_path, redis_prefix):  # noqa: F811
     finally:
         daemon.stop()
         redis.kill()
+
+
+def test_password_and_database_through_a_redis_url(tmp_path):
+    redis = PrivateRedis(tmp_path, "--requirepass", "s3cret")
+    daemon = Daemon(tmp_path, "--broker=redis",
+                    f"--redis-url=redis://:s3cret@127.0.0.1:{redis.port}/3")
+    try:
+        daemon.wait_for(r"redis (history|pubsub) connection .*:%d/3 is up" % redis.port, 2)
+        client = SSEClient(daemon.port, "channels=a")
+        assert daemon.publish_form("message=authenticated&channel=a")[0] == 200
+        assert client.events(1)[0]["data"] == "authenticated"
+        check = RedisPublisher("127.0.0.1", redis.port, db=3, password="s3cret")
+        assert check.command("EXISTS", "cyclone-sse:ch:a") == 1  # stored in database 3
+        check.close()
+    finally:
+        daemon.stop()
+        redis.kill()
+
+
+def test_publisher_command_line_tool(tmp_path, redis_prefix):  # noqa: F811
+    import subprocess
+    import sys
+
+    from tests.daemon import ROOT
+    daemon = redis_daemon(tmp_path, redis_prefix, "--http-secret=k")
+    try:
+        client = SSEClient(daemon.port, "channels=cli")
+        tool = [sys.executable, str(ROOT / "extras" / "publisher.py")]
+        http = subprocess.run([*tool, "http", "cli", "via http", "--event", "note", "--key", "k",
+                               "--url", f"http://127.0.0.1:{daemon.port}"],
+                              capture_output=True, text=True, timeout=30)
+        assert http.returncode == 0 and json.loads(http.stdout)["status"] == "ok"
+        wrong = subprocess.run([*tool, "http", "cli", "x", "--key", "nope",
+                                "--url", f"http://127.0.0.1:{daemon.port}"],
+                               capture_output=True, text=True, timeout=30)
+        assert wrong.returncode == 1 and "401" in wrong.stderr
+        durable = subprocess.run([*tool, "redis", "cli", "via redis", "--prefix", redis_prefix],
+                                 capture_output=True, text=True, timeout=30, cwd=ROOT)
+        assert durable.returncode == 0, durable.stderr
+        events = client.events(2)
+        assert [(e["event"], e["data"]) for e in events] == [
+            ("note", "via http"), ("message", "via redis")]
+        assert events[1]["id"] == durable.stdout.strip()
+    finally:
+        daemon.stop()
