@@ -10,20 +10,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
-from twisted.logger import ILogObserver, Logger
 from txamqp import connection as _connection
 from txamqp.client import TwistedDelegate
 from txamqp.content import Content
 from txamqp.endpoint import AMQEndpoint
 from txamqp.factory import AMQFactory
 from txamqp.protocol import AMQClient
-from zope.interface import implementer
 
 from cyclone_sse.errors import BrokerUnavailable
-
-log = Logger()
+from cyclone_sse.reconnect import RETRY_POLICY, Outage, QuietClientService
 
 #: Where the 0-9-1 spec is looked for when --amqp-spec is not given.
 SPEC_CANDIDATES = (
@@ -51,15 +47,6 @@ def find_spec(path: str | None = None) -> str:
             return candidate
     raise FileNotFoundError("no AMQP 0-9-1 spec found: install Debian's amqp-specs "
                             "package or pass --amqp-spec=FILE")
-
-
-@implementer(ILogObserver)
-def _discard(event: dict[str, Any]) -> None:
-    pass
-
-
-class _QuietClientService(ClientService):
-    _log = Logger(observer=_discard)
 
 
 class _Client(AMQClient):
@@ -99,15 +86,13 @@ class AmqpLink:
         self.on_down = on_down
         self.client: Any = None
         self.ready = False
-        self.outages = 0
-        self._warned = False
+        self.outage = Outage(f"amqp connection to {self.address}")
         self._stopping = False
         endpoint = AMQEndpoint(reactor, host, port, username=username, password=password,
                                vhost=vhost, heartbeat=HEARTBEAT, timeout=5)
-        self.service = _QuietClientService(
-            endpoint, _Factory(self, spec), clock=reactor,
-            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0),
-            prepareConnection=self._prepare)
+        self.service = QuietClientService(endpoint, _Factory(self, spec), clock=reactor,
+                                          retryPolicy=RETRY_POLICY,
+                                          prepareConnection=self._prepare)
 
     def _prepare(self, client: Any) -> defer.Deferred[Any]:
         self.client = client
@@ -119,13 +104,11 @@ class AmqpLink:
     def _ready(self, _: object, client: Any) -> Any:
         if self.client is client:
             self.ready = True
-            log.info("amqp connection to {address} is {state}", address=self.address,
-                     state="back" if self._warned else "up")
-            self._warned = False
+            self.outage.over()
         return client
 
     def _setup_failed(self, failure: Any, client: Any) -> Any:
-        self.report(f"setup failed: {failure.getErrorMessage()}")
+        self.outage.report(f"setup failed: {failure.getErrorMessage()}")
         client.transport.loseConnection()
         return failure
 
@@ -135,15 +118,12 @@ class AmqpLink:
             self.client = None
             self.ready = False
             if not self._stopping:
-                self.outages += 1
-                self.report("connection lost")
+                self.outage.lost()
                 self.on_down()
 
-    def report(self, why: str) -> None:
-        if not self._warned:  # once per outage
-            self._warned = True
-            log.warn("amqp connection to {address}: {why}; reconnecting",
-                     address=self.address, why=why)
+    @property
+    def outages(self) -> int:
+        return self.outage.count
 
     def require(self) -> Any:
         if not self.ready:

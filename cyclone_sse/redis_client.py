@@ -13,17 +13,13 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import txredisapi
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.logger import ILogObserver, Logger
-from zope.interface import implementer
 
 from cyclone_sse.errors import BrokerUnavailable
-
-log = Logger()
+from cyclone_sse.reconnect import RETRY_POLICY, Outage, QuietClientService
 
 #: Seconds a command waits for a link that is (re)connecting before giving up with 503.
 READY_WAIT = 3.0
@@ -66,17 +62,6 @@ class RedisAddress:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
-@implementer(ILogObserver)
-def _discard(event: dict[str, Any]) -> None:
-    pass
-
-
-class _QuietClientService(ClientService):
-    """ClientService logs every retry; a link logs each outage once, itself."""
-
-    _log = Logger(observer=_discard)
-
-
 class _Factory(Factory):
     """What txredisapi protocols expect of their factory, plus our protocol choice."""
 
@@ -98,7 +83,7 @@ class _Factory(Factory):
         pass
 
     def connectionError(self, why: str) -> None:
-        self.link.report_error(why)
+        self.link.outage.report(why)
 
 
 class RedisLink:
@@ -117,16 +102,14 @@ class RedisLink:
         self.connection: Any = None
         self.ready = False  # connected, and on_up (e.g. loading scripts) has finished
         self._waiting: list[defer.Deferred[None]] = []
-        self.outages = 0
-        self._warned = False
+        self.outage = Outage(f"redis {name} connection to {address}")
         self._stopping = False
         endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
         if address.tls:
             endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
-        self.service = _QuietClientService(
-            endpoint, _Factory(self), clock=reactor,
-            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0),
-            prepareConnection=self._prepare)
+        self.service = QuietClientService(endpoint, _Factory(self), clock=reactor,
+                                          retryPolicy=RETRY_POLICY,
+                                          prepareConnection=self._prepare)
 
     def _prepare(self, proto: Any) -> defer.Deferred[Any]:
         d: defer.Deferred[Any] = proto.whenConnected()
@@ -144,9 +127,7 @@ class RedisLink:
     def _ready(self, _: object, proto: Any) -> Any:
         if self.connection is not proto:
             return proto
-        log.info("redis {name} connection to {address} is {state}", name=self.name,
-                 address=str(self.address), state="back" if self._warned else "up")
-        self._warned = False
+        self.outage.over()
         self.ready = True
         waiting, self._waiting = self._waiting, []
         for d in waiting:
@@ -159,16 +140,13 @@ class RedisLink:
             self.ready = False
             if self._stopping:
                 return
-            self.outages += 1
-            self.report_error("connection lost")
+            self.outage.lost()
             if self.on_down is not None:
                 self.on_down()
 
-    def report_error(self, why: str) -> None:
-        if not self._warned:  # once per outage, not once per retry
-            self._warned = True
-            log.warn("redis {name} connection to {address}: {why}; reconnecting",
-                     name=self.name, address=str(self.address), why=why)
+    @property
+    def outages(self) -> int:
+        return self.outage.count
 
     @property
     def connected(self) -> bool:

@@ -181,7 +181,7 @@ def test_password_and_database_through_a_redis_url(tmp_path):
     daemon = Daemon(tmp_path, "--broker=redis",
                     f"--redis-url=redis://:s3cret@127.0.0.1:{redis.port}/3")
     try:
-        daemon.wait_for(r"redis (history|pubsub) connection .*:%d/3 is up" % redis.port, 2)
+        daemon.wait_for(rf"redis (history|pubsub) connection .*:{redis.port}/3 is up", 2)
         client = SSEClient(daemon.port, "channels=a")
         assert daemon.publish_form("message=authenticated&channel=a")[0] == 200
         assert client.events(1)[0]["data"] == "authenticated"
