@@ -15,6 +15,21 @@ from cyclone_sse.options import Options
 
 log = Logger()
 
+#: Pending connections the kernel queues for accept(): a burst of reconnecting
+#: browsers must not be dropped (and retried a second later) at Twisted's default 50.
+LISTEN_BACKLOG = 4096
+
+
+def raise_file_limit() -> int:
+    """Every stream is a file descriptor: lift the soft limit to the hard one."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("open-file limit raised from {soft} to {hard}", soft=soft, hard=hard)
+        return hard
+    return soft
+
 
 class AppService(service.Service):
     """Starts the application's parts with the reactor, and on stop closes every
@@ -25,6 +40,7 @@ class AppService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        raise_file_limit()
         self.app.start()
 
     def stopService(self) -> defer.Deferred[None]:
@@ -49,7 +65,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> service.Mult
     if options.get("export"):
         from cyclone_sse.export.graphite import GraphiteExporter
         GraphiteExporter(app, options, reactor).setServiceParent(top)
-    tcp = internet.TCPServer(int(options.get("port", 8888)), app,
+    tcp = internet.TCPServer(int(options.get("port", 8888)), app, backlog=LISTEN_BACKLOG,
                              interface=options.get("listen", "127.0.0.1"))
     tcp.setServiceParent(top)
     if options.get("use-ssl"):
@@ -59,7 +75,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> service.Mult
             AppService(ssl_app).setServiceParent(top)
             apps.append(ssl_app)
         context = ssl.DefaultOpenSSLContextFactory(options["ssl-key"], options["ssl-cert"])
-        internet.SSLServer(int(options["ssl-port"]), ssl_app, context,
+        internet.SSLServer(int(options["ssl-port"]), ssl_app, context, backlog=LISTEN_BACKLOG,
                            interface=options.get("ssl-listen", "127.0.0.1")).setServiceParent(top)
     top.apps = apps  # type: ignore[attr-defined]
     return top

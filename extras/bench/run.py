@@ -1,0 +1,235 @@
+"""The benchmark: the daemon pinned to CPU 0, this load client on CPU 1.
+
+    uv run python extras/bench/run.py                 # everything, writes RESULTS.md
+    uv run python extras/bench/run.py --sizes 1000    # one size, quick
+
+For each N it starts a fresh daemon (HTTP broker, heartbeats off), connects N
+subscribers to one channel, measures RSS per idle connection, then publishes 200
+100-byte events at 20/s and reports completeness, latency and the daemon's CPU time
+per delivery (user + system, read from /proc, over the publish phase).  At N = 1,000 it
+also finds the maximum sustained deliveries/s, measures a Last-Event-Id replay of 1,000
+events to 1,000 reconnecting clients, and publish throughput through Redis.  It prints
+numbers and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT / "extras"))
+
+from client import LoadClient, Publisher, percentile  # noqa: E402
+
+TWISTD = str(Path(sys.executable).parent / "twistd")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+class Daemon:
+    def __init__(self, *options: str) -> None:
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", "0", TWISTD, "-n", "--pidfile=", "cyclone-sse", "--port=0",
+             "--heartbeat=0", "--history-size=2000", *options],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None
+        self.port = 0
+        waiting_for_redis = 2 if "--broker=redis" in options else 0
+        for line in self.proc.stdout:
+            text = line.decode(errors="replace")
+            found = re.search(r"starting on (\d+)", text)
+            if found:
+                self.port = int(found.group(1))
+            if "connection to" in text and " is up" in text:
+                waiting_for_redis -= 1
+            if self.port and waiting_for_redis <= 0:
+                break
+        import threading
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def rss_kb(self) -> int:
+        return int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1]) * PAGE_KB
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+async def wait_delivered(load: LoadClient, expected: int, timeout: float) -> float:
+    started = time.perf_counter()
+    end = time.monotonic() + timeout
+    while load.delivered < expected and time.monotonic() < end:
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - started
+
+
+async def fan_out(n: int, results: dict[str, object]) -> None:
+    daemon = Daemon()
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
+        await asyncio.sleep(0.5)
+        rss_before = daemon.rss_kb()
+        await load.connect(n, concurrency=256)
+        await asyncio.sleep(1.0)
+        rss_after = daemon.rss_kb()
+        publisher = Publisher("127.0.0.1", daemon.port, 100)
+        await publisher.open()
+        cpu_before = daemon.cpu_seconds()
+        await publisher.publish_at("general", 200, 20.0)
+        await wait_delivered(load, 200 * n, 30)
+        cpu = daemon.cpu_seconds() - cpu_before
+        ms = [v * 1000 for v in load.latencies]
+        results.update({
+            "N": n, "held": len(load.streams) - load.lost,
+            "connect_s": round(load.connect_seconds, 2),
+            "complete_pct": round(100.0 * load.delivered / (200 * n), 3),
+            "p50_ms": round(percentile(ms, 0.5), 1), "p99_ms": round(percentile(ms, 0.99), 1),
+            "max_ms": round(max(ms), 1) if ms else None,
+            "cpu_us_per_delivery": round(1e6 * cpu / max(1, load.delivered), 2),
+            "rss_kb_per_conn": round((rss_after - rss_before) / n, 1),
+        })
+        if n == 1000:
+            results["max_deliveries_per_s"] = await max_rate(load, publisher)
+            results["replay_ms_per_client"] = await replay(daemon)
+        publisher.close()
+        load.close()
+    finally:
+        daemon.stop()
+
+
+async def max_rate(load: LoadClient, publisher: Publisher, seconds: float = 5.0) -> int:
+    """Publish back to back for ``seconds``; deliveries/s counted when all arrived."""
+    load.reset()
+    started = time.perf_counter()
+    published = 0
+    while time.perf_counter() - started < seconds:
+        await publisher.publish("general")
+        published += 1
+    await wait_delivered(load, published * len(load.streams), 30)
+    elapsed = time.perf_counter() - started
+    complete = load.delivered / (published * len(load.streams))
+    return int(load.delivered / elapsed) if complete > 0.999 else -int(load.delivered / elapsed)
+
+
+async def replay(daemon: Daemon, events: int = 1000, clients: int = 1000) -> float:
+    """Server CPU ms per client to replay ``events`` missed events to ``clients``."""
+    import json
+    import urllib.request
+    body = json.dumps({"channel": "replay", "data": "before"}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{daemon.port}/publish", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as answer:
+        last_id = json.loads(answer.read())["events"][0]["id"]
+    publisher = Publisher("127.0.0.1", daemon.port, 100)
+    await publisher.open()
+    for _ in range(events):
+        await publisher.publish("replay")
+    publisher.close()
+    load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["replay"], sample_every=10 ** 9)
+    load.query_for = lambda n: f"channels=replay&lastEventId={last_id}".encode()  # type: ignore
+    cpu_before = daemon.cpu_seconds()
+    await load.connect(clients, concurrency=100)
+    await wait_delivered(load, events * clients, 60)
+    cpu = daemon.cpu_seconds() - cpu_before
+    complete = load.delivered == events * clients
+    load.close()
+    return round(1000 * cpu / clients, 2) if complete else -1.0
+
+
+async def redis_throughput(results: dict[str, object], events: int = 20000) -> None:
+    from publisher import RedisPublisher
+    prefix = "bench-" + secrets.token_hex(3)
+    daemon = Daemon("--broker=redis", f"--redis-prefix={prefix}", "--redis-raw=")
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=1)
+        await load.connect(10)
+        redis = RedisPublisher(prefix=prefix, history_size=2000)
+        started = time.perf_counter()
+        for start in range(0, events, 1000):
+            redis.send_many([("general", f"{time.time():.6f} " + "x" * 80)] * 1000)
+        published = time.perf_counter() - started
+        await wait_delivered(load, events * 10, 60)
+        elapsed = time.perf_counter() - started
+        results.update({"redis_publish_per_s": int(events / published),
+                        "redis_delivered_events_per_s": int(events / elapsed),
+                        "redis_complete_pct": round(100.0 * load.delivered / (events * 10), 3)})
+        keys = redis.command("KEYS", prefix + ":*") or []
+        if keys:
+            redis.command("DEL", *keys)
+        redis.close()
+        load.close()
+    finally:
+        daemon.stop()
+
+
+def table(rows: list[dict[str, object]], extra: dict[str, object]) -> str:
+    lines = ["| N subscribers | held | connect s | delivered % | p50 ms | p99 ms | max ms "
+             "| server CPU µs/delivery | RSS KB/idle conn |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['N']:,} | {r['held']:,} | {r['connect_s']} | {r['complete_pct']} "
+                     f"| {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} "
+                     f"| {r['cpu_us_per_delivery']} | {r['rss_kb_per_conn']} |")
+    lines.append("")
+    for key, value in extra.items():
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+async def main(args: argparse.Namespace) -> None:
+    os.sched_setaffinity(0, {1})
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    rows, extra = [], {}
+    for n in args.sizes:
+        result: dict[str, object] = {}
+        await fan_out(n, result)
+        print(result, flush=True)
+        for key in ("max_deliveries_per_s", "replay_ms_per_client"):
+            if key in result:
+                extra[key] = result.pop(key)
+        rows.append(result)
+    if args.redis:
+        redis_result: dict[str, object] = {}
+        await redis_throughput(redis_result)
+        print(redis_result, flush=True)
+        extra.update(redis_result)
+    text = table(rows, extra)
+    print(text)
+    if args.write:
+        (HERE / "RESULTS.md").write_text(
+            "# Benchmark results\n\nProduced by `uv run python extras/bench/run.py` on the "
+            "project's 2-core machine (daemon on CPU 0, client on CPU 1, one channel, "
+            "100-byte payloads, 200 events at 20/s).\n\n" + text)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description="cyclone-sse benchmark")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000, 19000])
+    parser.add_argument("--no-redis", dest="redis", action="store_false")
+    parser.add_argument("--no-write", dest="write", action="store_false")
+    args = parser.parse_args()
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,235 @@
+"""Load-test client: many SSE subscribers in one process, latency and completeness.
+
+    uv run python extras/client.py --url http://127.0.0.1:8888 --subscribers 5000 \
+        --channels general,cats,dogs --duration 30
+
+Each subscriber opens ``GET /?channels=general&channels=<one of the others>`` (the 2013
+test's layout).  Payloads published with ``--publish`` (or by ``extras/bench``) start
+with ``<send time> `` so every delivery's latency is known; completeness counts every
+event.  asyncio with uvloop keeps 10,000+ streams on one core: each read only counts
+events (a C-level ``bytes.count``), and latency is parsed on a sample of streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Sequence
+from urllib.parse import urlparse
+
+try:
+    import uvloop
+except ImportError:  # plain asyncio works, just slower
+    uvloop = None
+
+EVENT_MARK = b"\ndata: "
+
+
+class Stream(asyncio.Protocol):
+    """One subscriber: counts events, and on sampled streams records latencies."""
+
+    def __init__(self, load: LoadClient, query: bytes, sample: bool) -> None:
+        self.load = load
+        self.query = query
+        self.sample = sample
+        self.events = 0
+        self.head = True
+        self.tail = b""
+        self.connected = asyncio.get_running_loop().create_future()
+        self.closed = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(b"GET /?" + self.query + b" HTTP/1.1\r\nHost: load\r\n"  # type: ignore[attr-defined]
+                        b"Accept: text/event-stream\r\n\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        if self.head:
+            data = self.tail + data
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.tail = data
+                return
+            self.head = False
+            self.tail = b""
+            if not self.connected.done():
+                self.connected.set_result(data[9:12])
+            data = data[end + 2:]
+        text = self.tail + data
+        count = text.count(EVENT_MARK)
+        if count:
+            self.events += count
+            self.load.delivered += count
+            if self.sample:
+                now = time.time()
+                start = 0
+                while True:
+                    at = text.find(EVENT_MARK, start)
+                    if at < 0:
+                        break
+                    stamp_end = text.find(b" ", at + 7)
+                    try:
+                        self.load.latencies.append(now - float(text[at + 7:stamp_end]))
+                    except ValueError:
+                        pass
+                    start = at + 7
+        # keep the incomplete last line so a mark split across reads is still found
+        self.tail = text[-8:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.connected.done():
+            self.connected.set_exception(exc or ConnectionError("closed"))
+        self.load.lost += 1
+
+
+class LoadClient:
+    def __init__(self, url: str, channels: Sequence[str], sample_every: int = 10) -> None:
+        parsed = urlparse(url)
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or 80
+        self.channels = list(channels)
+        self.sample_every = sample_every
+        self.streams: list[Stream] = []
+        self.latencies: list[float] = []
+        self.delivered = 0
+        self.lost = 0
+        self.connect_seconds = 0.0
+
+    def query_for(self, n: int) -> bytes:
+        first, others = self.channels[0], self.channels[1:]
+        parts = [f"channels={first}"]
+        if others:
+            parts.append(f"channels={others[n % len(others)]}")
+        return "&".join(parts).encode()
+
+    async def connect(self, count: int, concurrency: int = 500,
+                      headers: bytes = b"") -> None:
+        """Open ``count`` more streams, ``concurrency`` at a time; wait for their headers."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(n: int) -> None:
+            async with gate:
+                stream = Stream(self, self.query_for(n), n % self.sample_every == 0)
+                await loop.create_connection(lambda: stream, self.host, self.port)
+                self.streams.append(stream)
+                await stream.connected
+
+        base = len(self.streams)
+        await asyncio.gather(*(one(base + n) for n in range(count)))
+        self.connect_seconds = time.perf_counter() - started
+
+    def close(self) -> None:
+        for stream in self.streams:
+            if stream.transport is not None:
+                stream.transport.close()
+        self.streams = []
+
+    def reset(self) -> None:
+        self.latencies = []
+        self.delivered = 0
+        for stream in self.streams:
+            stream.events = 0
+
+
+class Publisher:
+    """POSTs to /publish over one keep-alive connection; payloads carry the send time."""
+
+    def __init__(self, host: str, port: int, size: int = 100) -> None:
+        self.host, self.port, self.size = host, port, size
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    def payload(self) -> str:
+        stamp = f"{time.time():.6f} "
+        return stamp + "x" * max(0, self.size - len(stamp))
+
+    async def publish(self, channel: str) -> None:
+        assert self.reader is not None and self.writer is not None
+        body = f"channel={channel}&message={self.payload()}".encode()
+        self.writer.write(b"POST /publish HTTP/1.1\r\nHost: load\r\nContent-Type: "
+                          b"application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+                          % (len(body), body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await self.reader.readexactly(length)
+
+    async def publish_at(self, channel: str, count: int, rate: float) -> float:
+        """Publish ``count`` events at ``rate`` per second; returns the seconds it took."""
+        started = time.perf_counter()
+        for n in range(count):
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.publish(channel)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def summary(load: LoadClient, expected: int) -> str:
+    ms = [v * 1000 for v in load.latencies]
+    return (f"{len(load.streams)} streams (connected in {load.connect_seconds:.2f} s), "
+            f"delivered {load.delivered}/{expected} "
+            f"({100.0 * load.delivered / max(1, expected):.2f}%), latency ms p50 "
+            f"{percentile(ms, 0.5):.1f} p99 {percentile(ms, 0.99):.1f} max "
+            f"{max(ms) if ms else float('nan'):.1f}, lost connections {load.lost}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    load = LoadClient(args.url, args.channels.split(","), args.sample_every)
+    await load.connect(args.subscribers)
+    print(f"connected {len(load.streams)} streams in {load.connect_seconds:.2f} s")
+    expected = 0
+    if args.publish:
+        publisher = Publisher(load.host, load.port, args.size)
+        await publisher.open()
+        await publisher.publish_at(load.channels[0], args.publish, args.rate)
+        expected = args.publish * args.subscribers
+        deadline = time.monotonic() + 10
+        while load.delivered < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        publisher.close()
+    else:
+        await asyncio.sleep(args.duration)
+    print(summary(load, expected))
+    load.close()
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description="Open many SSE subscribers and measure them.")
+    parser.add_argument("--url", default="http://127.0.0.1:8888")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--channels", default="general,cats,dogs,base,extras")
+    parser.add_argument("--publish", type=int, default=0,
+                        help="publish this many events to the first channel, then report")
+    parser.add_argument("--rate", type=float, default=20.0, help="events per second")
+    parser.add_argument("--size", type=int, default=100, help="payload bytes")
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="without --publish: seconds to listen")
+    parser.add_argument("--sample-every", type=int, default=10,
+                        help="parse latencies on one stream in this many")
+    args = parser.parse_args()
+    if uvloop is not None:
+        uvloop.install()
+    asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    cli()
