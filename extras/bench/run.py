@@ -158,7 +158,7 @@ async def redis_throughput(results: dict[str, object], events: int = 20000) -> N
         await load.connect(10)
         redis = RedisPublisher(prefix=prefix, history_size=2000)
         started = time.perf_counter()
-        for start in range(0, events, 1000):
+        for _ in range(0, events, 1000):
             redis.send_many([("general", f"{time.time():.6f} " + "x" * 80)] * 1000)
         published = time.perf_counter() - started
         await wait_delivered(load, events * 10, 60)
