@@ -192,7 +192,7 @@ def table(rows: list[dict[str, object]], extra: dict[str, object]) -> str:
 async def main(args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, {1})
     import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows, extra = [], {}
     for n in args.sizes:
