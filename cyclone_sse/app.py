@@ -6,6 +6,7 @@ This is what ``--app`` replaces.  A subclass may override ``build_handlers``,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -127,6 +128,7 @@ class App(cyclone.web.Application):
         counts = registry.subscriber_counts()
         stats: dict[str, object] = {
             "version": __version__,
+            "pid": os.getpid(),  # which daemon answered, when several share a port
             "uptime": round(registry.uptime(), 3),
             "connections": registry.connections,
             "channels": len(counts),

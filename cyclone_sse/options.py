@@ -150,6 +150,8 @@ class Options(usage.Options):
     ])
     optFlags: list[list[str | None]] = [
         ["access-log", None, "log every HTTP request (off: only errors are logged)"],
+        ["reuse-port", None, "listen with SO_REUSEPORT: several daemons (one per core, fed "
+         "by Redis) share --port"],
     ]
 
     def parseOptions(self, options: list[str] | None = None) -> None:

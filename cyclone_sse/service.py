@@ -48,6 +48,37 @@ class AppService(service.Service):
         return self.app.stop()
 
 
+class ReusePortServer(service.Service):
+    """A listening TCP port opened with SO_REUSEPORT, so several daemons (one per core)
+    can share it and the kernel spreads new connections among them."""
+
+    def __init__(self, port: int, factory: Any, interface: str, reactor: Any) -> None:
+        self.port_number = port
+        self.factory = factory
+        self.interface = interface
+        self.reactor = reactor
+        self.listening: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        import socket
+        family = socket.AF_INET6 if ":" in self.interface else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((self.interface, self.port_number))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+        self.listening = self.reactor.adoptStreamPort(sock.fileno(), family, self.factory)
+        sock.close()  # the reactor holds its own copy of the descriptor
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.listening is not None:
+            return self.listening.stopListening()
+        return None
+
+
 def load_app(dotted: str | None, options: Mapping[str, Any], reactor: Any) -> App:
     cls = reflect.namedAny(dotted) if dotted else App
     return cls(options, reactor=reactor)
@@ -65,9 +96,12 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> service.Mult
     if options.get("export"):
         from cyclone_sse.export.graphite import GraphiteExporter
         GraphiteExporter(app, options, reactor).setServiceParent(top)
-    tcp = internet.TCPServer(int(options.get("port", 8888)), app, backlog=LISTEN_BACKLOG,
-                             interface=options.get("listen", "127.0.0.1"))
-    tcp.setServiceParent(top)
+    port, interface = int(options.get("port", 8888)), options.get("listen", "127.0.0.1")
+    if options.get("reuse-port"):
+        ReusePortServer(port, app, interface, reactor).setServiceParent(top)
+    else:
+        internet.TCPServer(port, app, backlog=LISTEN_BACKLOG,
+                           interface=interface).setServiceParent(top)
     if options.get("use-ssl"):
         ssl_app = app
         if options.get("ssl-app"):

@@ -219,3 +219,25 @@ def test_publisher_command_line_tool(tmp_path, redis_prefix):  # noqa: F811
         assert events[1]["id"] == durable.stdout.strip()
     finally:
         daemon.stop()
+
+
+def test_two_daemons_share_one_port_with_reuse_port(tmp_path, redis_prefix):  # noqa: F811
+    from tests.services import free_port
+    port = free_port()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = redis_daemon(tmp_path / "a", redis_prefix, f"--port={port}", "--reuse-port")
+    b = redis_daemon(tmp_path / "b", redis_prefix, f"--port={port}", "--reuse-port")
+    try:
+        clients = [SSEClient(port, "channels=shared") for _ in range(40)]
+        seen = {}
+        for _ in range(30):  # each request lands on either daemon
+            stats = a.request("GET", "/stats")[1]
+            seen[stats["pid"]] = stats["connections"]
+        assert set(seen) == {a.proc.pid, b.proc.pid}
+        assert sum(seen.values()) == 40 and min(seen.values()) > 0  # the kernel spread them
+        a.publish_form("message=to+all&channel=shared")
+        assert all(c.events(1)[0]["data"] == "to all" for c in clients)
+    finally:
+        a.stop()
+        b.stop()
