@@ -75,8 +75,8 @@ class Stream(asyncio.Protocol):
                     except ValueError:
                         pass
                     start = at + 7
-        # keep the incomplete last line so a mark split across reads is still found
-        self.tail = text[-8:]
+        # keep just enough bytes that a mark split across two reads is found once
+        self.tail = text[1 - len(EVENT_MARK):]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -36,9 +36,9 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 class Daemon:
-    def __init__(self, *options: str) -> None:
+    def __init__(self, *options: str, cpu: str = "0", port: int = 0) -> None:
         self.proc = subprocess.Popen(
-            ["taskset", "-c", "0", TWISTD, "-n", "--pidfile=", "cyclone-sse", "--port=0",
+            ["taskset", "-c", cpu, TWISTD, "-n", "--pidfile=", "cyclone-sse", f"--port={port}",
              "--heartbeat=0", "--history-size=2000", *options],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
@@ -177,6 +177,42 @@ async def redis_throughput(results: dict[str, object], events: int = 20000) -> N
         daemon.stop()
 
 
+async def across_cores(results: dict[str, object], n: int = 1000) -> None:
+    """Max deliveries/s through Redis: one daemon on one core, then two daemons sharing
+    one port (SO_REUSEPORT), one per core.  The client is not pinned here: on this
+    2-core machine it shares the cores with the daemons."""
+    import socket
+    os.sched_setaffinity(0, {0, 1})
+    try:
+        for label, cpus in (("one_daemon_redis_deliveries_per_s", ["0"]),
+                            ("two_daemons_reuseport_deliveries_per_s", ["0", "1"])):
+            prefix = "bench-" + secrets.token_hex(3)
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            daemons = [Daemon("--broker=redis", f"--redis-prefix={prefix}", "--redis-raw=",
+                              "--reuse-port", cpu=cpu, port=port) for cpu in cpus]
+            try:
+                load = LoadClient(f"http://127.0.0.1:{port}", ["general"], sample_every=10 ** 9)
+                await load.connect(n, concurrency=100)
+                publisher = Publisher("127.0.0.1", port, 100)
+                await publisher.open()
+                results[label] = await max_rate(load, publisher)
+                publisher.close()
+                load.close()
+            finally:
+                for daemon in daemons:
+                    daemon.stop()
+                from publisher import RedisPublisher
+                redis = RedisPublisher(prefix=prefix)
+                keys = redis.command("KEYS", prefix + ":*") or []
+                if keys:
+                    redis.command("DEL", *keys)
+                redis.close()
+    finally:
+        os.sched_setaffinity(0, {1})
+
+
 def table(rows: list[dict[str, object]], extra: dict[str, object]) -> str:
     lines = ["| N subscribers | held | connect s | achieved msgs/s | delivered % | p50 ms "
              "| p99 ms | max ms | server CPU µs/delivery | RSS KB/idle conn |",
@@ -209,6 +245,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.redis:
         redis_result: dict[str, object] = {}
         await redis_throughput(redis_result)
+        await across_cores(redis_result)
         print(redis_result, flush=True)
         extra.update(redis_result)
     text = table(rows, extra)
