@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from http.client import responses
 from typing import TYPE_CHECKING, Any
 
 import cyclone.web
@@ -95,7 +96,6 @@ class BaseHandler(cyclone.web.RequestHandler):
 
     @staticmethod
     def _reason_for(status: int) -> str:
-        from http.client import responses
         return responses.get(status, "error").lower()
 
 

@@ -40,7 +40,6 @@ class _ReplayThenLive:
     def __init__(self) -> None:
         self.live = False
         self.held: list[Event] = []
-        self.last_seq = 0
 
     def hold(self, event: Event) -> bool:
         """Keep ``event`` for later if the replay is not in yet; False if too many."""
