@@ -11,11 +11,13 @@ class ISubscriber(Interface):
     SSE streams, long-poll requests (and later WebSockets) are interchangeable behind it.
     """
 
-    def deliver(event):  # type: ignore[no-untyped-def]
-        """Hand over one live event (its ``frame`` is the ready SSE bytes).
+    def deliver(events, frame):  # type: ignore[no-untyped-def]
+        """Hand over live events of one channel, oldest first; ``frame`` is their SSE
+        bytes, joined once for all subscribers.
 
         Called on the fan-out hot path: must not block, log, or detach itself from the
-        registry synchronously (the registry is iterating its subscriber set).
+        registry synchronously (the registry is iterating its subscriber set).  An event
+        the subscriber already has (sent by its replay) must be skipped by ``seq``.
         """
 
     def heartbeat() -> None:

@@ -40,10 +40,25 @@ class _ReplayThenLive:
     def __init__(self) -> None:
         self.live = False
         self.held: list[Event] = []
+        self.last_seq = 0  # newest event handed to the client: later ones only
+        self.epoch = ""    # the history epoch last_seq belongs to
 
-    def hold(self, event: Event) -> bool:
-        """Keep ``event`` for later if the replay is not in yet; False if too many."""
-        self.held.append(event)
+    def unseen(self, events: list[Event]) -> list[Event] | None:
+        """The events not handed over yet, or None when that is all of them (the usual
+        case).  A replay may already have sent the first events of a batch published
+        in the same reactor turn; a new history epoch starts its sequence again."""
+        last_seq, self.last_seq = self.last_seq, events[-1].seq
+        if events[0].seq > last_seq:
+            return None
+        epoch = events[0].id.rpartition("-")[0]
+        if epoch != self.epoch:
+            self.epoch = epoch
+            return None
+        return [e for e in events if e.seq > last_seq]
+
+    def hold(self, events: list[Event]) -> bool:
+        """Keep ``events`` for later while the replay is not in; False if too many."""
+        self.held.extend(events)
         return len(self.held) <= MAX_HELD
 
     def release(self, replay: Replay) -> list[Event]:
@@ -53,6 +68,10 @@ class _ReplayThenLive:
         events.extend(e for e in self.held if e.seq > last_seq)
         self.held = []
         self.live = True
+        # Only what was handed over counts: an event announced late (Redis) or still
+        # queued for fan-out (this reactor turn) and not in the replay is still to come.
+        self.last_seq = events[-1].seq if events else 0
+        self.epoch = replay.head_id.rpartition("-")[0]
         return events
 
 
@@ -80,10 +99,14 @@ class StreamSubscriber(_ReplayThenLive):
         self.socket = transport.socket if type(transport) is tcp.Server else None
         transport.registerProducer(self, True)
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, events: list[Event], frame: bytes) -> None:
         if self.live:
-            self.write(event.frame)
-        elif not self.hold(event):
+            rest = self.unseen(events)
+            if rest is None:
+                self.write(frame)
+            elif rest:
+                self.write(b"".join(e.frame for e in rest))
+        elif not self.hold(events):
             self._overflow()
 
     def write(self, data: bytes) -> None:
@@ -175,13 +198,14 @@ class PollSubscriber(_ReplayThenLive):
         self._timeout = clock.callLater(timeout, self.finish) if timeout else None
         self._flush = None
 
-    def deliver(self, event: Event) -> None:
+    def deliver(self, events: list[Event], frame: bytes) -> None:
         if self.done:
             return
         if not self.live:
-            self.hold(event)
+            self.hold(events)
             return
-        self.events.append(event)
+        rest = self.unseen(events)
+        self.events.extend(events if rest is None else rest)
         if self._flush is None:
             self._flush = self.clock.callLater(0, self.finish)
 

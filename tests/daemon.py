@@ -36,7 +36,12 @@ class Daemon:
             [TWISTD, "-n", "--pidfile=", "cyclone-sse", "--config", str(conf)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.ports = [int(m.group(1)) for m in self.wait_for(r"starting on (\d+)", ports)]
+        try:
+            self.ports = [int(m.group(1)) for m in self.wait_for(r"starting on (\d+)", ports)]
+        except BaseException:
+            self.proc.kill()  # never leave a daemon behind a failed test
+            self.proc.wait(DEADLINE)
+            raise
         self.port = self.ports[0]
 
     def wait_for(self, pattern: str, count: int = 1) -> list[re.Match[str]]:

@@ -74,12 +74,17 @@ def subscribe(app: App, query: str, headers: dict[str, str] | None = None) -> Co
 
 
 def publish(app: App, **fields: Any) -> tuple[int, Any]:
-    """POST /publish with a JSON body; returns (status, answer)."""
+    """POST /publish with a JSON body, then let the reactor turn end (the fan-out
+    happens there); returns (status, answer)."""
     body = json.dumps(fields).encode()
-    return Connection(app).send("POST", "/publish", body,
-                                {"Content-Type": "application/json"}).json()
+    answer = Connection(app).send("POST", "/publish", body,
+                                  {"Content-Type": "application/json"}).json()
+    app.clock.advance(0)
+    return answer
 
 
 def publish_form(app: App, body: str) -> tuple[int, Any]:
-    return Connection(app).send("POST", "/publish", body.encode(), {
+    answer = Connection(app).send("POST", "/publish", body.encode(), {
         "Content-Type": "application/x-www-form-urlencoded"}).json()
+    app.clock.advance(0)
+    return answer

@@ -13,8 +13,8 @@ class Recorder:
         self.beats = 0
         self.closed = False
 
-    def deliver(self, event):
-        self.frames.append(event.frame)
+    def deliver(self, events, frame):
+        self.frames.append(frame)
 
     def heartbeat(self):
         self.beats += 1
@@ -34,6 +34,8 @@ def test_fan_out_writes_the_same_bytes_object_to_everyone():
         registry.attach(sub, ["a"])
     ev = event("a")
     assert registry.deliver(ev) == 3
+    assert all(sub.frames == [] for sub in subs)  # fanned out when the turn ends
+    registry.clock.advance(0)
     assert all(sub.frames[0] is ev.frame for sub in subs)
 
 
@@ -43,6 +45,7 @@ def test_only_subscribers_of_the_channel_receive_it():
     registry.attach(a, ["a"])
     registry.attach(b, ["b"])
     registry.deliver(event("a"))
+    registry.flush()
     assert len(a.frames) == 1 and b.frames == []
 
 
@@ -53,6 +56,7 @@ def test_patterns_match_and_never_deliver_twice():
     registry.attach(pattern_only, ["news.*"])
     registry.attach(other, ["weather.*"])
     assert registry.deliver(event("news.sport")) == 2
+    registry.flush()
     assert len(both.frames) == 1 and len(pattern_only.frames) == 1 and other.frames == []
 
 
@@ -105,7 +109,23 @@ def test_counters_and_subscriber_counts():
     registry.attach(Recorder(), ["a"])
     registry.deliver(event("a"))
     registry.deliver(event("c", 2))
+    registry.flush()
     assert registry.subscriber_counts() == [("a", 2), ("b", 1)]
     assert registry.counters.events_published == 2
     assert registry.counters.deliveries == 2
     assert registry.connections == 2
+
+
+def test_a_turn_of_one_channel_is_one_joined_write_and_order_is_kept():
+    registry = ChannelRegistry(Clock())
+    ab, b_only = Recorder(), Recorder()
+    registry.attach(ab, ["a", "b"])
+    registry.attach(b_only, ["b"])
+    events = [event("a", 1, "a1"), event("a", 2, "a2"), event("b", 3, "b3"), event("a", 4, "a4")]
+    for ev in events:
+        registry.deliver(ev)
+    registry.clock.advance(0)
+    # a1+a2 joined; the switch to b flushed them first; then b3; then a4
+    assert ab.frames == [events[0].frame + events[1].frame, events[2].frame, events[3].frame]
+    assert b_only.frames == [events[2].frame]
+    assert registry.counters.deliveries == 2 + 2 + 1
