@@ -151,25 +151,40 @@ class Publisher:
         stamp = f"{time.time():.6f} "
         return stamp + "x" * max(0, self.size - len(stamp))
 
-    async def publish(self, channel: str) -> None:
-        assert self.reader is not None and self.writer is not None
+    def send(self, channel: str) -> None:
+        assert self.writer is not None
         body = f"channel={channel}&message={self.payload()}".encode()
         self.writer.write(b"POST /publish HTTP/1.1\r\nHost: load\r\nContent-Type: "
                           b"application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
                           % (len(body), body))
+
+    async def answer(self) -> None:
+        assert self.reader is not None
         head = await self.reader.readuntil(b"\r\n\r\n")
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         await self.reader.readexactly(length)
 
+    async def publish(self, channel: str) -> None:
+        self.send(channel)
+        await self.answer()
+
     async def publish_at(self, channel: str, count: int, rate: float) -> float:
-        """Publish ``count`` events at ``rate`` per second; returns the seconds it took."""
+        """Publish ``count`` events at ``rate`` per second, as a busy application does:
+        on schedule, without waiting for earlier answers (HTTP pipelining).  Returns the
+        seconds until every answer came back."""
         started = time.perf_counter()
+        answers = asyncio.ensure_future(self._answers(count))
         for n in range(count):
             delay = started + n / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self.publish(channel)
+            self.send(channel)
+        await answers
         return time.perf_counter() - started
+
+    async def _answers(self, count: int) -> None:
+        for _ in range(count):
+            await self.answer()
 
     def close(self) -> None:
         if self.writer is not None:

@@ -105,6 +105,8 @@ async def fan_out(n: int, results: dict[str, object]) -> None:
         })
         if n == 1000:
             results["max_deliveries_per_s"] = await max_rate(load, publisher)
+            results["max_deliveries_per_s_8_in_flight"] = await max_rate(load, publisher,
+                                                                         window=8)
             results["replay_ms_per_client"] = await replay(daemon)
         publisher.close()
         load.close()
@@ -112,14 +114,22 @@ async def fan_out(n: int, results: dict[str, object]) -> None:
         daemon.stop()
 
 
-async def max_rate(load: LoadClient, publisher: Publisher, seconds: float = 5.0) -> int:
-    """Publish back to back for ``seconds``; deliveries/s counted when all arrived."""
+async def max_rate(load: LoadClient, publisher: Publisher, seconds: float = 5.0,
+                   window: int = 1) -> int:
+    """Publish back to back for ``seconds`` with up to ``window`` requests in flight;
+    deliveries/s counted when all arrived (negative when some never did)."""
     load.reset()
     started = time.perf_counter()
-    published = 0
+    published = answered = 0
     while time.perf_counter() - started < seconds:
-        await publisher.publish("general")
-        published += 1
+        while published - answered < window:
+            publisher.send("general")
+            published += 1
+        await publisher.answer()
+        answered += 1
+    while answered < published:
+        await publisher.answer()
+        answered += 1
     await wait_delivered(load, published * len(load.streams), 30)
     elapsed = time.perf_counter() - started
     complete = load.delivered / (published * len(load.streams))
@@ -238,7 +248,8 @@ async def main(args: argparse.Namespace) -> None:
         result: dict[str, object] = {}
         await fan_out(n, result)
         print(result, flush=True)
-        for key in ("max_deliveries_per_s", "replay_ms_per_client"):
+        for key in ("max_deliveries_per_s", "max_deliveries_per_s_8_in_flight",
+                    "replay_ms_per_client"):
             if key in result:
                 extra[key] = result.pop(key)
         rows.append(result)
