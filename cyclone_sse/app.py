@@ -19,6 +19,7 @@ from cyclone_sse.brokers import BROKERS, Broker
 from cyclone_sse.connection import HTTPConnection
 from cyclone_sse.handlers import (
     ChannelStatsHandler,
+    MetricsHandler,
     NotFoundHandler,
     PublishHandler,
     StatsHandler,
@@ -66,6 +67,7 @@ class App(cyclone.web.Application):
             (r"/publish", PublishHandler),
             (r"/stats", StatsHandler),
             (r"/stats/channels", ChannelStatsHandler),
+            (r"/metrics", MetricsHandler),
         ]
 
     def build_history(self) -> IHistory:

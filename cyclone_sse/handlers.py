@@ -168,14 +168,15 @@ class SubscribeHandler(BaseHandler):
         self.set_header("Connection", "close")
         # nginx: do not buffer this response, whatever proxy_buffering says.
         self.set_header("X-Accel-Buffering", "no")
-        head = self._generate_headers()
+        # Headers go out with the replay, once the subscription is live upstream (at
+        # once with the HTTP broker): a client that sees the stream open misses nothing
+        # published afterwards.
+        self._stream_head = self._generate_headers() + encode_retry(app.settings_obj.retry)
         self._headers_written = True
         connection.streaming = True
         if hasattr(transport, "setTcpNoDelay"):
             transport.setTcpNoDelay(True)
-        sub = StreamSubscriber(transport, app.registry.counters, app.settings_obj.max_pending)
-        transport.write(head + encode_retry(app.settings_obj.retry))
-        return sub
+        return StreamSubscriber(transport, app.registry.counters, app.settings_obj.max_pending)
 
     def _replayed(self, replay: Replay, last_id: str | None) -> None:
         sub = self.subscriber
@@ -189,7 +190,7 @@ class SubscribeHandler(BaseHandler):
                 counters.replay_gaps += 1
         self._replay = replay
         if isinstance(sub, StreamSubscriber):
-            sub.start_live(replay, last_id)
+            sub.start_live(replay, last_id, self._stream_head)
         else:
             sub.start_live(replay)
 
@@ -328,6 +329,15 @@ class ChannelStatsHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(dumps([list(pair) for pair in self.application.registry.subscriber_counts()]))
+
+
+class MetricsHandler(BaseHandler):
+    """``GET /metrics``: the same numbers for Prometheus."""
+
+    def get(self) -> None:
+        from cyclone_sse.export import prometheus
+        self.set_header("Content-Type", prometheus.CONTENT_TYPE)
+        self.finish(prometheus.render(self.application))
 
 
 class NotFoundHandler(BaseHandler):

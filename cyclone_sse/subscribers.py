@@ -137,9 +137,10 @@ class StreamSubscriber(_ReplayThenLive):
                 return
         transport.write(data)
 
-    def start_live(self, replay: Replay, last_id: str | None) -> None:
-        """Write the replay (and the gap signal) and switch to live delivery."""
-        parts = []
+    def start_live(self, replay: Replay, last_id: str | None, head: bytes = b"") -> None:
+        """Write the response head, the replay (and the gap signal), and switch to live
+        delivery."""
+        parts = [head] if head else []
         if replay.gap:
             parts.append(gap_frame(replay.gap, last_id))
         events = self.release(replay)

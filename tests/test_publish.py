@@ -162,3 +162,21 @@ def test_stats_reports_channels_counters_and_the_original_list():
     status, pairs = Connection(app).send("GET", "/stats/channels").json()
     assert pairs == [["cats", 1], ["dogs", 1], ["general", 2]]
     assert json.dumps(pairs)  # plain JSON list, as in 2013
+
+
+def test_prometheus_metrics():
+    app = make_app()
+    subscribe(app, "channels=cats,general")
+    publish(app, channel="general", data="x")
+    conn = Connection(app).send("GET", "/metrics")
+    status, headers, body = conn.head_and_body()
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = set(body.decode().splitlines())
+    for expected in ('cyclone_sse_channel_subscribers{channel="cats"} 1.0',
+                     'cyclone_sse_channel_subscribers{channel="general"} 1.0',
+                     "cyclone_sse_connections 1.0",
+                     "cyclone_sse_events_published_total 1.0",
+                     "cyclone_sse_deliveries_total 1.0",
+                     "cyclone_sse_connections_accepted_total 1.0",
+                     "cyclone_sse_broker_connected 1.0"):
+        assert expected in lines, expected

@@ -1,0 +1,60 @@
+"""Prometheus metrics: ``GET /metrics`` in the text exposition format.
+
+The numbers are the ones /stats shows, read when Prometheus scrapes (nothing is counted
+twice on the hot path): totals become counters (``*_total``), current values gauges, and
+each channel's subscriber count ``cyclone_sse_channel_subscribers{channel="..."}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# /stats name → (metric name, help); the exposition adds "_total" to counters.
+_COUNTERS = {
+    "events_published": ("events_published", "Events published (stored, then fanned out)."),
+    "deliveries": ("deliveries", "Events written to subscribers."),
+    "replays": ("replays", "Reconnections that asked for a replay."),
+    "replayed_events": ("replayed_events", "Events sent by replays."),
+    "replay_gaps": ("replay_gaps", "Replays that could not be complete (history-gap sent)."),
+    "slow_disconnects": ("slow_disconnects", "Streams closed: their client stopped reading."),
+    "connections_total": ("connections_accepted", "Subscriber connections accepted."),
+}
+
+
+class StatsCollector:
+    """A prometheus_client collector over ``App.stats()``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.app.stats()
+        for key, (name, help_text) in _COUNTERS.items():
+            yield CounterMetricFamily(f"cyclone_sse_{name}", help_text, value=stats[key])
+        yield GaugeMetricFamily("cyclone_sse_connections", "Open subscriber connections.",
+                                value=stats["connections"])
+        yield GaugeMetricFamily("cyclone_sse_channels", "Channels and patterns listened to.",
+                                value=stats["channels"])
+        yield GaugeMetricFamily("cyclone_sse_uptime_seconds", "Seconds since start.",
+                                value=stats["uptime"])
+        broker = stats["broker"]
+        yield GaugeMetricFamily("cyclone_sse_broker_connected",
+                                "1 while the broker is reachable.",
+                                value=1 if broker.get("connected") else 0)
+        channels = GaugeMetricFamily("cyclone_sse_channel_subscribers",
+                                     "Subscribers per channel or pattern.", labels=["channel"])
+        for channel, count in stats["subscriptions"]:
+            channels.add_metric([channel], count)
+        yield channels
+
+
+def render(app: Any) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(app))  # type: ignore[arg-type]
+    return generate_latest(registry)
