@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -29,11 +30,19 @@ def browser():
         browser.close()
 
 
+MEDIA = Path(__file__).resolve().parent.parent / "media"
+
+
 class _Page(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = b"<!doctype html><meta charset=utf-8><title>app</title>"
+        if self.path == "/cyclone-sse.js":
+            body, kind = (MEDIA / "cyclone-sse.js").read_bytes(), "text/javascript"
+        else:
+            body = (b"<!doctype html><meta charset=utf-8><title>app</title>"
+                    b"<script src=/cyclone-sse.js></script>")
+            kind = "text/html"
         self.send_response(200)
-        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -126,3 +135,38 @@ def test_after_a_restart_the_browser_reconnects_with_its_last_id_and_is_told_of_
         assert got[2][:2] == ["message", "after"]
     finally:
         second.stop()
+
+
+CLIENT = """([url, transport, lastEventId]) => {
+    window.got = [];
+    window.stream = CycloneSSE.connect(url, {
+        channels: ["a", "b"], transport: transport, lastEventId: lastEventId,
+        onmessage: (e) => window.got.push(["message", e.data])});
+    window.stream.on("note", (e) => window.got.push(["note", e.data]));
+    window.stream.on("history-gap", (e) => window.got.push(["gap", JSON.parse(e.data).reason]));
+    return window.stream.transport;
+}"""
+
+
+@pytest.mark.parametrize("transport,expected", [("auto", "eventsource"), ("poll", "poll")])
+def test_media_client_receives_everything_over_both_transports(tmp_path, page, transport,
+                                                               expected):
+    daemon = Daemon(tmp_path, "--poll-timeout=1")
+    try:
+        daemon.publish_form("message=before&channel=a")
+        used = page.evaluate(CLIENT, [f"http://127.0.0.1:{daemon.port}/", transport,
+                                      "not-an-id"])
+        assert used == expected
+        # the unknown id is answered with a gap, then the retained event
+        assert received(page, 2) == [["gap", "unknown"], ["message", "before"]]
+        for n, channel in enumerate("abab"):
+            daemon.publish_form(f"message=m{n}&channel={channel}")
+        daemon.request("POST", "/publish", json.dumps(
+            {"channel": "b", "event": "note", "data": "named ✓"}),
+            {"Content-Type": "application/json"})
+        got = received(page, 7)
+        assert got[2:] == [["message", "m0"], ["message", "m1"], ["message", "m2"],
+                           ["message", "m3"], ["note", "named ✓"]]
+        page.evaluate("window.stream.close()")
+    finally:
+        daemon.stop()
