@@ -103,6 +103,8 @@ class SubscribeHandler(BaseHandler):
     """``GET /?channels=a&channels=b``: an SSE stream, or a long-poll answer."""
 
     subscriber: StreamSubscriber | PollSubscriber | None = None
+    _replay: Replay | None = None   # what the history answered (long-poll reads it)
+    _last_id: str | None = None     # the id the long-poll client sent
 
     # hooks ---------------------------------------------------------------------------
 
@@ -198,7 +200,7 @@ class SubscribeHandler(BaseHandler):
         self._leave()
         if self._finished:
             return
-        replay: Replay | None = getattr(self, "_replay", None)
+        replay = self._replay
         last_id: str | None
         if events:
             last_id = events[-1].id

@@ -105,8 +105,13 @@ class ChannelRegistry:
     # fan-out -----------------------------------------------------------------------
 
     def deliver(self, event: Event) -> int:
-        """Queue one event for fan-out at the end of this reactor turn; returns how many
-        subscribers it will reach.
+        """``queue`` the event, and say how many subscribers it will reach (for the
+        answer to a publish)."""
+        self.queue(event)
+        return self.audience(event.channel)
+
+    def queue(self, event: Event) -> None:
+        """Queue one event for fan-out at the end of this reactor turn.
 
         Consecutive events of one channel published in the same turn go out as one
         joined write per subscriber: when publishing outpaces the fan-out, the daemon
@@ -119,7 +124,6 @@ class ChannelRegistry:
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
         self.counters.events_published += 1
-        return self.audience(event.channel)
 
     def flush(self) -> None:
         """Fan out the queued batch: the hot path.  One frame (encoded once per event,

@@ -63,12 +63,8 @@ class AmqpBroker(Broker):
         return self.link.stop()
 
     @property
-    def connected(self) -> bool:  # type: ignore[override]
+    def connected(self) -> bool:
         return self.link.ready
-
-    @connected.setter
-    def connected(self, value: bool) -> None:
-        pass  # derived from the link
 
     def stats(self) -> dict[str, object]:
         return {"name": self.name, "connected": self.connected, "outages": self.link.outages,

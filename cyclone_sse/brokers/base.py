@@ -41,8 +41,12 @@ class Broker:
         self.history = history
         self.settings = settings
         self.reactor = reactor if reactor is not None else registry.clock
-        self.connected = True
         registry.listeners.append(self._on_channel)
+
+    @property
+    def connected(self) -> bool:
+        """Local brokers are always connected; upstream ones derive it from their link."""
+        return True
 
     def _on_channel(self, channel: str, first: bool) -> None:
         if first:

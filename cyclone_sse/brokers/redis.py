@@ -87,12 +87,8 @@ class RedisBroker(Broker):
         return self.link.stop()
 
     @property
-    def connected(self) -> bool:  # type: ignore[override]
+    def connected(self) -> bool:
         return self.link.connected and self.history.link.connected
-
-    @connected.setter
-    def connected(self, value: bool) -> None:
-        pass  # derived from the links
 
     def stats(self) -> dict[str, object]:
         return {"name": self.name, "connected": self.connected,
@@ -227,7 +223,7 @@ class RedisBroker(Broker):
     def _deliver(self, event: Event) -> None:
         if event.seq > self.last_seq:
             self.last_seq = event.seq
-            self.registry.deliver(event)
+            self.registry.queue(event)  # nobody here needs the audience count
 
     def _raw(self, channel: str, message: bytes) -> None:
         """A plain ``PUBLISH channel message``: store it as if POSTed."""
