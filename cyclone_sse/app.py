@@ -1,4 +1,5 @@
-"""The cyclone Application: settings → history, registry, broker, routes.
+"""The cyclone Application: settings → history, registry, broker, subscriptions, routes,
+and the service tree that runs them.
 
 This is what ``--app`` replaces.  A subclass may override ``build_handlers``,
 ``build_broker`` or ``build_history``, or register extra brokers in ``BROKERS``.
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import cyclone.web
+from twisted.application.service import IService, MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -22,23 +24,24 @@ from cyclone_sse.handlers import (
     MetricsHandler,
     NotFoundHandler,
     PublishHandler,
+    StaticHandler,
     StatsHandler,
     SubscribeHandler,
 )
 from cyclone_sse.history import MemoryHistory
-from cyclone_sse.interfaces import IHistory
+from cyclone_sse.interfaces import IHistory, IStats
 from cyclone_sse.options import Settings
 from cyclone_sse.registry import ChannelRegistry
+from cyclone_sse.static import load_static, media_dir
+from cyclone_sse.subscription import Subscriptions
 
 log = Logger()
 
-#: Seconds between sweeps of expired history.
-HISTORY_SWEEP_INTERVAL = 60.0
-#: Seconds stop() waits for closed streams to flush before giving up on them.
-SHUTDOWN_GRACE = 2.0
-
 
 class App(cyclone.web.Application):
+    """The daemon's parts, its routes, and ``service`` (the tree that starts and stops
+    them: history, broker, then the registry, stopped in reverse)."""
+
     protocol = HTTPConnection
 
     def __init__(self, settings: Mapping[str, Any] | Settings | None = None,
@@ -52,11 +55,13 @@ class App(cyclone.web.Application):
         self.registry = ChannelRegistry(reactor, self.settings_obj.heartbeat)
         self.history: IHistory = self.build_history()
         self.broker: Broker = self.build_broker()
-        self._sweeper: Any = None
+        self.subscriptions = Subscriptions(self.registry, self.broker, self.history,
+                                           self.settings_obj.replay_limit)
+        self.static_files = load_static(media_dir())
+        self.service = self.build_service()
         origins = self.settings_obj.cors_origin
         self._origins = None if origins == "*" else {o.strip() for o in origins.split(",")}
         super().__init__(self.build_handlers(), error_handler=NotFoundHandler,
-                         max_body=self.settings_obj.max_body,
                          log_function=self._log_request)
 
     # building blocks (override in a subclass) -------------------------------------
@@ -68,18 +73,17 @@ class App(cyclone.web.Application):
             (r"/stats", StatsHandler),
             (r"/stats/channels", ChannelStatsHandler),
             (r"/metrics", MetricsHandler),
+            (r"/static/([^/]+)", StaticHandler),
         ]
 
     def build_history(self) -> IHistory:
         s = self.settings_obj
         if s.history == "redis":
-            from cyclone_sse.history_redis import RedisHistory
-            from cyclone_sse.redis_client import RedisAddress, RedisLink
-            link = RedisLink(self.clock, RedisAddress.from_settings(s), "history")
-            history = RedisHistory(link, prefix=s.redis_prefix, size=s.history_size,
-                                   ttl=s.history_ttl, channels=s.history_channels)
-            link.on_up = history.load_scripts
-            return history
+            from cyclone_sse.history.redis import RedisHistory
+            from cyclone_sse.links.redis import RedisAddress
+            return RedisHistory(self.clock, RedisAddress.from_settings(s), prefix=s.redis_prefix,
+                                size=s.history_size, ttl=s.history_ttl,
+                                channels=s.history_channels)
         return MemoryHistory(self.clock, size=s.history_size, ttl=s.history_ttl,
                              channels=s.history_channels)
 
@@ -89,34 +93,24 @@ class App(cyclone.web.Application):
             raise ValueError(f"broker {name!r} is not available; known: {', '.join(BROKERS)}")
         return BROKERS[name](self.registry, self.history, self.settings_obj, self.clock)
 
-    # life cycle (driven by service.AppService) -------------------------------------
+    def build_service(self) -> MultiService:
+        """History and broker (with their links and timers, when they are services),
+        then the registry: stopping closes the streams first."""
+        tree = MultiService()
+        for part in (self.history, self.broker, self.registry):
+            if IService.providedBy(part):
+                IService(part).setServiceParent(tree)
+        return tree
+
+    # life cycle (driven by service.AppService, or by tests) ------------------------
 
     def start(self) -> None:
-        self.registry.start()
-        start_history = getattr(self.history, "start", None)
-        if start_history is not None:
-            start_history()
-        self.broker.start()
-        sweep = getattr(self.history, "sweep", None)
-        if sweep is not None:
-            from twisted.internet.task import LoopingCall
-            self._sweeper = LoopingCall(sweep)
-            self._sweeper.clock = self.clock
-            self._sweeper.start(HISTORY_SWEEP_INTERVAL, now=False)
+        self.service.startService()
 
-    def stop(self) -> defer.Deferred[None]:
+    def stop(self) -> defer.Deferred[Any]:
         """Close every stream (clients reconnect elsewhere), wait until they are gone
-        or ``SHUTDOWN_GRACE`` passed, then stop the broker."""
-        if self._sweeper is not None and self._sweeper.running:
-            self._sweeper.stop()
-        closing = self.registry.connections
-        if closing:
-            log.info("closing {count} open connections", count=closing)
-        d = self.registry.stop()
-        d.addTimeout(SHUTDOWN_GRACE, self.clock, onTimeoutCancel=lambda *_: None)
-        d.addCallback(lambda _: self.broker.stop())
-        d.addCallback(lambda _: getattr(self.history, "stop", lambda: None)())
-        return d
+        or ``SHUTDOWN_GRACE`` passed, and stop the broker and history links."""
+        return defer.maybeDeferred(self.service.stopService)
 
     # helpers for the handlers -------------------------------------------------------
 
@@ -138,9 +132,8 @@ class App(cyclone.web.Application):
             "broker": self.broker.stats(),
         }
         stats.update(registry.counters.as_dict())
-        history_stats = getattr(self.history, "stats", None)
-        if history_stats is not None:
-            stats["history"] = history_stats()
+        if IStats.providedBy(self.history):
+            stats["history"] = IStats(self.history).stats()
         return stats
 
     def _log_request(self, handler: cyclone.web.RequestHandler) -> None:

@@ -28,7 +28,7 @@ class HTTPConnection(httpserver.HTTPConnection):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.max_body = self.factory.settings.get("max_body", 1024 * 1024)
+        self.max_body = self.factory.settings_obj.max_body
         self._header_lines = 0
 
     def dataReceived(self, data: bytes) -> None:

@@ -1,4 +1,7 @@
-"""Events and their Server-Sent Events framing.
+"""Events, their ids, and their Server-Sent Events framing.
+
+An event id is a value, ``EventId(epoch, seq)``, written ``<epoch>-<seq>`` on the wire;
+this module is the only place that formats or splits that text.
 
 All SSE bytes are produced here, by one pure encoder, once per publish.  The framing
 follows the WHATWG HTML "Server-sent events" parsing rules: a payload line break is any
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from cyclone_sse.errors import InvalidEvent
 
@@ -21,6 +25,9 @@ _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
 #: A comment line: ignored by EventSource, but it keeps proxies and NAT tables
 #: from timing the stream out.
 HEARTBEAT = b":\n\n"
+#: Named event sent before a replay that cannot be complete (see README "Replay");
+#: publishers may not use the name.
+GAP_EVENT = "history-gap"
 
 
 def check_field(name: str, value: str) -> str:
@@ -52,24 +59,67 @@ def encode_retry(milliseconds: int) -> bytes:
     return b"retry: %d\n\n" % milliseconds
 
 
+def encode_gap(reason: str, last_id: str | None) -> bytes:
+    """The signal that replay cannot be complete.  It has no id, so the client's last
+    event id stays put until a replayed event moves it."""
+    return encode(None, json.dumps({"reason": reason, "lastEventId": last_id}), GAP_EVENT)
+
+
+#: Most digits of a sequence number: Redis's Lua numbers are doubles, exact to 2**53.
+MAX_SEQ_DIGITS = 15
+
+
+@dataclass(frozen=True, slots=True)
+class EventId:
+    """A position in one history store's global order: ``<epoch>-<seq>`` on the wire.
+
+    ``epoch`` names the store's life (it changes when the store loses its data, so an
+    old id is recognised as unknown instead of being misread); ``seq`` is one sequence
+    shared by every channel, so one id resumes all channels of a stream.  The text is
+    short and CORS-safelisted, so a cross-origin reconnect needs no preflight.
+    """
+
+    epoch: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch}-{self.seq}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> EventId | None:
+        """The id ``text`` spells, or None when it cannot be one of ours (empty,
+        garbage, or a sequence number no store hands out)."""
+        if not text:
+            return None
+        epoch, _, seq = text.rpartition("-")
+        if not epoch or not seq.isdigit() or len(seq) > MAX_SEQ_DIGITS:
+            return None
+        return cls(epoch, int(seq))
+
+
 class Event:
     """One published message on one channel, with the id the history gave it.
 
     ``frame`` is computed once, at construction; every subscriber is written the same
-    bytes object.  ``seq`` orders events across all channels of one history store.
+    bytes object.  ``seq`` orders events across all channels of one history ``epoch``.
     """
 
-    __slots__ = ("_json", "channel", "data", "frame", "id", "name", "seq")
+    __slots__ = ("_json", "channel", "data", "epoch", "frame", "id", "name", "seq")
 
-    def __init__(self, channel: str, data: str, event_id: str, seq: int,
+    def __init__(self, channel: str, data: str, event_id: EventId,
                  name: str | None = None) -> None:
         self.channel = channel
         self.data = data
         self.name = name
-        self.id = event_id
-        self.seq = seq
-        self.frame = encode(event_id, data, name)
+        self.epoch = event_id.epoch
+        self.seq = event_id.seq
+        self.id = str(event_id)
+        self.frame = encode(self.id, data, name)
         self._json: dict[str, object] | None = None
+
+    @property
+    def event_id(self) -> EventId:
+        return EventId(self.epoch, self.seq)
 
     def as_json(self) -> dict[str, object]:
         """The long-poll representation, built at most once per event."""

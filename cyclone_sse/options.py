@@ -1,27 +1,33 @@
-"""Command-line and config-file options for ``twistd cyclone-sse``.
+"""Every option of ``twistd cyclone-sse``, defined once.
+
+``Settings`` is the one definition: each field is an option with its type, default,
+help text and group.  ``Options`` (the command line and ``--help``), the shipped
+``cyclone-sse.conf`` and the table in README.rst are rendered from it
+(``python -m cyclone_sse.options conf|table``; a test checks both files).
 
 Every option of the 2013 cyclone-sse keeps its name and default.  A config file holds
 the same ``--name=value`` words, whitespace separated, so one file works both as
-``--config FILE`` and as ``$(cat FILE)``; with ``--config`` it may also contain
-``#`` comments.  The command line wins over the file.  An empty value (``--app=``)
-means "the default", as in the original config file.
+``--config FILE`` and as ``$(cat FILE)``; with ``--config`` it may also contain ``#``
+comments.  The command line wins over the file.  An empty value (``--app=``) means
+"the default", as in the original config file, except where an option says empty means
+none (``--redis-raw=``).  A yes/no option alone (``--use-ssl``) means 1.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from twisted.python import reflect, usage
 
 from cyclone_sse import history as history_mod
 from cyclone_sse import registry as registry_mod
-from cyclone_sse import subscribers as subscribers_mod
+from cyclone_sse import transports as transports_mod
 
-BROKER_NAMES = ("http", "redis", "amqp")
 HISTORY_NAMES = ("memory", "redis")
 EXPORT_NAMES = ("graphite",)
 
@@ -68,14 +74,6 @@ _port = _int(0, 65535)  # 0: the system picks a free port (the log says which)
 _count = _int(0)
 
 
-def _named(table: list[list[Any]]) -> list[list[Any]]:
-    """Make each coercion error name its option: Twisted's own message does not."""
-    for row in table:
-        if len(row) > 4:
-            row[4] = _naming(row[0], row[4])
-    return table
-
-
 def _naming(name: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
     def named(value: str) -> Any:
         try:
@@ -86,128 +84,180 @@ def _naming(name: str, coerce: Callable[[str], Any]) -> Callable[[str], Any]:
     return named
 
 
+def option(default: Any, help: str, coerce: Callable[[str], Any] | None = None, *,
+           short: str | None = None, group: str = "", empty_ok: bool = False,
+           shown: str | None = None) -> Any:
+    """One option: a ``Settings`` field whose metadata says how to read and show it.
+
+    ``group`` starts a new block in the config file; ``empty_ok`` keeps an empty value
+    instead of taking the default; ``shown`` is the default as the README shows it.
+    """
+    return field(default=default, metadata={
+        "help": help, "coerce": coerce, "short": short, "group": group,
+        "empty_ok": empty_ok, "shown": shown})
+
+
+@dataclass
+class Settings:
+    """Options as the application reads them (underscored names, typed).  The field
+    order is the order of ``--help``, the config file and the README table."""
+
+    config: str | None = option(None, "read more --name=value options from this file",
+                                short="c")
+    port: int = option(8888, "TCP port (0: any free port; the log names it)", _port,
+                       short="p", group="listening")
+    listen: str = option("127.0.0.1", "interface to listen on", short="l")
+    app: str | None = option(None, "your own cyclone Application class (dotted name)",
+                             short="r")
+    use_ssl: bool = option(False, "also serve HTTPS (--use-ssl alone means 1)", _bool,
+                           group="tls")
+    ssl_port: int = option(8443, "TLS port", _port)
+    ssl_listen: str = option("127.0.0.1", "TLS interface")
+    ssl_cert: str = option("server.crt", "TLS certificate file (PEM)")
+    ssl_key: str = option("server.key", "TLS private key file (PEM)")
+    ssl_app: str | None = option(None, "a different application for the TLS port")
+    ssl_appopts: str | None = option(None, "kept for compatibility; passed to --ssl-app")
+    broker: str = option("http", "where messages come from: http, redis or amqp",
+                         short="b", group="broker")
+    http_secret: str = option("", "key required by POST /publish (empty: no key)")
+    redis_host: str = option("127.0.0.1", "Redis host (Redis broker)", group="redis")
+    redis_port: int = option(6379, "Redis port", _port)
+    redis_db: int = option(0, "Redis database number", _int(0, 15))
+    redis_password: str = option("", "Redis password (AUTH)")
+    redis_tls: bool = option(False, "connect to Redis over TLS", _bool)
+    redis_url: str = option("", "redis://[user:pass@]host[:port][/db], rediss:// for TLS "
+                            "(wins over --redis-host and the like)")
+    redis_prefix: str = option("cyclone-sse", "prefix of every Redis key and internal "
+                               "channel")
+    redis_raw: str = option("*", "raw channels stored as publishes (redis-cli publish); "
+                            "empty: none", empty_ok=True)
+    amqp_host: str = option("127.0.0.1", "AMQP host (AMQP broker)", group="amqp")
+    amqp_port: int = option(5672, "AMQP port", _port)
+    amqp_vhost: str = option("/", "AMQP virtual host")
+    amqp_spec: str = option("", "AMQP 0-9-1 spec XML (default: Debian's amqp-specs)")
+    amqp_username: str = option("guest", "AMQP user")
+    amqp_password: str = option("guest", "AMQP password")
+    amqp_exchange_name: str = option("sse-cyclone-server", "AMQP exchange to bind to")
+    amqp_exchange_type: str = option("direct", "AMQP exchange type")
+    amqp_channel: int = option(1, "AMQP channel number", _int(1, 65535))
+    export: str | None = option(None, "send statistics to: graphite", short="e",
+                                group="export")
+    export_host: str = option("127.0.0.1", "Graphite (carbon plaintext) host")
+    export_port: int = option(2003, "Graphite (carbon plaintext) port", _port)
+    export_path: str = option("cyclone-sse", "metric name prefix")
+    export_interval: float = option(60.0, "seconds between exports", _seconds)
+    history: str = option("", "where events are kept for replay: memory or redis "
+                          "(default: redis with the Redis broker)", group="history",
+                          shown="(auto)")
+    history_size: int = option(history_mod.DEFAULT_SIZE, "events kept per channel", _count)
+    history_ttl: float = option(history_mod.DEFAULT_TTL, "seconds an event is kept",
+                                _seconds)
+    history_channels: int = option(history_mod.DEFAULT_CHANNELS, "channels kept in "
+                                   "history (the least recently published go first)", _count)
+    replay_limit: int = option(history_mod.DEFAULT_REPLAY_LIMIT,
+                               "most events one reconnect replays", _count)
+    heartbeat: float = option(registry_mod.DEFAULT_HEARTBEAT,
+                              "seconds between heartbeat comments on streams", _seconds,
+                              group="streams")
+    retry: int = option(3000, "reconnect delay advised to clients, milliseconds", _count)
+    poll_timeout: float = option(25.0, "seconds a long-poll request is held", _seconds)
+    max_channels: int = option(64, "channels one subscriber may name", _count)
+    max_pending: int = option(transports_mod.DEFAULT_MAX_PENDING,
+                              "bytes queued for a client that stopped reading", _count)
+    max_body: int = option(1024 * 1024, "largest publish body, bytes", _int(1))
+    cors_origin: str = option("*", "* or a comma list of allowed origins")
+    access_log: bool = option(False, "log every HTTP request (0: only errors)", _bool,
+                              group="operating")
+    reuse_port: bool = option(False, "listen with SO_REUSEPORT: several daemons share "
+                              "--port", _bool)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | Settings | None) -> Settings:
+        """Accepts twistd ``Options``, a plain dict (hyphenated or underscored keys,
+        missing ones take the defaults) or a ``Settings``."""
+        if isinstance(options, Settings):
+            return options
+        known = {f.name for f in fields(cls)}
+        values = {}
+        for key, value in (options or {}).items():
+            name = key.replace("-", "_")
+            if name in known and value is not None:
+                values[name] = value
+        settings = cls(**values)
+        if not settings.history:  # the one place the default history is derived
+            from cyclone_sse.brokers import BROKERS
+            broker = BROKERS.get(settings.broker)
+            settings.history = broker.default_history if broker else "memory"
+        return settings
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first option the daemon cannot run with."""
+        from cyclone_sse.brokers import BROKERS
+        if self.broker not in BROKERS:
+            raise ValueError(f"--broker={self.broker}: choose one of {', '.join(BROKERS)}")
+        _check_choice("history", self.history, HISTORY_NAMES)
+        if self.export:
+            _check_choice("export", self.export, EXPORT_NAMES)
+        BROKERS[self.broker].check_options(self)
+        for name, dotted in (("app", self.app), ("ssl-app", self.ssl_app)):
+            if dotted:
+                try:
+                    reflect.namedAny(dotted)
+                except Exception as exc:
+                    raise ValueError(f"--{name}={dotted}: cannot import it "
+                                     f"({exc.__class__.__name__}: {exc})") from None
+        if self.use_ssl:
+            for name, path in (("ssl-cert", self.ssl_cert), ("ssl-key", self.ssl_key)):
+                if not os.path.isfile(path):
+                    raise ValueError(f"--{name}={path}: no such file")
+        if self.cors_origin != "*" and any(not o.strip() for o in self.cors_origin.split(",")):
+            raise ValueError(f"--cors-origin={self.cors_origin}: empty origin in the list")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"--{name}={value}: choose one of {', '.join(choices)}")
+
+
+def option_fields() -> Iterator[tuple[str, Field[Any]]]:
+    """``(--name, field)`` for every option, in order."""
+    for f in fields(Settings):
+        yield f.name.replace("_", "-"), f
+
+
+def _yes_no_options() -> frozenset[str]:
+    return frozenset(name for name, f in option_fields() if f.metadata["coerce"] is _bool)
+
+
+def _empty_ok_options() -> frozenset[str]:
+    return frozenset(name for name, f in option_fields() if f.metadata["empty_ok"])
+
+
 class Options(usage.Options):
+    """``twistd cyclone-sse`` options, rendered from ``Settings``."""
+
     synopsis = "[options]"
     longdesc = ("Server-Sent Events broadcasting daemon: browsers subscribe with "
                 "GET /?channels=NAME, publishers POST /publish (or use Redis/AMQP). "
                 "Numeric limits: 0 disables.")
 
-    optParameters: list[list[Any]] = _named([
-        ["config", "c", None, "read more --name=value options from this file"],
-        ["port", "p", 8888, "TCP port to listen on", _port],
-        ["listen", "l", "127.0.0.1", "interface to listen on"],
-        ["app", "r", None, "dotted name of your own cyclone Application class to run"],
-        ["use-ssl", None, False, "also serve HTTPS (1/0; a bare --use-ssl means 1)", _bool],
-        ["ssl-port", None, 8443, "TLS port to listen on", _port],
-        ["ssl-listen", None, "127.0.0.1", "interface to listen on for TLS"],
-        ["ssl-cert", None, "server.crt", "TLS certificate file (PEM)"],
-        ["ssl-key", None, "server.key", "TLS private key file (PEM)"],
-        ["ssl-app", None, None, "application for the TLS port (default: the same one)"],
-        ["ssl-appopts", None, None, "kept for compatibility; passed to --ssl-app as 'ssl-appopts'"],
-        ["broker", "b", "http", "where messages come from: " + ", ".join(BROKER_NAMES)],
-        ["http-secret", None, "", "key publishers must send to POST /publish (empty: no key)"],
-        ["redis-host", None, "127.0.0.1", "Redis host"],
-        ["redis-port", None, 6379, "Redis port", _port],
-        ["redis-db", None, 0, "Redis database number", _int(0, 15)],
-        ["redis-password", None, "", "Redis password (AUTH)"],
-        ["redis-tls", None, False, "connect to Redis over TLS (1/0)", _bool],
-        ["redis-url", None, "", "redis://[user:password@]host[:port][/db] (rediss:// for TLS); "
-         "overrides the other --redis-* address options"],
-        ["redis-prefix", None, "cyclone-sse", "prefix of every Redis key and internal channel"],
-        ["redis-raw", None, "*", "raw Redis channels stored as publishes (redis-cli publish); "
-         "empty: none"],
-        ["amqp-host", None, "127.0.0.1", "AMQP broker's host"],
-        ["amqp-port", None, 5672, "AMQP broker's port", _port],
-        ["amqp-vhost", None, "/", "AMQP virtual host"],
-        ["amqp-spec", None, "", "AMQP 0-9-1 spec XML (default: the bundled one)"],
-        ["amqp-username", None, "guest", "AMQP user name"],
-        ["amqp-password", None, "guest", "AMQP password"],
-        ["amqp-exchange-name", None, "sse-cyclone-server", "AMQP exchange to bind to"],
-        ["amqp-exchange-type", None, "direct", "AMQP exchange type"],
-        ["amqp-channel", None, 1, "AMQP channel number", _int(1, 65535)],
-        ["export", "e", None, "send statistics to: " + ", ".join(EXPORT_NAMES)],
-        ["export-host", None, "127.0.0.1", "Graphite (carbon plaintext) host"],
-        ["export-port", None, 2003, "Graphite (carbon plaintext) port", _port],
-        ["export-path", None, "cyclone-sse", "metric name prefix"],
-        ["export-interval", None, 60.0, "seconds between exports", _seconds],
-        ["history", None, "", "where events are kept for replay: "
-         + ", ".join(HISTORY_NAMES) + " (default: redis with --broker=redis, else memory)"],
-        ["history-size", None, history_mod.DEFAULT_SIZE, "events kept per channel", _count],
-        ["history-ttl", None, history_mod.DEFAULT_TTL, "seconds an event is kept", _seconds],
-        ["history-channels", None, history_mod.DEFAULT_CHANNELS,
-         "channels kept in history (least recently published dropped first)", _count],
-        ["replay-limit", None, history_mod.DEFAULT_REPLAY_LIMIT,
-         "most events one reconnect replays", _count],
-        ["heartbeat", None, registry_mod.DEFAULT_HEARTBEAT,
-         "seconds between heartbeat comments on streams", _seconds],
-        ["retry", None, 3000, "reconnect delay advised to clients, milliseconds", _count],
-        ["poll-timeout", None, 25.0, "seconds a long-poll request is held", _seconds],
-        ["max-channels", None, 64, "channels one subscriber may name", _count],
-        ["max-pending", None, subscribers_mod.DEFAULT_MAX_PENDING,
-         "bytes queued for a slow stream before it is closed", _count],
-        ["max-body", None, 1024 * 1024, "largest publish body, bytes", _int(1)],
-        ["cors-origin", None, "*", "Access-Control-Allow-Origin: * or a comma list of origins"],
-    ])
-    optFlags: list[list[str | None]] = [
-        ["access-log", None, "log every HTTP request (off: only errors are logged)"],
-        ["reuse-port", None, "listen with SO_REUSEPORT: several daemons (one per core, fed "
-         "by Redis) share --port"],
-    ]
+    optParameters: list[list[Any]] = [
+        [name, f.metadata["short"], f.default, f.metadata["help"],
+         *([_naming(name, f.metadata["coerce"])] if f.metadata["coerce"] else [])]
+        for name, f in option_fields()]
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         if options is None:
-            import sys
             options = sys.argv[1:]
         super().parseOptions(normalize_argv(expand_config(list(options))))
 
     def postOptions(self) -> None:
-        check_choice(self, "broker", BROKER_NAMES)
-        from cyclone_sse.brokers import BROKERS
-        if self["broker"] not in BROKERS and not self["app"]:
-            raise usage.UsageError(f"--broker={self['broker']}: not available in this version "
-                                   f"(available: {', '.join(BROKERS)})")
-        if not self["history"]:
-            self["history"] = "redis" if self["broker"] == "redis" else "memory"
-        check_choice(self, "history", HISTORY_NAMES)
-        if self["broker"] == "redis" and self["history"] != "redis":
-            raise usage.UsageError("--history=memory: the Redis broker shares its history "
-                                   "through Redis; use --history=redis")
-        if self["broker"] == "amqp":
-            if self["history"] != "memory":
-                raise usage.UsageError("--history=redis: with --broker=amqp each daemon keeps "
-                                       "its own history in memory")
-            from cyclone_sse.amqp_client import find_spec
-            try:
-                find_spec(self["amqp-spec"] or None)
-            except FileNotFoundError as exc:
-                raise usage.UsageError(str(exc)) from None
-        if self["redis-url"]:
-            from cyclone_sse.redis_client import RedisAddress
-            try:
-                RedisAddress.from_url(self["redis-url"])
-            except ValueError as exc:
-                raise usage.UsageError(f"--redis-url: {exc}") from None
-        if self["export"]:
-            check_choice(self, "export", EXPORT_NAMES)
-        for name in ("app", "ssl-app"):
-            if self[name]:
-                try:
-                    reflect.namedAny(self[name])
-                except Exception as exc:
-                    raise usage.UsageError(f"--{name}={self[name]}: cannot import it "
-                                           f"({exc.__class__.__name__}: {exc})") from None
-        if self["use-ssl"]:
-            for name in ("ssl-cert", "ssl-key"):
-                if not os.path.isfile(self[name]):
-                    raise usage.UsageError(f"--{name}={self[name]}: no such file")
-        origins = self["cors-origin"]
-        if origins != "*" and any(not o.strip() for o in origins.split(",")):
-            raise usage.UsageError(f"--cors-origin={origins}: empty origin in the list")
-
-
-def check_choice(options: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> None:
-    if options[name] not in choices:
-        raise usage.UsageError(f"--{name}={options[name]}: choose one of {', '.join(choices)}")
+        try:
+            settings = Settings.from_options(self)
+            settings.check()
+        except ValueError as exc:
+            raise usage.UsageError(str(exc)) from None
+        self["history"] = settings.history
 
 
 def expand_config(argv: list[str]) -> list[str]:
@@ -238,76 +288,71 @@ def expand_config(argv: list[str]) -> list[str]:
 
 
 def normalize_argv(argv: list[str]) -> list[str]:
-    """The original's quirks: ``--use-ssl`` alone means ``--use-ssl=1``, and an empty
-    ``--name=`` means the default."""
+    """The original's quirks: a yes/no option alone (``--use-ssl``) means 1, and an
+    empty ``--name=`` means the default (unless empty means none for that option)."""
+    yes_no, empty_ok = _yes_no_options(), _empty_ok_options()
     result = []
     for word in argv:
-        if word == "--use-ssl":
-            word = "--use-ssl=1"
-        if word.startswith("--") and word.endswith("=") and word.count("=") == 1:
+        if word.startswith("--") and word[2:] in yes_no:
+            word += "=1"
+        if word.startswith("--") and word.endswith("=") and word.count("=") == 1 \
+                and word[2:-1] not in empty_ok:
             continue
         result.append(word)
     return result
 
 
-@dataclass
-class Settings:
-    """Options as the application reads them (underscored names, typed)."""
+# rendered documents ------------------------------------------------------------------
 
-    port: int = 8888
-    listen: str = "127.0.0.1"
-    broker: str = "http"
-    http_secret: str = ""
-    history: str = ""
-    history_size: int = history_mod.DEFAULT_SIZE
-    history_ttl: float = history_mod.DEFAULT_TTL
-    history_channels: int = history_mod.DEFAULT_CHANNELS
-    replay_limit: int = history_mod.DEFAULT_REPLAY_LIMIT
-    heartbeat: float = registry_mod.DEFAULT_HEARTBEAT
-    retry: int = 3000
-    poll_timeout: float = 25.0
-    max_channels: int = 64
-    max_pending: int = subscribers_mod.DEFAULT_MAX_PENDING
-    max_body: int = 1024 * 1024
-    cors_origin: str = "*"
-    access_log: bool = False
-    redis_host: str = "127.0.0.1"
-    redis_port: int = 6379
-    redis_db: int = 0
-    redis_password: str = ""
-    redis_tls: bool = False
-    redis_url: str = ""
-    redis_prefix: str = "cyclone-sse"
-    redis_raw: str = "*"
-    amqp_host: str = "127.0.0.1"
-    amqp_port: int = 5672
-    amqp_vhost: str = "/"
-    amqp_spec: str = ""
-    amqp_username: str = "guest"
-    amqp_password: str = "guest"
-    amqp_exchange_name: str = "sse-cyclone-server"
-    amqp_exchange_type: str = "direct"
-    amqp_channel: int = 1
-    export: str | None = None
-    export_host: str = "127.0.0.1"
-    export_port: int = 2003
-    export_path: str = "cyclone-sse"
-    export_interval: float = 60.0
+def _written(f: Field[Any]) -> str:
+    """The default as an option value: ``0``/``1`` for yes/no, empty for none."""
+    value = f.default
+    if value is None:
+        return ""
+    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    return str(value)
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any] | Settings | None) -> Settings:
-        """Accepts twistd ``Options``, a plain dict (hyphenated or underscored keys,
-        missing ones take the defaults) or a ``Settings``."""
-        if isinstance(options, Settings):
-            return options
-        options = options or {}
-        known = {f.name for f in fields(cls)}
-        values = {}
-        for key, value in options.items():
-            name = key.replace("-", "_")
-            if name in known and value is not None:
-                values[name] = value
-        settings = cls(**values)
-        if not settings.history:
-            settings.history = "redis" if settings.broker == "redis" else "memory"
-        return settings
+
+def _shown(f: Field[Any]) -> str:
+    """The default as the README shows it."""
+    shown = f.metadata["shown"]
+    return str(shown) if shown is not None else _written(f)
+
+
+def render_conf() -> str:
+    """``cyclone-sse.conf``: every option with its default, one block per group.  No
+    comments, so it also works as ``$(cat cyclone-sse.conf)``."""
+    lines: list[str] = []
+    for name, f in option_fields():
+        if name == "config":
+            continue
+        if f.metadata["group"] and lines:
+            lines.append("")
+        lines.append(f"--{name}={_written(f)}")
+    return "\n".join(lines) + "\n"
+
+
+def render_table() -> str:
+    """The README's option table (reStructuredText)."""
+    rows = []
+    for name, f in option_fields():
+        short = f.metadata["short"]
+        label = f"``-{short}, --{name}``" if short else f"``--{name}``"
+        rows.append((label, _shown(f).replace("*", "\\*"), f.metadata["help"]))
+    widths = [max(len(row[i]) for row in [("option", "default", "meaning"), *rows])
+              for i in range(3)]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(cells: tuple[str, str, str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([rule, line(("option", "default", "meaning")), rule,
+                      *(line(r) for r in rows), rule]) + "\n"
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    if what not in ("conf", "table"):
+        sys.exit("usage: python -m cyclone_sse.options conf|table")
+    sys.stdout.write(render_conf() if what == "conf" else render_table())

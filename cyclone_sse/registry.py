@@ -11,15 +11,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from cyclone_sse.channels import compile_pattern, is_pattern
 from cyclone_sse.event import Event
 from cyclone_sse.interfaces import ISubscriber
 
+log = Logger()
+
 #: Seconds between heartbeat comments on idle streams; 0 disables them.
 DEFAULT_HEARTBEAT = 15.0
+#: Seconds a stopping registry waits for closed streams to flush before giving up.
+SHUTDOWN_GRACE = 2.0
 
 ChannelListener = Callable[[str, bool], None]  # (channel or pattern, first: bool)
 
@@ -40,9 +47,14 @@ class Counters:
         return asdict(self)
 
 
-class ChannelRegistry:
-    def __init__(self, clock, heartbeat: float = DEFAULT_HEARTBEAT) -> None:  # type: ignore[no-untyped-def]
-        self.clock = clock
+class ChannelRegistry(Service):
+    """Channels → subscribers, fan-out coalesced per reactor turn, and the counters.
+
+    As a service it beats the heartbeat while running and, when stopped, closes every
+    connection so clients reconnect elsewhere."""
+
+    def __init__(self, clock: IReactorTime, heartbeat: float = DEFAULT_HEARTBEAT) -> None:
+        self.clock: Any = clock
         self.heartbeat_interval = heartbeat
         self.started_at = clock.seconds()
         self.counters = Counters()
@@ -97,6 +109,9 @@ class ChannelRegistry:
         if self._drained is not None and not self._subscriptions:
             drained, self._drained = self._drained, None
             drained.callback(None)
+
+    def is_attached(self, subscriber: ISubscriber) -> bool:
+        return subscriber in self._subscriptions
 
     def _notify(self, name: str, first: bool) -> None:
         for listener in self.listeners:
@@ -175,6 +190,20 @@ class ChannelRegistry:
         return count
 
     # heartbeats and shutdown -------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.start()
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Close every stream (clients reconnect elsewhere); fires once they are gone
+        or ``SHUTDOWN_GRACE`` passed."""
+        super().stopService()
+        if self.connections:
+            log.info("closing {count} open connections", count=self.connections)
+        d = self.stop()
+        d.addTimeout(SHUTDOWN_GRACE, self.clock, onTimeoutCancel=lambda *_: None)
+        return d
 
     def start(self) -> None:
         if self.heartbeat_interval and self._heartbeat is None:

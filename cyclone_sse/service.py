@@ -1,4 +1,5 @@
-"""``makeService``: options → a ``MultiService`` of the application and its ports."""
+"""``makeService``: options → a ``MultiService`` of the application, its exporter and its
+listening ports (the only place the global reactor is resolved)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from twisted.logger import Logger
 from twisted.python import reflect
 
 from cyclone_sse.app import App
-from cyclone_sse.options import Options
+from cyclone_sse.options import Options, Settings
 
 log = Logger()
 
@@ -32,8 +33,9 @@ def raise_file_limit() -> int:
 
 
 class AppService(service.Service):
-    """Starts the application's parts with the reactor, and on stop closes every
-    stream so clients reconnect to another daemon."""
+    """Starts the application's service tree with the reactor (after raising the
+    open-file limit), and on stop closes every stream so clients reconnect to another
+    daemon."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -88,29 +90,29 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> service.Mult
     if reactor is None:
         from twisted.internet import reactor as global_reactor
         reactor = global_reactor
+    settings = Settings.from_options(options)
     top = service.MultiService()
-    app = load_app(options.get("app"), options, reactor)
+    app = load_app(settings.app, options, reactor)
     # Added first, so it is stopped last: ports stop accepting before streams close.
     AppService(app).setServiceParent(top)
     apps = [app]
-    if options.get("export"):
+    if settings.export:
         from cyclone_sse.export.graphite import GraphiteExporter
-        GraphiteExporter(app, options, reactor).setServiceParent(top)
-    port, interface = int(options.get("port", 8888)), options.get("listen", "127.0.0.1")
-    if options.get("reuse-port"):
-        ReusePortServer(port, app, interface, reactor).setServiceParent(top)
+        GraphiteExporter(app, settings, reactor).setServiceParent(top)
+    if settings.reuse_port:
+        ReusePortServer(settings.port, app, settings.listen, reactor).setServiceParent(top)
     else:
-        internet.TCPServer(port, app, backlog=LISTEN_BACKLOG,
-                           interface=interface).setServiceParent(top)
-    if options.get("use-ssl"):
+        internet.TCPServer(settings.port, app, backlog=LISTEN_BACKLOG,
+                           interface=settings.listen).setServiceParent(top)
+    if settings.use_ssl:
         ssl_app = app
-        if options.get("ssl-app"):
-            ssl_app = load_app(options["ssl-app"], options, reactor)
+        if settings.ssl_app:
+            ssl_app = load_app(settings.ssl_app, options, reactor)
             AppService(ssl_app).setServiceParent(top)
             apps.append(ssl_app)
-        context = ssl.DefaultOpenSSLContextFactory(options["ssl-key"], options["ssl-cert"])
-        internet.SSLServer(int(options["ssl-port"]), ssl_app, context, backlog=LISTEN_BACKLOG,
-                           interface=options.get("ssl-listen", "127.0.0.1")).setServiceParent(top)
+        context = ssl.DefaultOpenSSLContextFactory(settings.ssl_key, settings.ssl_cert)
+        internet.SSLServer(settings.ssl_port, ssl_app, context, backlog=LISTEN_BACKLOG,
+                           interface=settings.ssl_listen).setServiceParent(top)
     top.apps = apps  # type: ignore[attr-defined]
     return top
 

@@ -107,7 +107,7 @@ async def publisher(reactor: Any, via: str, port: int, prefix: str) -> Any:
     if via == "redis":
         import txredisapi
 
-        from cyclone_sse.history_redis import APPEND
+        from cyclone_sse.history.redis_scripts import APPEND
         redis = await txredisapi.Connection("127.0.0.1", 6379, convertNumbers=False)
         sha = await redis.execute_command("SCRIPT", "LOAD", APPEND)
         CLEANUP.append(lambda: redis.execute_command("EVAL", "for _, k in ipairs(redis.call("
@@ -119,7 +119,7 @@ async def publisher(reactor: Any, via: str, port: int, prefix: str) -> Any:
         from txamqp.endpoint import AMQEndpoint
         from txamqp.factory import AMQFactory
 
-        from cyclone_sse.amqp_client import find_spec, make_content
+        from cyclone_sse.links.amqp import find_spec, make_content
         client = await AMQEndpoint(reactor, "127.0.0.1", 5672, username="guest",
                                    password="guest").connect(AMQFactory(spec=find_spec()))
         channel = await client.channel(1)

@@ -19,7 +19,7 @@ From the shell::
     python extras/publisher.py amqp  base '[1, 2, 3]'        # to the AMQP exchange
 
 Only the standard library is needed for HTTP and raw Redis; ``redis`` mode uses the
-Lua script shipped in ``cyclone_sse.history_redis``, ``amqp`` mode uses txamqp.
+Lua script shipped in ``cyclone_sse.history.redis_scripts``, ``amqp`` mode uses txamqp.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class RedisPublisher:
     def _append_args(self, channel: str, data: Any, event: str | None,
                      id: str | None) -> tuple[Any, ...]:
         if self._sha is None:
-            from cyclone_sse.history_redis import APPEND
+            from cyclone_sse.history.redis_scripts import APPEND
             self._sha = self.command("SCRIPT", "LOAD", APPEND).decode()
         return ("EVALSHA", self._sha, 0, self.prefix, channel, _as_text(data), event or "",
                 id or "", *self.limits)
@@ -150,8 +150,7 @@ class RedisPublisher:
     def send_event(self, channel: str, data: Any, event: str | None = None,
                    id: str | None = None) -> str:
         """Store and announce one event, exactly like POST /publish; returns its id."""
-        epoch, seq, *_ = self.command(*self._append_args(channel, data, event, id))
-        return f"{epoch.decode()}-{seq.decode()}"
+        return _event_id(self.command(*self._append_args(channel, data, event, id)))
 
     def send_many(self, events: list[tuple[str, Any]]) -> list[str]:
         """Pipelined ``send_event`` for (channel, data) pairs, in order."""
@@ -160,7 +159,7 @@ class RedisPublisher:
         for reply in self.pipeline(commands):
             if isinstance(reply, Exception):
                 raise reply
-            ids.append(f"{reply[0].decode()}-{reply[1].decode()}")
+            ids.append(_event_id(reply))
         return ids
 
     def publish_raw(self, channel: str, message: Any) -> int:
@@ -170,6 +169,12 @@ class RedisPublisher:
     def close(self) -> None:
         self.reader.close()
         self.sock.close()
+
+
+def _event_id(reply: list[Any]) -> str:
+    """The id the append script assigned (its reply starts with epoch and seq)."""
+    from cyclone_sse.event import EventId
+    return str(EventId(reply[0].decode(), int(reply[1])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{redis.publish_raw(args.channel, args.data)} receivers")
             redis.close()
         else:
-            from cyclone_sse.amqp_client import publish_once
+            from cyclone_sse.links.amqp import publish_once
             publish_once(args.host, args.port or 5672, args.vhost, args.user, args.password,
                          args.exchange, args.channel, args.data, args.event)
             print("published")

@@ -40,17 +40,22 @@ def require(address: tuple[str, int], name: str) -> None:
         pytest.skip(f"{name} is not running at {address[0]}:{address[1]}")
 
 
+def delete_prefix(prefix: str) -> None:
+    """Remove every key a test wrote under its prefix."""
+    client = RedisPublisher(*REDIS)
+    keys = client.command("KEYS", prefix + ":*") or []
+    if keys:
+        client.command("DEL", *keys)
+    client.close()
+
+
 @pytest.fixture
 def redis_prefix():
     """A key prefix of its own for each test, removed afterwards."""
     require(REDIS, "Redis")
     prefix = "test-" + secrets.token_hex(4)
     yield prefix
-    client = RedisPublisher(*REDIS)
-    keys = client.command("KEYS", prefix + ":*") or []
-    if keys:
-        client.command("DEL", *keys)
-    client.close()
+    delete_prefix(prefix)
 
 
 def free_port() -> int:
@@ -168,7 +173,7 @@ def amqp_publish(exchange: str, routing_key: str, data: str | bytes, event: str 
     runs on a reactor, which a test process cannot restart)."""
     script = (
         "import sys\n"
-        "from cyclone_sse.amqp_client import publish_once\n"
+        "from cyclone_sse.links.amqp import publish_once\n"
         "data = sys.argv[4].encode('latin-1') if sys.argv[6] == 'raw' else sys.argv[4]\n"
         "publish_once('127.0.0.1', int(sys.argv[1]), '/', 'guest', 'guest', sys.argv[2],\n"
         "             sys.argv[3], data, sys.argv[5] or None)\n")
@@ -183,7 +188,7 @@ def amqp_publish(exchange: str, routing_key: str, data: str | bytes, event: str 
 def amqp_exchange():
     """An exchange name of its own for each test."""
     require(AMQP, "RabbitMQ")
-    from cyclone_sse.amqp_client import SPEC_CANDIDATES
+    from cyclone_sse.links.amqp import SPEC_CANDIDATES
     if not any(os.path.isfile(p) for p in SPEC_CANDIDATES):
         if os.environ.get("CI") == "true":
             pytest.fail("Debian's amqp-specs is not installed (CI never skips)")

@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclone_sse.errors import InvalidEvent
-from cyclone_sse.event import Event, encode, encode_id_only, parse_stream
+from cyclone_sse.event import Event, EventId, encode, encode_id_only, parse_stream
 
 text = st.text(st.characters(blacklist_categories=("Cs",)))
 field_text = st.text(st.characters(blacklist_categories=("Cs",),
@@ -44,8 +44,22 @@ def test_an_id_only_block_moves_the_last_id_without_an_event():
 
 
 def test_utf8_payloads_are_encoded_once_in_the_event():
-    event = Event("c", "ünïcødé ✓", "e-1", 1, "greeting")
+    event = Event("c", "ünïcødé ✓", EventId("e", 1), "greeting")
     assert event.frame == "id: e-1\nevent: greeting\ndata: ünïcødé ✓\n\n".encode()
     assert event.as_json() is event.as_json()
     assert event.as_json() == {"id": "e-1", "channel": "c", "event": "greeting",
                                "data": "ünïcødé ✓"}
+
+
+def test_event_ids_are_values_spelled_epoch_dash_seq():
+    assert str(EventId("5f3a9c", 1042)) == "5f3a9c-1042"
+    assert EventId.parse("5f3a9c-1042") == EventId("5f3a9c", 1042)
+    # an epoch may itself contain dashes: the sequence is after the last one
+    assert EventId.parse("a-b-7") == EventId("a-b", 7)
+    event = Event("c", "x", EventId("ep", 3))
+    assert (event.id, event.epoch, event.seq, event.event_id) == ("ep-3", "ep", 3, EventId("ep", 3))
+
+
+def test_text_that_is_no_id_parses_to_none():
+    for text in (None, "", "7", "-7", "ep-", "ep-x", "ep-1.5", "ep-" + "9" * 16):
+        assert EventId.parse(text) is None, text

@@ -1,138 +1,243 @@
+"""History stores: the shared replay rule, and one contract every store passes, run
+against the in-memory store and against the Redis store on a real Redis."""
+
+import secrets
+
+from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from cyclone_sse.event import Event, EventId
 from cyclone_sse.history import GAP_EXPIRED, GAP_LIMIT, GAP_UNKNOWN, MemoryHistory
-from cyclone_sse.interfaces import IHistory
+from cyclone_sse.history.base import assemble, resume_point
+from cyclone_sse.interfaces import IHistory, IStats
+from tests.services import REDIS, delete_prefix, require
+
+# the shared rule -------------------------------------------------------------------
 
 
-def make(**kwargs):
-    clock = Clock()
-    clock.advance(1000)
-    return MemoryHistory(clock, epoch="ep", **kwargs), clock
+def ev(seq, channel="a", epoch="ep"):
+    return Event(channel, str(seq), EventId(epoch, seq))
 
 
-def append(history, channel, data, **kw):
-    event, fresh = history.append(channel, data, **kw)
-    assert fresh
-    return event
+def test_resume_point_places_only_ids_of_this_epoch_and_not_from_the_future():
+    head = EventId("ep", 10)
+    assert resume_point("ep-4", head) == (4, False)
+    assert resume_point("ep-10", head) == (10, False)
+    for unknown in ("ep-11", "other-4", "garbage", "ep-x"):
+        assert resume_point(unknown, head) == (0, True), unknown
 
 
-def test_conforms_to_the_interface():
-    verifyObject(IHistory, make()[0])
+def test_assemble_merges_channels_in_publish_order_and_keeps_the_newest():
+    head = EventId("ep", 9)
+    tails = [[ev(1), ev(4), ev(9)], [], [ev(2, "b"), ev(3, "b")]]
+    replay = assemble(head, tails, 0, unknown=False, expired=False)
+    assert [e.seq for e in replay.events] == [1, 2, 3, 4, 9]
+    assert (replay.gap, replay.head, replay.truncated) == (None, head, False)
+    limited = assemble(head, tails, 2, unknown=False, expired=False)
+    assert [e.seq for e in limited.events] == [4, 9]
+    assert (limited.gap, limited.truncated) == (GAP_LIMIT, True)
 
 
-def test_ids_are_one_order_across_channels_and_short():
-    history, _ = make()
-    ids = [append(history, c, "x").id for c in ("a", "b", "a", "c")]
-    assert ids == ["ep-1", "ep-2", "ep-3", "ep-4"]
-    assert all(len(i) <= 128 for i in ids)
+def test_assemble_reports_the_most_serious_gap():
+    head = EventId("ep", 3)
+    tails = [[ev(1), ev(2), ev(3)]]
+    assert assemble(head, tails, 1, unknown=True, expired=True).gap == GAP_UNKNOWN
+    assert assemble(head, tails, 1, unknown=False, expired=True).gap == GAP_EXPIRED
+    assert assemble(head, tails, 1, unknown=False, expired=False).gap == GAP_LIMIT
+    assert assemble(head, tails, 0, unknown=False, expired=False, truncated=True).gap == \
+        GAP_LIMIT
 
 
-def test_one_id_resumes_all_channels_in_publish_order():
-    history, _ = make()
-    first = append(history, "a", "a1")
-    for channel, data in [("b", "b1"), ("a", "a2"), ("c", "c1"), ("b", "b2")]:
-        append(history, channel, data)
-    replay = history.since(["a", "b"], first.id)
-    assert [e.data for e in replay.events] == ["b1", "a2", "b2"]
-    assert replay.gap is None
-    assert replay.head_id == "ep-5"
+# the contract ---------------------------------------------------------------------
 
 
-def test_publishes_without_subscribers_are_kept_for_replay():
-    history, _ = make()
-    before = history.head_id
-    append(history, "quiet", "nobody listened")
-    assert [e.data for e in history.since(["quiet"], before).events] == ["nobody listened"]
+class HistoryContract:
+    """What every store must do.  A subclass provides ``make(**limits)`` (a Deferred
+    firing with a ready store)."""
+
+    def make(self, **limits):
+        raise NotImplementedError
+
+    @defer.inlineCallbacks
+    def append(self, history, channel, data, **kw):
+        event, fresh = yield defer.maybeDeferred(history.append, channel, data, **kw)
+        self.assertTrue(fresh)
+        return event
+
+    def since(self, history, channels, last_id, limit=5000):
+        return defer.maybeDeferred(history.since, channels, last_id, limit)
+
+    @defer.inlineCallbacks
+    def test_conforms_to_the_interfaces(self):
+        history = yield self.make()
+        verifyObject(IHistory, history)
+        verifyObject(IStats, history)
+
+    @defer.inlineCallbacks
+    def test_ids_are_one_order_across_channels_and_short(self):
+        history = yield self.make()
+        events = []
+        for channel in ("a", "b", "a", "c"):
+            events.append((yield self.append(history, channel, "x")))
+        first = events[0].seq
+        assert [e.event_id for e in events] == [
+            EventId(events[0].epoch, first + n) for n in range(4)]
+        assert all(len(e.id) <= 128 for e in events)
+
+    @defer.inlineCallbacks
+    def test_one_id_resumes_all_channels_in_publish_order(self):
+        history = yield self.make()
+        first = yield self.append(history, "a", "a1")
+        for channel, data in [("b", "b1"), ("a", "a2"), ("c", "c1"), ("b", "b2")]:
+            last = yield self.append(history, channel, data)
+        replay = yield self.since(history, ["a", "b"], first.id)
+        assert [e.data for e in replay.events] == ["b1", "a2", "b2"]
+        assert [e.channel for e in replay.events] == ["b", "a", "b"]
+        assert replay.gap is None
+        assert replay.head == last.event_id
+
+    @defer.inlineCallbacks
+    def test_publishes_without_subscribers_are_kept_for_replay(self):
+        history = yield self.make()
+        before = (yield self.since(history, ["quiet"], None)).head
+        yield self.append(history, "quiet", "nobody listened")
+        replay = yield self.since(history, ["quiet"], str(before))
+        assert [e.data for e in replay.events] == ["nobody listened"]
+        assert replay.gap is None
+
+    @defer.inlineCallbacks
+    def test_no_last_id_means_no_replay_but_a_head(self):
+        history = yield self.make()
+        event = yield self.append(history, "a", "x")
+        replay = yield self.since(history, ["a"], None)
+        assert replay.events == [] and replay.gap is None and replay.head == event.event_id
+
+    @defer.inlineCallbacks
+    def test_unknown_ids_are_signalled_and_what_is_retained_is_sent(self):
+        history = yield self.make()
+        event = yield self.append(history, "a", "x")
+        for bad in ("other-1", str(EventId(event.epoch, event.seq + 99)), "ep-x", "garbage"):
+            replay = yield self.since(history, ["a"], bad)
+            assert replay.gap == GAP_UNKNOWN, bad
+            assert [e.data for e in replay.events] == ["x"]
+
+    @defer.inlineCallbacks
+    def test_count_retention_reports_expired_gap(self):
+        history = yield self.make(size=2)
+        events = []
+        for n in "12345":
+            events.append((yield self.append(history, "a", n)))
+        replay = yield self.since(history, ["a"], events[0].id)
+        assert replay.gap == GAP_EXPIRED
+        assert [e.data for e in replay.events] == ["4", "5"]
+        # A client that saw "3" lost nothing: the retained window starts right after it.
+        assert (yield self.since(history, ["a"], events[2].id)).gap is None
+
+    @defer.inlineCallbacks
+    def test_channel_cap_drops_least_recently_published(self):
+        history = yield self.make(channels=2)
+        a = yield self.append(history, "a", "1")
+        yield self.append(history, "b", "2")
+        yield self.append(history, "c", "3")
+        start = str(EventId(a.epoch, a.seq - 1))
+        assert (yield self.since(history, ["a"], start)).gap == GAP_EXPIRED
+        assert (yield self.since(history, ["a"], a.id)).gap is None
+        # a pattern may have matched the dropped channel too
+        assert (yield self.since(history, ["*"], start)).gap == GAP_EXPIRED
+
+    @defer.inlineCallbacks
+    def test_replay_limit_sends_the_newest_and_says_so(self):
+        history = yield self.make()
+        events = []
+        for n in range(10):
+            events.append((yield self.append(history, "a", str(n))))
+        start = str(EventId(events[0].epoch, events[0].seq - 1))
+        replay = yield self.since(history, ["a"], start, limit=3)
+        assert [e.data for e in replay.events] == ["7", "8", "9"]
+        assert replay.gap == GAP_LIMIT and replay.truncated
+
+    @defer.inlineCallbacks
+    def test_patterns_replay_every_matching_channel(self):
+        history = yield self.make()
+        first = yield self.append(history, "news.sport", "s")
+        yield self.append(history, "weather", "w")
+        yield self.append(history, "news.tech", "t")
+        start = str(EventId(first.epoch, first.seq - 1))
+        replay = yield self.since(history, ["news.*"], start)
+        assert [e.data for e in replay.events] == ["s", "t"]
+        assert replay.gap is None
+
+    @defer.inlineCallbacks
+    def test_a_repeated_publisher_id_is_stored_once(self):
+        history = yield self.make()
+        first, fresh = yield defer.maybeDeferred(history.append, "a", "x",
+                                                 publisher_id="msg-1")
+        again, fresh_again = yield defer.maybeDeferred(history.append, "a", "x",
+                                                       publisher_id="msg-1")
+        assert fresh and not fresh_again and again.id == first.id
+        other, fresh_other = yield defer.maybeDeferred(history.append, "b", "x",
+                                                       publisher_id="msg-1")
+        assert fresh_other and other.id != first.id
 
 
-def test_no_last_id_means_no_replay_but_a_head():
-    history, _ = make()
-    append(history, "a", "x")
-    replay = history.since(["a"], None)
-    assert replay.events == [] and replay.gap is None and replay.head_id == "ep-1"
+class TestMemoryHistory(HistoryContract, unittest.TestCase):
+    def make(self, **limits):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        return defer.succeed(MemoryHistory(self.clock, epoch="ep", **limits))
+
+    @defer.inlineCallbacks
+    def test_age_retention_uses_the_clock(self):
+        history = yield self.make(ttl=10)
+        first = yield self.append(history, "a", "old")
+        self.clock.advance(11)
+        yield self.append(history, "a", "new")
+        replay = history.since(["a"], "ep-0")
+        assert [e.data for e in replay.events] == ["new"]
+        assert replay.gap == GAP_EXPIRED
+        assert history.since(["a"], first.id).gap is None
+
+    @defer.inlineCallbacks
+    def test_sweep_runs_as_a_service_and_remembers_the_loss(self):
+        history = yield self.make(ttl=10)
+        yield self.append(history, "a", "old")
+        history.startService()
+        self.clock.advance(11)
+        assert history.stats() == {"channels": 1, "events": 1}  # not swept yet
+        self.clock.advance(60)  # SWEEP_INTERVAL
+        assert history.stats() == {"channels": 0, "events": 0}
+        assert history.since(["a"], "ep-0").gap == GAP_EXPIRED
+        yield history.stopService()
+        assert not self.clock.getDelayedCalls()
+
+    @defer.inlineCallbacks
+    def test_a_publisher_id_is_forgotten_with_its_event(self):
+        history = yield self.make(size=1)
+        history.append("a", "x", publisher_id="msg-1")
+        history.append("a", "y")
+        _, fresh = history.append("a", "x", publisher_id="msg-1")
+        assert fresh
 
 
-def test_unknown_ids_are_signalled_and_what_is_retained_is_sent():
-    history, _ = make()
-    append(history, "a", "x")
-    for bad in ("other-1", "ep-99", "ep-x", "garbage"):
-        replay = history.since(["a"], bad)
-        assert replay.gap == GAP_UNKNOWN
-        assert [e.data for e in replay.events] == ["x"]
+class TestRedisHistory(HistoryContract, unittest.TestCase):
+    """The same contract against a real Redis (127.0.0.1:6379), one key prefix per
+    test, removed afterwards."""
 
+    def setUp(self):
+        require(REDIS, "Redis")
+        self.prefix = "test-" + secrets.token_hex(4)
+        self.addCleanup(delete_prefix, self.prefix)
 
-def test_count_retention_reports_expired_gap():
-    history, _ = make(size=2)
-    first = append(history, "a", "1")
-    for n in "2345":
-        append(history, "a", n)
-    replay = history.since(["a"], first.id)
-    assert replay.gap == GAP_EXPIRED
-    assert [e.data for e in replay.events] == ["4", "5"]
-    # A client that saw "3" lost nothing: the retained window starts right after it.
-    assert history.since(["a"], "ep-3").gap is None
+    @defer.inlineCallbacks
+    def make(self, **limits):
+        from twisted.internet import reactor
 
-
-def test_age_retention_uses_the_clock():
-    history, clock = make(ttl=10)
-    first = append(history, "a", "old")
-    clock.advance(11)
-    append(history, "a", "new")
-    replay = history.since(["a"], "ep-0")
-    assert [e.data for e in replay.events] == ["new"]
-    assert replay.gap == GAP_EXPIRED
-    assert history.since(["a"], first.id).gap is None
-
-
-def test_sweep_drops_expired_channels_and_remembers_the_loss():
-    history, clock = make(ttl=10)
-    append(history, "a", "old")
-    clock.advance(11)
-    history.sweep()
-    assert history.stats() == {"channels": 0, "events": 0}
-    assert history.since(["a"], "ep-0").gap == GAP_EXPIRED
-
-
-def test_channel_cap_drops_least_recently_published():
-    history, _ = make(channels=2)
-    append(history, "a", "1")
-    append(history, "b", "2")
-    append(history, "c", "3")
-    assert history.stats()["channels"] == 2
-    assert history.since(["a"], "ep-0").gap == GAP_EXPIRED
-    assert history.since(["a"], "ep-1").gap is None
-
-
-def test_replay_limit_sends_the_newest_and_says_so():
-    history, _ = make()
-    for n in range(10):
-        append(history, "a", str(n))
-    replay = history.since(["a"], "ep-0", limit=3)
-    assert [e.data for e in replay.events] == ["7", "8", "9"]
-    assert replay.gap == GAP_LIMIT and replay.truncated
-
-
-def test_patterns_replay_every_matching_channel():
-    history, _ = make()
-    append(history, "news.sport", "s")
-    append(history, "weather", "w")
-    append(history, "news.tech", "t")
-    assert [e.data for e in history.since(["news.*"], "ep-0").events] == ["s", "t"]
-
-
-def test_a_repeated_publisher_id_is_stored_once():
-    history, _ = make()
-    first, fresh = history.append("a", "x", publisher_id="msg-1")
-    again, fresh_again = history.append("a", "x", publisher_id="msg-1")
-    assert fresh and not fresh_again and again is first
-    other, fresh_other = history.append("b", "x", publisher_id="msg-1")
-    assert fresh_other and other.id != first.id
-
-
-def test_a_publisher_id_is_forgotten_with_its_event():
-    history, _ = make(size=1)
-    history.append("a", "x", publisher_id="msg-1")
-    history.append("a", "y")
-    _, fresh = history.append("a", "x", publisher_id="msg-1")
-    assert fresh
+        from cyclone_sse.history.redis import RedisHistory
+        from cyclone_sse.links.redis import RedisAddress
+        history = RedisHistory(reactor, RedisAddress(*REDIS), prefix=self.prefix, **limits)
+        history.startService()
+        self.addCleanup(history.stopService)
+        yield history.link.when_ready()
+        return history

@@ -1,7 +1,7 @@
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from cyclone_sse.event import Event
+from cyclone_sse.event import Event, EventId
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.registry import ChannelRegistry
 
@@ -24,7 +24,7 @@ class Recorder:
 
 
 def event(channel, n=1, data="x"):
-    return Event(channel, data, f"e-{n}", n)
+    return Event(channel, data, EventId("e", n))
 
 
 def test_fan_out_writes_the_same_bytes_object_to_everyone():

@@ -19,13 +19,12 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from txamqp.queue import Closed
 
-from cyclone_sse.amqp_client import AmqpLink, find_spec, make_content
 from cyclone_sse.brokers.base import Broker, Published
 from cyclone_sse.channels import check_channel, is_pattern
 from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import check_field
+from cyclone_sse.links.amqp import AmqpLink, find_spec, make_content
 
 log = Logger()
 
@@ -36,6 +35,8 @@ ORIGIN_HEADER = "x-cyclone-sse-origin"
 
 
 class AmqpBroker(Broker):
+    """Fan-out through an AMQP exchange; each daemon keeps its own history."""
+
     name = "amqp"
 
     def __init__(self, registry: Any, history: Any, settings: Any, reactor: Any = None) -> None:
@@ -53,14 +54,17 @@ class AmqpBroker(Broker):
                              settings.amqp_vhost, settings.amqp_username,
                              settings.amqp_password, find_spec(settings.amqp_spec or None),
                              on_up=self._up, on_down=self._down)
+        self.link.setServiceParent(self)
 
-    # life cycle ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        self.link.start()
-
-    def stop(self) -> defer.Deferred[None]:
-        return self.link.stop()
+    @classmethod
+    def check_options(cls, settings: Any) -> None:
+        if settings.history != "memory":
+            raise ValueError(f"--history={settings.history}: with --broker=amqp each "
+                             "daemon keeps its own history in memory")
+        try:
+            find_spec(settings.amqp_spec or None)
+        except FileNotFoundError as exc:
+            raise ValueError(str(exc)) from None
 
     @property
     def connected(self) -> bool:
@@ -83,7 +87,7 @@ class AmqpBroker(Broker):
             yield self._bind(name)
         reply = yield channel.basic_consume(queue=self.queue_name, no_ack=True)
         queue = yield client.queue(reply.consumer_tag)
-        self._consume(queue)
+        self.link.consume(queue, self._received)
 
     def _down(self) -> None:
         self.channel = None
@@ -132,15 +136,6 @@ class AmqpBroker(Broker):
                  error=failure.getErrorMessage())
 
     # incoming -----------------------------------------------------------------------
-
-    @defer.inlineCallbacks
-    def _consume(self, queue: Any) -> Any:
-        while True:
-            try:
-                message = yield queue.get()
-            except Closed:
-                return
-            self._received(message)
 
     def _received(self, message: Any) -> None:
         properties = message.content.properties

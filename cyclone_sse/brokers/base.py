@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from cyclone_sse.event import Event
-from cyclone_sse.interfaces import IBroker, IHistory
+from cyclone_sse.interfaces import IBroker, IHistory, IStats
 from cyclone_sse.registry import ChannelRegistry
 
 
@@ -27,21 +29,29 @@ class Published:
                 "duplicate": self.duplicate}
 
 
-@implementer(IBroker)
-class Broker:
-    """Base broker.  Subclasses connect upstream and override ``subscribe``,
-    ``unsubscribe``, ``start`` and ``stop``; the local registry tells them which
+@implementer(IBroker, IStats)
+class Broker(MultiService):
+    """Base broker.  Subclasses that connect upstream add their links as child services
+    and override ``subscribe`` and ``unsubscribe``; the local registry tells them which
     channels it needs through ``registry.listeners``."""
 
     name = "base"
+    #: The history store this broker works with when ``--history`` is not given.
+    default_history = "memory"
 
     def __init__(self, registry: ChannelRegistry, history: IHistory, settings: Any,
-                 reactor: Any = None) -> None:
+                 reactor: IReactorTime | None = None) -> None:
+        super().__init__()
         self.registry = registry
         self.history = history
         self.settings = settings
-        self.reactor = reactor if reactor is not None else registry.clock
+        self.reactor: Any = reactor if reactor is not None else registry.clock
         registry.listeners.append(self._on_channel)
+
+    @classmethod
+    def check_options(cls, settings: Any) -> None:
+        """Raise ``ValueError`` (naming the option) for options this broker cannot run
+        with; called before the daemon starts."""
 
     @property
     def connected(self) -> bool:
@@ -73,14 +83,7 @@ class Broker:
         pass
 
     def when_subscribed(self, channels: list[str]) -> defer.Deferred[None]:
-        """Fires once upstream delivers these channels (at once for local brokers)."""
         return defer.succeed(None)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> defer.Deferred[None] | None:
-        return None
 
     def stats(self) -> dict[str, object]:
         return {"name": self.name, "connected": self.connected}

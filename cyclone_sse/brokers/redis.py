@@ -17,17 +17,17 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-import txredisapi
+from twisted.application.internet import TimerService
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from cyclone_sse.brokers.base import Broker, Published
 from cyclone_sse.channels import check_channel, is_pattern
 from cyclone_sse.errors import BrokerUnavailable
-from cyclone_sse.event import Event
-from cyclone_sse.history_redis import RedisHistory
-from cyclone_sse.redis_client import READY_WAIT, RedisLink
+from cyclone_sse.event import Event, EventId
+from cyclone_sse.interfaces import IRedisHistory
+from cyclone_sse.links.reconnect import READY_WAIT
+from cyclone_sse.links.redis import RedisAddress, RedisLink
 
 log = Logger()
 
@@ -46,45 +46,45 @@ return 0
 """
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):
-    def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
-        self.factory.link.broker.message(pattern, channel, message)
-
-
 class RedisBroker(Broker):
+    """Fan-out through Redis pub/sub, with the history kept in Redis."""
+
     name = "redis"
-    history: RedisHistory
+    default_history = "redis"
 
     def __init__(self, registry: Any, history: Any, settings: Any, reactor: Any = None) -> None:
         super().__init__(registry, history, settings, reactor)
-        if not isinstance(history, RedisHistory):
+        if not IRedisHistory.providedBy(history):
             raise ValueError("the Redis broker keeps its history in Redis (--history=redis)")
+        self.history: Any = history
         self.prefix = history.prefix
         self.raw_pattern = settings.redis_raw
         self.me = secrets.token_hex(8)
         self.leader = False
+        # Position (history epoch, seq) of the newest event delivered here.
         self.epoch = ""
         self.last_seq = 0
         self._catching_up: list[Event] | None = None
         self._pending: dict[str, list[defer.Deferred[None]]] = {}
-        self.link = RedisLink(self.reactor, history.link.address, "pubsub",
-                              protocol_class=_Subscriber, on_up=self._up, on_down=self._down)
-        self.link.broker = self  # type: ignore[attr-defined]
-        self._elect = LoopingCall(self._campaign)
-        self._elect.clock = self.reactor
+        self.link = RedisLink(self.reactor, history.link.address, "pubsub", on_up=self._up,
+                              on_down=self._down, on_message=self.message)
+        self.link.setServiceParent(self)
+        if self.raw_pattern:
+            election = TimerService(LEADER_RENEW_INTERVAL, self._campaign)
+            election.clock = self.reactor
+            election.setServiceParent(self)
         self.raw_warnings = 0
 
-    # life cycle ---------------------------------------------------------------------
-
-    def start(self) -> None:
-        self.link.start()
-        if self.raw_pattern:
-            self._elect.start(LEADER_RENEW_INTERVAL, now=True)
-
-    def stop(self) -> defer.Deferred[Any]:
-        if self._elect.running:
-            self._elect.stop()
-        return self.link.stop()
+    @classmethod
+    def check_options(cls, settings: Any) -> None:
+        if settings.history != "redis":
+            raise ValueError(f"--history={settings.history}: the Redis broker shares its "
+                             "history through Redis; use --history=redis")
+        if settings.redis_url:
+            try:
+                RedisAddress.from_url(settings.redis_url)
+            except ValueError as exc:
+                raise ValueError(f"--redis-url: {exc}") from None
 
     @property
     def connected(self) -> bool:
@@ -182,11 +182,12 @@ class RedisBroker(Broker):
         missed: list[Event] = []
         if names:
             try:
-                replay = yield self.history.since(names, f"{self.epoch}-{self.last_seq}", 0)
+                replay = yield self.history.since(
+                    names, str(EventId(self.epoch, self.last_seq)), 0)
             except Exception as exc:
                 log.warn("could not catch up after reconnecting to redis: {error}", error=exc)
             else:
-                epoch = replay.head_id.rpartition("-")[0]
+                epoch = replay.head.epoch
                 if epoch != self.epoch:  # Redis lost its data: a new sequence began
                     self.epoch, self.last_seq = epoch, 0
                 missed = replay.events
@@ -211,7 +212,7 @@ class RedisBroker(Broker):
 
     def _announced(self, channel: str, message: bytes) -> None:
         epoch, seq, name, data = message.decode("utf-8").split("\n", 3)
-        event = Event(channel, data, f"{epoch}-{seq}", int(seq), name or None)
+        event = Event(channel, data, EventId(epoch, int(seq)), name or None)
         if epoch != self.epoch:
             # a new history (Redis lost its data): its sequence starts again
             self.epoch, self.last_seq = epoch, 0

@@ -18,6 +18,8 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from cyclone_sse.options import Settings
+
 log = Logger()
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-:]")
@@ -45,16 +47,18 @@ def metric_lines(prefix: str, stats: Mapping[str, Any], now: int) -> list[str]:
 
 
 class GraphiteExporter(MultiService):
-    def __init__(self, app: Any, options: Mapping[str, Any], reactor: Any) -> None:
+    """Sends /stats to carbon every ``--export-interval`` seconds (a ``TimerService``)
+    over a kept-open connection (a ``ClientService``)."""
+
+    def __init__(self, app: Any, settings: Settings, reactor: Any) -> None:
         super().__init__()
         self.app = app
         self.reactor = reactor
-        self.prefix = (options.get("export-path") or "cyclone-sse").rstrip(".")
-        endpoint = HostnameEndpoint(reactor, options.get("export-host") or "127.0.0.1",
-                                    int(options.get("export-port") or 2003))
+        self.prefix = settings.export_path.rstrip(".")
+        endpoint = HostnameEndpoint(reactor, settings.export_host, settings.export_port)
         self.client = ClientService(endpoint, Factory.forProtocol(Protocol), clock=reactor)
         self.client.setServiceParent(self)
-        timer = TimerService(float(options.get("export-interval") or 60.0), self.export)
+        timer = TimerService(settings.export_interval, self.export)
         timer.clock = reactor
         timer.setServiceParent(self)
         self._warned = False

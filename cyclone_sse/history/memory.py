@@ -1,51 +1,29 @@
-"""History: ids in one global order, and the retained events that replay serves.
-
-The in-memory store is the product default.  Ids look like ``5f3a9c-1042``: the
-store's epoch (random per process, so an id from before a restart is recognised as
-unknown instead of being misread) and a sequence number shared by all channels, so
-one id resumes every channel of a stream in publish order.
-"""
+"""The in-memory history store, the product default: bounded per-channel logs in this
+process.  Its epoch is random per process, so after a restart an old id reads as
+unknown (and the client is told) instead of being misread."""
 
 from __future__ import annotations
 
-import heapq
 import secrets
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from cyclone_sse.channels import compile_pattern, is_pattern
-from cyclone_sse.event import Event
-from cyclone_sse.interfaces import IHistory
-
-#: Defaults, documented in README.rst with their options.  0 disables a bound.
-DEFAULT_SIZE = 1000          # events kept per channel
-DEFAULT_TTL = 3600.0         # seconds an event is kept
-DEFAULT_CHANNELS = 10000     # channels kept; the least recently published go first
-DEFAULT_REPLAY_LIMIT = 5000  # events one reconnect may replay
-
-GAP_EXPIRED = "expired"  # some missed events fell out of the retention window
-GAP_UNKNOWN = "unknown"  # the id is not from this store (restart, other store, garbage)
-GAP_LIMIT = "limit"      # more was missed than one replay may send; the newest are sent
-GAP_UNAVAILABLE = "unavailable"  # the history store could not be reached
-
-
-@dataclass
-class Replay:
-    """What a reconnecting client missed.
-
-    ``gap`` is None when ``events`` is exactly everything it missed; otherwise it says
-    why replay cannot be complete and ``events`` holds what is still retained.
-    ``head_id``/``head_seq`` name the newest id at the time of the call.
-    """
-
-    events: list[Event] = field(default_factory=list)
-    gap: str | None = None
-    head_id: str = ""
-    head_seq: int = 0
-    truncated: bool = False
+from cyclone_sse.event import Event, EventId
+from cyclone_sse.history.base import (
+    DEFAULT_CHANNELS,
+    DEFAULT_REPLAY_LIMIT,
+    DEFAULT_SIZE,
+    DEFAULT_TTL,
+    Replay,
+    SweptStore,
+    assemble,
+    resume_point,
+)
+from cyclone_sse.interfaces import IHistory, IStats
 
 
 class _ChannelLog:
@@ -58,14 +36,14 @@ class _ChannelLog:
         self.by_publisher_id: dict[str, Event] = {}
 
 
-@implementer(IHistory)
-class MemoryHistory:
-    """Bounded per-channel logs in this process; lost on restart (ids then read as
-    unknown, which clients are told about)."""
+@implementer(IHistory, IStats)
+class MemoryHistory(SweptStore):
+    """Bounded per-channel logs in this process; lost on restart."""
 
-    def __init__(self, clock, size: int = DEFAULT_SIZE, ttl: float = DEFAULT_TTL,  # type: ignore[no-untyped-def]
-                 channels: int = DEFAULT_CHANNELS, epoch: str | None = None) -> None:
-        self.clock = clock
+    def __init__(self, clock: IReactorTime, size: int = DEFAULT_SIZE,
+                 ttl: float = DEFAULT_TTL, channels: int = DEFAULT_CHANNELS,
+                 epoch: str | None = None) -> None:
+        super().__init__(clock)
         self.size = size
         self.ttl = ttl
         self.max_channels = channels
@@ -76,22 +54,10 @@ class MemoryHistory:
         # lost events on channels we no longer know about.
         self._dropped_upto = 0
 
-    # ids ---------------------------------------------------------------------------
-
-    def make_id(self, seq: int) -> str:
-        return f"{self.epoch}-{seq}"
-
-    def parse_id(self, event_id: str) -> int | None:
-        """The sequence number of one of our ids, or None if it is not ours."""
-        epoch, _, seq = event_id.rpartition("-")
-        if epoch != self.epoch or not seq.isdigit() or len(seq) > 18:
-            return None
-        number = int(seq)
-        return number if number <= self._seq else None
-
     @property
-    def head_id(self) -> str:
-        return self.make_id(self._seq)
+    def head(self) -> EventId:
+        """The newest id handed out (seq 0 before the first event)."""
+        return EventId(self.epoch, self._seq)
 
     # writing -----------------------------------------------------------------------
 
@@ -113,7 +79,7 @@ class MemoryHistory:
         now = self.clock.seconds()
         self._expire(log, now)
         self._seq += 1
-        event = Event(channel, data, self.make_id(self._seq), self._seq, name)
+        event = Event(channel, data, EventId(self.epoch, self._seq), name)
         log.events.append((now, event, publisher_id))
         if publisher_id is not None:
             log.by_publisher_id[publisher_id] = event
@@ -165,41 +131,30 @@ class MemoryHistory:
 
     def since(self, channels: list[str], last_id: str | None,
               limit: int = DEFAULT_REPLAY_LIMIT) -> Replay:
-        replay = Replay(head_id=self.head_id, head_seq=self._seq)
+        head = self.head
         if not last_id:
-            return replay
-        after = self.parse_id(last_id)
-        if after is None:
-            replay.gap = GAP_UNKNOWN
-            after = 0
+            return Replay(head=head)
+        after, unknown = resume_point(last_id, head)
         logs, missing = self._logs_for(channels)
         now = self.clock.seconds()
-        newer: list[list[Event]] = []
+        expired = False
+        tails = []
         for log in logs:
             self._expire(log, now)
-            if log.evicted_upto > after and replay.gap is None:
-                replay.gap = GAP_EXPIRED
+            expired = expired or log.evicted_upto > after
             # Missed events are the recent ones: walk back from the newest.
             tail = []
             for _, event, _ in reversed(log.events):
                 if event.seq <= after:
                     break
                 tail.append(event)
-            if tail:
-                tail.reverse()
-                newer.append(tail)
-        if (missing or any(is_pattern(c) for c in channels)) \
-                and self._dropped_upto > after and replay.gap is None:
-            replay.gap = GAP_EXPIRED
-        events = list(heapq.merge(*newer, key=lambda e: e.seq)) if len(newer) > 1 else \
-            (newer[0] if newer else [])
-        if limit and len(events) > limit:
-            replay.truncated = True
-            events = events[-limit:]
-            replay.gap = replay.gap or GAP_LIMIT
-        replay.events = events
-        return replay
+            tail.reverse()
+            tails.append(tail)
+        # A channel (named, or matched by a pattern) dropped whole may have had events.
+        if (missing or any(is_pattern(c) for c in channels)) and self._dropped_upto > after:
+            expired = True
+        return assemble(head, tails, limit, unknown=unknown, expired=expired)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, object]:
         return {"channels": len(self._logs),
                 "events": sum(len(log.events) for log in self._logs.values())}

@@ -1,7 +1,8 @@
 """AMQP 0-9-1 plumbing over txamqp: where the spec is, one kept-open connection.
 
-txamqp needs the protocol's XML spec but ships none; Debian's ``amqp-specs`` package
-has it (``apt-get install amqp-specs``), or ``--amqp-spec=FILE`` names one.
+The only module that imports txamqp.  txamqp needs the protocol's XML spec but ships
+none; Debian's ``amqp-specs`` package has it (``apt-get install amqp-specs``), or
+``--amqp-spec=FILE`` names one.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from txamqp import connection as _connection
 from txamqp.client import TwistedDelegate
 from txamqp.content import Content
 from txamqp.endpoint import AMQEndpoint
 from txamqp.factory import AMQFactory
 from txamqp.protocol import AMQClient
+from txamqp.queue import Closed
 
-from cyclone_sse.errors import BrokerUnavailable
-from cyclone_sse.reconnect import RETRY_POLICY, Outage, QuietClientService
+from cyclone_sse.links.reconnect import Link
 
 #: Where the 0-9-1 spec is looked for when --amqp-spec is not given.
 SPEC_CANDIDATES = (
@@ -54,18 +56,21 @@ class _Client(AMQClient):
 
     link: AmqpLink
 
+    def protocol_itself(self) -> _Client:
+        return self
+
     def connectionLost(self, reason: Any) -> None:
         super().connectionLost(reason)
-        self.link.down(self)
+        self.link.lost(self)
 
 
 class _Factory(AMQFactory):
     protocol = _Client
     noisy = False
 
-    def __init__(self, link: AmqpLink, spec: str) -> None:
-        super().__init__(spec=spec, clock=link.reactor)
-        self.link = link
+    def __init__(self, clock: IReactorTime, spec: str) -> None:
+        super().__init__(spec=spec, clock=clock)
+        self.link: AmqpLink
 
     def buildProtocol(self, addr: Any) -> Any:
         proto = _Client(TwistedDelegate(), vhost=self._vhost, spec=self._spec,
@@ -74,68 +79,31 @@ class _Factory(AMQFactory):
         return proto
 
 
-class AmqpLink:
+class AmqpLink(Link):
     """One AMQP connection, re-made with backoff; ``on_up(client)`` sets it up."""
 
-    def __init__(self, reactor: Any, host: str, port: int, vhost: str, username: str,
-                 password: str, spec: str, on_up: Callable[[Any], object],
-                 on_down: Callable[[], object]) -> None:
-        self.reactor = reactor
+    def __init__(self, reactor: IReactorTime, host: str, port: int, vhost: str,
+                 username: str, password: str, spec: str,
+                 on_up: Callable[[Any], object], on_down: Callable[[], object]) -> None:
         self.address = f"amqp://{host}:{port}{vhost if vhost.startswith('/') else '/' + vhost}"
-        self.on_up = on_up
-        self.on_down = on_down
-        self.client: Any = None
-        self.ready = False
-        self.outage = Outage(f"amqp connection to {self.address}")
-        self._stopping = False
         endpoint = AMQEndpoint(reactor, host, port, username=username, password=password,
                                vhost=vhost, heartbeat=HEARTBEAT, timeout=5)
-        self.service = QuietClientService(endpoint, _Factory(self, spec), clock=reactor,
-                                          retryPolicy=RETRY_POLICY,
-                                          prepareConnection=self._prepare)
+        factory = _Factory(reactor, spec)
+        super().__init__(reactor, f"amqp connection to {self.address}", endpoint, factory,
+                         on_up, on_down)
+        factory.link = self
 
-    def _prepare(self, client: Any) -> defer.Deferred[Any]:
-        self.client = client
-        d = defer.maybeDeferred(self.on_up, client)
-        d.addCallback(self._ready, client)
-        d.addErrback(self._setup_failed, client)
-        return d
-
-    def _ready(self, _: object, client: Any) -> Any:
-        if self.client is client:
-            self.ready = True
-            self.outage.over()
-        return client
-
-    def _setup_failed(self, failure: Any, client: Any) -> Any:
-        self.outage.report(f"setup failed: {failure.getErrorMessage()}")
-        client.transport.loseConnection()
-        return failure
-
-    def down(self, client: Any) -> None:
-        # ClientService may hand prepareConnection a proxy around the protocol.
-        if self.client is client or getattr(self.client, "_protocol", None) is client:
-            self.client = None
-            self.ready = False
-            if not self._stopping:
-                self.outage.lost()
-                self.on_down()
-
-    @property
-    def outages(self) -> int:
-        return self.outage.count
-
-    def require(self) -> Any:
-        if not self.ready:
-            raise BrokerUnavailable(f"AMQP broker at {self.address} is unreachable")
-        return self.client
-
-    def start(self) -> None:
-        self.service.startService()
-
-    def stop(self) -> defer.Deferred[None]:
-        self._stopping = True
-        return defer.maybeDeferred(self.service.stopService)
+    @staticmethod
+    @defer.inlineCallbacks
+    def consume(queue: Any, on_message: Callable[[Any], object]) -> Any:
+        """Hand every message of a txamqp consumer queue to ``on_message`` until the
+        connection closes it."""
+        while True:
+            try:
+                message = yield queue.get()
+            except Closed:
+                return
+            on_message(message)
 
 
 def make_content(data: str | bytes, name: str | None = None,

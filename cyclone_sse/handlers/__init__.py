@@ -1,0 +1,12 @@
+"""HTTP handlers: thin adapters from HTTP to the subscription protocol, the broker and
+the statistics.  ``--app`` subclasses them (see README "Extending")."""
+
+from cyclone_sse.handlers.base import Application, BaseHandler, NotFoundHandler
+from cyclone_sse.handlers.publish import PublishHandler
+from cyclone_sse.handlers.static import StaticHandler
+from cyclone_sse.handlers.stats import ChannelStatsHandler, MetricsHandler, StatsHandler
+from cyclone_sse.handlers.subscribe import SubscribeHandler
+
+__all__ = ["Application", "BaseHandler", "ChannelStatsHandler", "MetricsHandler",
+           "NotFoundHandler", "PublishHandler", "StaticHandler", "StatsHandler",
+           "SubscribeHandler"]

@@ -1,0 +1,112 @@
+"""What every HTTP handler shares: JSON errors mapped from ``errors`` at one edge, CORS,
+no per-request logging on success, and the ``Application`` protocol handlers type
+against (so they never import ``cyclone_sse.app``)."""
+
+from __future__ import annotations
+
+from http.client import responses
+from typing import Any, Protocol
+
+import cyclone.web
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cyclone_sse import __version__
+from cyclone_sse.errors import BadRequest, CycloneSSEError
+from cyclone_sse.event import dumps
+from cyclone_sse.interfaces import IBroker, IHistory
+from cyclone_sse.options import Settings
+from cyclone_sse.registry import ChannelRegistry
+from cyclone_sse.static import StaticFile
+from cyclone_sse.subscription import Subscriptions
+
+log = Logger()
+
+
+class Application(Protocol):
+    """What handlers need of their application; ``cyclone_sse.app.App`` provides it."""
+
+    settings_obj: Settings
+    clock: Any
+    registry: ChannelRegistry
+    history: IHistory
+    broker: IBroker
+    subscriptions: Subscriptions
+    static_files: dict[str, StaticFile]
+
+    def allowed_origin(self, origin: str | None) -> str | None: ...
+
+    def stats(self) -> dict[str, object]: ...
+
+
+class BaseHandler(cyclone.web.RequestHandler):
+    """JSON errors, CORS, and no per-request logging on success."""
+
+    application: Application
+
+    def set_default_headers(self) -> None:
+        self.set_header("Server", f"cyclone-sse/{__version__}")
+        self.set_header("Cache-Control", "no-cache")
+        origin = self.application.allowed_origin(self.request.headers.get("Origin"))
+        if origin:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            if origin != "*":
+                self.set_header("Access-Control-Allow-Credentials", "true")
+                self.set_header("Vary", "Origin")
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight: EventSource never needs one, fetch/XHR clients may."""
+        self.set_status(204)
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Headers",
+                        "Last-Event-Id, X-Requested-With, Content-Type, Authorization, "
+                        "Cache-Control")
+        self.set_header("Access-Control-Max-Age", "86400")
+        self.finish()
+
+    def write_json(self, value: object, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(dumps(value))
+
+    def _handle_request_exception(self, e: object) -> None:
+        # cyclone hook: map our errors (and cyclone's HTTPError) to a JSON answer
+        # with one log line, instead of a traceback and an HTML page.
+        error = e.value if isinstance(e, Failure) else e
+        if self._finished:
+            return
+        if self._headers_written:
+            # A stream already started: nothing sensible can be sent; just close it.
+            log.failure("error on an open stream", Failure(error))
+            self.request.connection.transport.loseConnection()
+            return
+        if isinstance(error, CycloneSSEError):
+            status, message = error.status, str(error)
+            body: dict[str, object] = {"error": message, "status": status}
+            if isinstance(error, BadRequest) and error.field:
+                body["field"] = error.field
+        elif isinstance(error, cyclone.web.HTTPError):
+            status = error.status_code
+            message = error.log_message or self._reason_for(status)
+            body = {"error": message, "status": status}
+        else:
+            log.failure("unexpected error in {summary}", Failure(error),
+                        summary=self._request_summary())
+            status, body = 500, {"error": "internal server error", "status": 500}
+            message = body["error"]  # type: ignore[assignment]
+        if status != 500:
+            log.info("{summary}: {status} {message}", summary=self._request_summary(),
+                     status=status, message=message)
+        self.clear()
+        self.set_default_headers()
+        self.write_json(body, status)
+
+    @staticmethod
+    def _reason_for(status: int) -> str:
+        return responses.get(status, "error").lower()
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise cyclone.web.HTTPError(404, "no such URL: subscribe at /?channels=NAME, "
+                                         "publish at POST /publish, stats at /stats")

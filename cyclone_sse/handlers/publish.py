@@ -1,0 +1,112 @@
+"""``POST /publish``: the 2013 form fields or a JSON body → checked → the broker."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from twisted.internet import defer
+
+from cyclone_sse.channels import check_channel
+from cyclone_sse.errors import BadRequest, InvalidEvent, Unauthorized
+from cyclone_sse.event import GAP_EVENT, check_field
+from cyclone_sse.handlers.base import BaseHandler
+
+#: Longest ``id`` a publisher may attach (it is kept for de-duplication).
+MAX_PUBLISHER_ID = 200
+
+
+class PublishHandler(BaseHandler):
+    """``POST /publish``: the original form fields, or a JSON body.
+
+    Form: ``channel`` (repeatable), ``message``, ``key`` [, ``event``, ``id``].
+    JSON: ``{"channel": "a" | "channels": [...], "data": ..., "event": ..., "id": ...,
+    "key": ...}``; non-string ``data`` is sent as its JSON text.
+    """
+
+    def check_key(self, given: str | None) -> None:
+        secret = self.application.settings_obj.http_secret
+        if not secret:
+            return
+        auth = self.request.headers.get("Authorization", "")
+        if not given and auth.startswith("Bearer "):
+            given = auth[len("Bearer "):].strip()
+        if not given or not hmac.compare_digest(given.encode(), secret.encode()):
+            raise Unauthorized("missing or wrong publish key")
+
+    def parse(self) -> tuple[list[str], str, str | None, str | None, str | None]:
+        """(channels, data, event name, publisher id, key) from either body format."""
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.startswith("application/json"):
+            return self._parse_json()
+        channels = self.get_arguments("channel")
+        message = self.get_argument("message", None)
+        if message is None:
+            raise BadRequest("missing field 'message'", field="message")
+        return (channels, message, self.get_argument("event", None) or None,
+                self.get_argument("id", None) or None, self.get_argument("key", None))
+
+    def _parse_json(self) -> tuple[list[str], str, str | None, str | None, str | None]:
+        try:
+            body = json.loads(self.request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise BadRequest(f"body is not valid UTF-8 JSON: {exc}", field="body") from None
+        if not isinstance(body, dict):
+            raise BadRequest("JSON body must be an object", field="body")
+        channels = body.get("channels", body.get("channel"))
+        if isinstance(channels, str):
+            channels = [channels]
+        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+            raise BadRequest("'channel' must be a string or 'channels' a list of strings",
+                             field="channel")
+        if "data" not in body and "message" not in body:
+            raise BadRequest("missing field 'data'", field="data")
+        data = body["data"] if "data" in body else body["message"]
+        if not isinstance(data, str):
+            data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        _check_utf8(data, "data")
+        fields = []
+        for name in ("event", "id", "key"):
+            value = body.get(name)
+            if value is not None and not isinstance(value, str):
+                raise BadRequest(f"'{name}' must be a string", field=name)
+            fields.append(_check_utf8(value, name) if value else None)
+        return channels, data, fields[0], fields[1], fields[2]
+
+    def post(self) -> defer.Deferred[object]:
+        channels, data, name, publisher_id, key = self.parse()
+        self.check_key(key)
+        if not channels:
+            raise BadRequest("missing field 'channel'", field="channel")
+        for channel in channels:
+            check_channel(channel)
+        if name is not None:
+            check_field("event", name)
+            if name == GAP_EVENT:
+                raise InvalidEvent(f"event name {GAP_EVENT!r} is reserved", field="event")
+        if publisher_id is not None:
+            check_field("id", publisher_id)
+            if len(publisher_id) > MAX_PUBLISHER_ID:
+                raise InvalidEvent(f"'id' longer than {MAX_PUBLISHER_ID} characters", field="id")
+        broker = self.application.broker
+        unique = dict.fromkeys(channels)
+        d = defer.gatherResults(
+            [broker.publish(channel, data, name, publisher_id) for channel in unique],
+            consumeErrors=True)
+        d.addCallback(self._published)
+        d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+        return d  # type: ignore[return-value]
+
+    def _published(self, results: list[Any]) -> None:
+        self.write_json({"status": "ok", "events": [r.as_json() for r in results],
+                         "subscribers": sum(r.subscribers for r in results)})
+
+
+def _check_utf8(value: str, field: str) -> str:
+    """JSON may smuggle lone surrogates (``"\\ud800"``), which no UTF-8 stream can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"'{field}' is not valid Unicode (lone surrogate)", field=field) from None
+    return value

@@ -1,0 +1,140 @@
+"""The Redis history store: durable, shared by every daemon of a deployment.
+
+Layout under a key prefix ``P`` (``--redis-prefix``):
+
+``P:epoch``            this history's epoch (set once; changes only if Redis loses its data)
+``P:seq``              the global sequence: one order for all channels
+``P:ch:<channel>``     a Stream per channel, entry id ``<seq>-0``, fields d(ata) e(vent) t(ime ms)
+``P:evicted``          hash channel → highest seq trimmed from its stream
+``P:channels``         sorted set channel → last publish time (for patterns and the cap)
+``P:dropped``          highest seq of any whole stream dropped by the channel cap or age
+``P:pid:<ch>:<id>``    a publisher's own id, for de-duplication
+``P:ev:<channel>``     pub/sub channel on which each stored event is announced
+
+Appending and reading are Lua scripts (``redis_scripts``), so a replay is one
+consistent snapshot and the announcement order on ``P:ev:*`` is the sequence order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from cyclone_sse.event import Event, EventId
+from cyclone_sse.history.base import (
+    DEFAULT_CHANNELS,
+    DEFAULT_REPLAY_LIMIT,
+    DEFAULT_SIZE,
+    DEFAULT_TTL,
+    Replay,
+    SweptStore,
+    assemble,
+)
+from cyclone_sse.history.redis_scripts import APPEND, SINCE, SWEEP
+from cyclone_sse.interfaces import IRedisHistory, IStats
+from cyclone_sse.links.redis import RedisAddress, RedisLink
+
+DEFAULT_PREFIX = "cyclone-sse"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+@implementer(IRedisHistory, IStats)
+class RedisHistory(SweptStore):
+    """Events and ids in Redis: valid across daemons and daemon restarts.
+
+    Its command connection (``link``) is a child service; the Redis broker sends its
+    leader election through it too."""
+
+    def __init__(self, clock: IReactorTime, address: RedisAddress,
+                 prefix: str = DEFAULT_PREFIX, size: int = DEFAULT_SIZE,
+                 ttl: float = DEFAULT_TTL, channels: int = DEFAULT_CHANNELS) -> None:
+        super().__init__(clock)
+        self.link = RedisLink(clock, address, "history", on_up=self.load_scripts)
+        self.link.setServiceParent(self)
+        self.prefix = prefix
+        self.size = size
+        self.ttl_ms = int(ttl * 1000)
+        self.max_channels = channels
+        self._scripts: dict[str, str] = {}
+
+    @defer.inlineCallbacks
+    def load_scripts(self, connection: Any) -> Any:
+        """SCRIPT LOAD once per connection; EVALSHA afterwards."""
+        for name, body in (("append", APPEND), ("since", SINCE), ("sweep", SWEEP)):
+            sha = yield connection.execute_command("SCRIPT", "LOAD", body)
+            self._scripts[name] = _text(sha)
+
+    def _run(self, name: str, *args: Any) -> defer.Deferred[Any]:
+        d = self.link.when_ready()
+        d.addCallback(lambda _: self.link.raw_command("EVALSHA", self._scripts[name], 0,
+                                                      self.prefix, *args))
+        return d
+
+    def append(self, channel: str, data: str, name: str | None = None,
+               publisher_id: str | None = None) -> defer.Deferred[tuple[Event, bool]]:
+        d = self._run("append", channel, data, name or "", publisher_id or "", self.size,
+                      self.ttl_ms, self.max_channels)
+        d.addCallback(self._appended, channel, data, name)
+        return d
+
+    @staticmethod
+    def _appended(reply: list[Any], channel: str, data: str,
+                  name: str | None) -> tuple[Event, bool]:
+        epoch, seq, duplicate = _text(reply[0]), int(reply[1]), int(reply[2])
+        return Event(channel, data, EventId(epoch, seq), name), not duplicate
+
+    def since(self, channels: list[str], last_id: str | None,
+              limit: int = DEFAULT_REPLAY_LIMIT) -> defer.Deferred[Replay]:
+        # The script places the id itself, against a consistent snapshot: it only needs
+        # the id's parts ("?" for text that is no id at all: unknown to any epoch).
+        asked = EventId.parse(last_id)
+        epoch, after = (asked.epoch, asked.seq) if asked else ("?" if last_id else "", 0)
+        d = self._run("since", epoch, after, limit, self.ttl_ms, *channels)
+        d.addCallback(self._replay, bool(last_id), limit)
+        return d
+
+    def _replay(self, reply: list[Any], asked: bool, limit: int) -> Replay:
+        epoch, head_seq = _text(reply[0]), int(reply[1])
+        unknown, lost, now, after = int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5])
+        head = EventId(epoch, head_seq)
+        if not asked:
+            return Replay(head=head)
+        expired = bool(lost)
+        truncated = False
+        oldest_kept = now - self.ttl_ms if self.ttl_ms else None
+        tails: list[list[Event]] = []
+        rest = reply[6:]
+        for i in range(0, len(rest), 3):
+            channel, evicted, entries = _text(rest[i]), int(rest[i + 1]), rest[i + 2]
+            expired = expired or evicted > after
+            if limit and len(entries) >= limit:
+                truncated = True
+            tail = []
+            for entry_id, fields in reversed(entries):
+                values = dict(zip(fields[::2], fields[1::2], strict=False))
+                if oldest_kept is not None and int(values[b"t"]) < oldest_kept:
+                    expired = True  # past its age; the next append will trim it
+                    continue
+                seq = int(_text(entry_id).partition("-")[0])  # a Stream entry id: <seq>-0
+                name = _text(values[b"e"]) or None
+                tail.append(Event(channel, _text(values[b"d"]), EventId(epoch, seq), name))
+            tails.append(tail)
+        return assemble(head, tails, limit, unknown=bool(unknown), expired=expired,
+                        truncated=truncated)
+
+    def sweep(self) -> defer.Deferred[Any] | None:
+        """Drop whole channels idle for longer than the age limit."""
+        if not self.ttl_ms or not self.link.connected or "sweep" not in self._scripts:
+            return None
+        d = self._run("sweep", self.ttl_ms)
+        d.addErrback(lambda _: None)  # the next sweep will try again
+        return d
+
+    def stats(self) -> dict[str, object]:
+        return {"store": "redis", "connected": self.link.connected}

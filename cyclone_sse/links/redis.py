@@ -1,0 +1,156 @@
+"""A Redis connection kept open with backoff, for the Redis history and broker.
+
+The only module that imports txredisapi, which speaks the protocol; this module decides
+where to connect (host/port, ``redis://`` URL, password, database, TLS) and hands
+pub/sub messages to a callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import txredisapi
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import optionsForClientTLS
+
+from cyclone_sse.links.reconnect import Link
+
+MessageHandler = Callable[[bytes | None, bytes, bytes], None]  # (pattern, channel, message)
+
+
+@dataclass
+class RedisAddress:
+    """Where a Redis server is and how to log in."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+    username: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RedisAddress:
+        """From the ``--redis-*`` options; ``--redis-url`` wins over the others."""
+        address = cls(settings.redis_host, settings.redis_port, settings.redis_db,
+                      settings.redis_password or None, None, settings.redis_tls)
+        if settings.redis_url:
+            address = cls.from_url(settings.redis_url, address)
+        return address
+
+    @classmethod
+    def from_url(cls, url: str, base: RedisAddress | None = None) -> RedisAddress:
+        """``redis://[user:password@]host[:port][/db]``, or ``rediss://`` for TLS."""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "rediss"):
+            raise ValueError(f"{url!r}: expected redis:// or rediss://")
+        base = base or cls()
+        db = parsed.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"{url!r}: the database must be a number")
+        return cls(parsed.hostname or base.host, parsed.port or base.port,
+                   int(db) if db else base.db,
+                   unquote(parsed.password) if parsed.password else base.password,
+                   unquote(parsed.username) if parsed.username else base.username,
+                   parsed.scheme == "rediss" or base.tls)
+
+    def __str__(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+class _Commands(txredisapi.RedisProtocol):
+    """A command connection that tells its link when it is gone."""
+
+    factory: _Factory
+
+    def connectionLost(self, why: Any) -> None:
+        super().connectionLost(why)
+        self.factory.link.lost(self)
+
+
+class _Subscriber(txredisapi.SubscriberProtocol):
+    """A pub/sub connection: messages go to the link's ``on_message``."""
+
+    factory: _Factory
+
+    def messageReceived(self, pattern: bytes | None, channel: bytes, message: bytes) -> None:
+        self.factory.on_message(pattern, channel, message)
+
+    def connectionLost(self, why: Any) -> None:
+        super().connectionLost(why)
+        self.factory.link.lost(self)
+
+
+class _Factory(Factory):
+    """What txredisapi protocols expect of their factory, plus our protocol choice."""
+
+    isLazy = True
+    noisy = False
+
+    def __init__(self, address: RedisAddress, on_message: MessageHandler | None) -> None:
+        self.address = address
+        self.pubsub = on_message is not None
+        self.on_message: MessageHandler = on_message or (lambda *_: None)
+        self.link: RedisLink
+
+    def buildProtocol(self, addr: Any) -> Any:
+        a = self.address
+        kind = _Subscriber if self.pubsub else _Commands
+        # Replies stay bytes (charset=None) and numbers stay text: payloads are data.
+        proto = kind(charset=None, password=a.password, dbid=a.db or None,
+                     convertNumbers=False, username=a.username)
+        proto.factory = self
+        return proto
+
+    def stopTrying(self) -> None:
+        pass
+
+    def connectionError(self, why: str) -> None:
+        self.link.outage.report(why)
+
+
+class RedisLink(Link):
+    """One connection to Redis, re-made with backoff whenever it drops.
+
+    With ``on_message`` it is a pub/sub connection (``connection.subscribe`` and
+    friends, messages to the callback); without, a command connection.
+    """
+
+    def __init__(self, reactor: IReactorTime, address: RedisAddress, name: str,
+                 on_up: Callable[[Any], object] | None = None,
+                 on_down: Callable[[], object] | None = None,
+                 on_message: MessageHandler | None = None) -> None:
+        self.address = address
+        endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
+        if address.tls:
+            endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
+        factory = _Factory(address, on_message)
+        super().__init__(reactor, f"redis {name} connection to {address}", endpoint, factory,
+                         on_up, on_down)
+        factory.link = self
+
+    def _prepare(self, connection: Any) -> defer.Deferred[Any]:
+        # txredisapi's whenConnected fires with the protocol itself (not ClientService's
+        # proxy) once AUTH and SELECT are done.
+        return connection.whenConnected().addCallback(self.set_up)
+
+    def command(self, *args: Any) -> defer.Deferred[Any]:
+        """Run one command, waiting up to ``READY_WAIT`` for a (re)connecting link."""
+        if self.ready:
+            return self.connection.execute_command(*args)
+        d = self.when_ready()
+        d.addCallback(lambda _: self.connection.execute_command(*args))
+        return d
+
+    def raw_command(self, *args: Any) -> defer.Deferred[Any]:
+        """Run one command on the connection as it is (used while it comes up)."""
+        if self.connection is None:
+            return defer.fail(self.unavailable())
+        return self.connection.execute_command(*args)
+

@@ -1,0 +1,118 @@
+"""The subscription protocol, once for every transport: attach → wait until the broker
+delivers the channels → replay from history → hand the replay and the live events held
+meanwhile to the subscriber, exactly once, with the gap signal when replay cannot be
+complete.
+
+Attaching first means nothing published while the replay is read is lost; skipping
+held events the replay already contains means nothing is sent twice.  A transport
+(SSE stream, long-poll, WebSocket) subclasses ``Subscriber`` and calls
+``Subscriptions.open`` / ``close``; it never talks to the history or the broker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cyclone_sse.event import Event
+from cyclone_sse.history.base import DEFAULT_REPLAY_LIMIT, GAP_UNAVAILABLE, Replay
+from cyclone_sse.interfaces import IBroker, IHistory, ISubscriber
+from cyclone_sse.registry import ChannelRegistry
+
+log = Logger()
+
+#: Live events one connection may hold while its replay is being fetched.
+MAX_HELD = 10000
+
+
+class Subscriber:
+    """The replay→live hand-over state every transport shares.
+
+    Until ``release`` the live events are held; afterwards ``unseen`` drops those a
+    replay already handed over.  Subclasses implement ``ISubscriber``.
+    """
+
+    def __init__(self) -> None:
+        self.live = False
+        self.held: list[Event] = []
+        self.last_seq = 0  # newest event handed to the client: later ones only
+        self.epoch = ""    # the history epoch last_seq belongs to
+
+    def unseen(self, events: list[Event]) -> list[Event] | None:
+        """The events not handed over yet, or None when that is all of them (the usual
+        case).  A replay may already have sent the first events of a batch published
+        in the same reactor turn; a new history epoch starts its sequence again."""
+        last_seq, self.last_seq = self.last_seq, events[-1].seq
+        if events[0].seq > last_seq:
+            return None
+        epoch = events[0].epoch
+        if epoch != self.epoch:
+            self.epoch = epoch
+            return None
+        return [e for e in events if e.seq > last_seq]
+
+    def hold(self, events: list[Event]) -> bool:
+        """Keep ``events`` for later while the replay is not in; False if too many."""
+        self.held.extend(events)
+        return len(self.held) <= MAX_HELD
+
+    def release(self, replay: Replay) -> list[Event]:
+        """Replayed events followed by the held ones that are newer; live from now on."""
+        events = list(replay.events)
+        last_seq = events[-1].seq if events else 0
+        events.extend(e for e in self.held if e.seq > last_seq)
+        self.held = []
+        self.live = True
+        # Only what was handed over counts: an event announced late (Redis) or still
+        # queued for fan-out (this reactor turn) and not in the replay is still to come.
+        self.last_seq = events[-1].seq if events else 0
+        self.epoch = replay.head.epoch if replay.head is not None else ""
+        return events
+
+
+class Subscriptions:
+    """Opens and closes subscriptions against one registry, broker and history."""
+
+    def __init__(self, registry: ChannelRegistry, broker: IBroker, history: IHistory,
+                 replay_limit: int = DEFAULT_REPLAY_LIMIT) -> None:
+        self.registry = registry
+        self.broker = broker
+        self.history = history
+        self.replay_limit = replay_limit
+
+    def open(self, subscriber: ISubscriber, channels: list[str],
+             last_id: str | None) -> defer.Deferred[None]:
+        """Subscribe ``subscriber`` to ``channels`` (validated and authorized by the
+        caller), resuming after ``last_id`` (the client's position, or None).
+
+        The Deferred fires once the subscriber is live (or gone meanwhile)."""
+        self.registry.attach(subscriber, channels)
+        d: defer.Deferred[Any] = self.broker.when_subscribed(channels)
+        d.addCallback(lambda _: self.history.since(channels, last_id, self.replay_limit))
+        d.addErrback(self._history_failed, last_id)
+        d.addCallback(self._replayed, subscriber, last_id)
+        return d
+
+    def close(self, subscriber: ISubscriber) -> None:
+        """The client is gone (or answered): forget it."""
+        self.registry.detach(subscriber)
+        subscriber.disconnected()
+
+    def _history_failed(self, failure: Failure, last_id: str | None) -> Replay:
+        """The history store is unreachable: go live, and say replay was impossible."""
+        log.warn("replay unavailable: {error}", error=failure.getErrorMessage())
+        return Replay(gap=GAP_UNAVAILABLE if last_id else None)
+
+    def _replayed(self, replay: Replay, subscriber: ISubscriber, last_id: str | None) -> None:
+        if not self.registry.is_attached(subscriber):
+            return  # the client left while the history answered
+        if last_id:
+            counters = self.registry.counters
+            counters.replays += 1
+            counters.replayed_events += len(replay.events)
+            if replay.gap:
+                counters.replay_gaps += 1
+        subscriber.start_live(replay, last_id)
