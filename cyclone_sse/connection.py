@@ -22,6 +22,8 @@ MAX_HEADER_LINES = 100
 
 
 class HTTPConnection(httpserver.HTTPConnection):
+    """cyclone's connection, with limits on request lines, headers and bodies."""
+
     MAX_LENGTH = 16384  # bytes in one request or header line (LineReceiver)
 
     streaming = False   # set by a handler that now owns the connection for a stream

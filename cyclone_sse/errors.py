@@ -41,6 +41,8 @@ class Forbidden(CycloneSSEError):
 
 
 class PayloadTooLarge(CycloneSSEError):
+    """A body over ``--max-body``."""
+
     status = 413
 
 

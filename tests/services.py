@@ -184,13 +184,18 @@ def amqp_publish(exchange: str, routing_key: str, data: str | bytes, event: str 
                    check=True, timeout=DEADLINE, capture_output=True)
 
 
-@pytest.fixture
-def amqp_exchange():
-    """An exchange name of its own for each test."""
-    require(AMQP, "RabbitMQ")
+def require_spec() -> None:
+    """txamqp needs Debian's AMQP 0-9-1 spec (``.ci/run`` installs amqp-specs)."""
     from cyclone_sse.links.amqp import SPEC_CANDIDATES
     if not any(os.path.isfile(p) for p in SPEC_CANDIDATES):
         if os.environ.get("CI") == "true":
             pytest.fail("Debian's amqp-specs is not installed (CI never skips)")
         pytest.skip("Debian's amqp-specs is not installed")
+
+
+@pytest.fixture
+def amqp_exchange():
+    """An exchange name of its own for each test."""
+    require(AMQP, "RabbitMQ")
+    require_spec()
     return "test-" + secrets.token_hex(4)

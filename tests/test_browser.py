@@ -170,3 +170,28 @@ def test_media_client_receives_everything_over_both_transports(tmp_path, page, t
         page.evaluate("window.stream.close()")
     finally:
         daemon.stop()
+
+
+def test_the_page_loads_the_client_from_the_daemon_as_the_readme_shows(tmp_path, browser):
+    daemon = Daemon(tmp_path)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        base = f"http://127.0.0.1:{daemon.port}"
+        answer = page.goto(f"{base}/static/cyclone-sse.js")
+        assert answer.status == 200
+        assert answer.headers["content-type"] == "text/javascript; charset=utf-8"
+        page.set_content(f'<script src="{base}/static/cyclone-sse.js"></script>')
+        page.evaluate("""(url) => {
+            window.got = [];
+            window.opened = false;
+            window.stream = CycloneSSE.connect(url, {channels: ["base"],
+                onopen: () => { window.opened = true; },
+                onmessage: (e) => window.got.push(["message", e.data])});
+        }""", f"{base}/")
+        page.wait_for_function("window.opened", timeout=20000)
+        daemon.publish_form("message=%5B123%2C+124%5D&channel=base")
+        assert received(page, 1) == [["message", "[123, 124]"]]
+    finally:
+        context.close()
+        daemon.stop()

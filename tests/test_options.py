@@ -74,3 +74,61 @@ def test_help_documents_every_option():
 def test_settings_accept_options_dicts_and_fill_defaults():
     s = Settings.from_options({"port": 1, "http-secret": "k", "history_size": 3, "junk": 1})
     assert (s.port, s.http_secret, s.history_size, s.heartbeat) == (1, "k", 3, 15.0)
+
+
+# one source of configuration ---------------------------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def test_the_shipped_config_file_is_rendered_from_the_option_definition():
+    from cyclone_sse.options import render_conf
+    assert (ROOT / "cyclone-sse.conf").read_text() == render_conf(), \
+        "regenerate: python -m cyclone_sse.options conf > cyclone-sse.conf"
+
+
+def test_the_readme_option_table_is_rendered_from_the_option_definition():
+    from cyclone_sse.options import render_table
+    readme = (ROOT / "README.rst").read_text()
+    table = readme.split(".. option table start\n\n", 1)[1].split("\n.. option table end", 1)[0]
+    assert table == render_table(), "regenerate: python -m cyclone_sse.options table"
+
+
+def test_every_option_is_in_help_the_config_file_and_the_readme():
+    from dataclasses import fields
+    help_text = str(Options())
+    conf = (ROOT / "cyclone-sse.conf").read_text()
+    readme = (ROOT / "README.rst").read_text()
+    for f in fields(Settings):
+        name = "--" + f.name.replace("_", "-")
+        assert name in help_text, name
+        assert f"``{name}``" in readme or f", {name}``" in readme, name
+        if name != "--config":
+            assert f"\n{name}=" in "\n" + conf, name
+
+
+def test_empty_means_default_except_where_it_means_none():
+    assert parse("--redis-raw=")["redis-raw"] == ""
+    assert parse("--cors-origin=")["cors-origin"] == "*"
+    o = parse("--access-log", "--reuse-port")
+    assert o["access-log"] is True and o["reuse-port"] is True
+    assert parse("--access-log=0")["access-log"] is False
+
+
+def test_the_history_default_follows_the_broker_and_is_derived_once():
+    assert parse()["history"] == "memory"
+    assert parse("--broker=redis")["history"] == "redis"
+    assert Settings.from_options({"broker": "redis"}).history == "redis"
+
+
+@pytest.mark.parametrize("argv,named", [
+    (["--broker=redis", "--history=memory"], "--history"),
+    (["--broker=redis", "--redis-url=http://x"], "--redis-url"),
+    (["--broker=amqp", "--amqp-spec=/no/such/spec.xml"], "--amqp-spec"),
+    (["--broker=amqp", "--history=redis"], "--history"),
+    (["--cors-origin=a,,b"], "--cors-origin"),
+])
+def test_each_broker_checks_its_own_options(argv, named):
+    with pytest.raises(usage.UsageError) as info:
+        parse(*argv)
+    assert named in str(info.value) and "\n" not in str(info.value)

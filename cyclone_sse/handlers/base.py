@@ -107,6 +107,8 @@ class BaseHandler(cyclone.web.RequestHandler):
 
 
 class NotFoundHandler(BaseHandler):
+    """Any other URL: a 404 that says where things are."""
+
     def prepare(self) -> None:
         raise cyclone.web.HTTPError(404, "no such URL: subscribe at /?channels=NAME, "
                                          "publish at POST /publish, stats at /stats")
