@@ -90,6 +90,7 @@ class StreamSubscriber(Subscriber):
         """Write the response head, the replay (and the gap signal), and switch to live
         delivery."""
         parts = [self.head] if self.head else []
+        self.head = b""  # sent once; not kept for the life of the connection
         if replay.gap:
             parts.append(encode_gap(replay.gap, last_id))
         events = self.release(replay)
