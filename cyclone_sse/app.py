@@ -17,6 +17,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cyclone_sse import __version__
+from cyclone_sse.auth.access import Gate
+from cyclone_sse.auth.callback import AuthCallback
+from cyclone_sse.auth.policy import PolicyTable
+from cyclone_sse.auth.tokens import TokenVerifier
 from cyclone_sse.brokers import BROKERS, Broker
 from cyclone_sse.connection import HTTPConnection
 from cyclone_sse.handlers import (
@@ -43,6 +47,8 @@ class App(cyclone.web.Application):
     them: history, broker, then the registry, stopped in reverse)."""
 
     protocol = HTTPConnection
+    #: False: the public listener (see ``InternalSite``).
+    internal = False
 
     def __init__(self, settings: Mapping[str, Any] | Settings | None = None,
                  reactor: Any = None) -> None:
@@ -57,6 +63,7 @@ class App(cyclone.web.Application):
         self.broker: Broker = self.build_broker()
         self.subscriptions = Subscriptions(self.registry, self.broker, self.history,
                                            self.settings_obj.replay_limit)
+        self.gate = self.build_gate()
         self.static_files = load_static(media_dir())
         self.service = self.build_service()
         origins = self.settings_obj.cors_origin
@@ -67,14 +74,30 @@ class App(cyclone.web.Application):
     # building blocks (override in a subclass) -------------------------------------
 
     def build_handlers(self) -> list[tuple[Any, ...]]:
+        """Subscribe and static files; publish and statistics too unless they have an
+        internal listener of their own (``--internal-port``)."""
+        internal = [] if self.settings_obj.internal_port else self.internal_handlers()
+        return [(r"/", SubscribeHandler), *internal, (r"/static/([^/]+)", StaticHandler)]
+
+    def internal_handlers(self) -> list[tuple[Any, ...]]:
         return [
-            (r"/", SubscribeHandler),
             (r"/publish", PublishHandler),
             (r"/stats", StatsHandler),
             (r"/stats/channels", ChannelStatsHandler),
             (r"/metrics", MetricsHandler),
-            (r"/static/([^/]+)", StaticHandler),
         ]
+
+    def build_gate(self) -> Gate:
+        """Policies, the token verifier and the auth callback, from the options."""
+        s = self.settings_obj
+        verifier = TokenVerifier(s.jwt_key(), s.public_key(), s.jwt_audience, s.jwt_issuer) \
+            if s.takes_tokens else None
+        callback = AuthCallback(self.clock, s.auth_url, s.auth_timeout, s.auth_cache) \
+            if s.auth_url else None
+        return Gate(PolicyTable.parse(s.policies, s.default_policy), verifier, callback)
+
+    def internal_site(self) -> InternalSite:
+        return InternalSite(self)
 
     def build_history(self) -> IHistory:
         s = self.settings_obj
@@ -119,7 +142,8 @@ class App(cyclone.web.Application):
             return "*"
         return origin if origin in self._origins else None
 
-    def stats(self) -> dict[str, object]:
+    def stats(self, with_channels: bool = True) -> dict[str, object]:
+        """The numbers of /stats; channel names only ``with_channels``."""
         registry = self.registry
         counts = registry.subscriber_counts()
         stats: dict[str, object] = {
@@ -128,7 +152,7 @@ class App(cyclone.web.Application):
             "uptime": round(registry.uptime(), 3),
             "connections": registry.connections,
             "channels": len(counts),
-            "subscriptions": [list(pair) for pair in counts],
+            "subscriptions": [list(pair) for pair in counts] if with_channels else [],
             "broker": self.broker.stats(),
         }
         stats.update(registry.counters.as_dict())
@@ -142,3 +166,20 @@ class App(cyclone.web.Application):
             log.info("{status} {summary} {ms:.2f}ms", status=handler.get_status(),
                      summary=handler._request_summary(),
                      ms=1000.0 * handler.request.request_time())
+
+
+class InternalSite(cyclone.web.Application):
+    """The internal listener (``--internal-port``): publish, stats and metrics over the
+    same parts as the public ``App``, which then serves only subscribers."""
+
+    protocol = HTTPConnection
+    internal = True
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        super().__init__(app.internal_handlers(), error_handler=NotFoundHandler,
+                         log_function=app._log_request)
+
+    def __getattr__(self, name: str) -> Any:
+        # registry, broker, gate, settings_obj, stats()...: the public App's own
+        return getattr(self.app, name)

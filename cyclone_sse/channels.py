@@ -1,7 +1,9 @@
 """Channel names and patterns.
 
-A channel name is 1-200 characters of ``A-Z a-z 0-9 _ - . : @ / = +``: enough for
-``user:42``, ``room/7`` or ``prices.EUR`` and safe in URLs, Redis and AMQP routing keys.
+A channel name is 1-200 characters of ``A-Z a-z 0-9 _ - . : @ / = + #``: enough for
+``user:42``, ``room/7`` or ``prices.EUR`` and safe in Redis and AMQP routing keys (``#``
+marks a user-limited channel, ``notify#42``, see ``auth.policy``; in a URL it is
+written ``%23``).
 A subscriber may also use ``*`` (any run of characters, Redis ``PSUBSCRIBE`` style) to
 receive every matching channel; publishers always name one concrete channel.
 """
@@ -14,8 +16,8 @@ from collections.abc import Iterable
 from cyclone_sse.errors import InvalidChannel
 
 MAX_CHANNEL_LENGTH = 200
-_NAME = re.compile(rf"[A-Za-z0-9_\-.:@/=+]{{1,{MAX_CHANNEL_LENGTH}}}\Z")
-_PATTERN = re.compile(rf"[A-Za-z0-9_\-.:@/=+*]{{1,{MAX_CHANNEL_LENGTH}}}\Z")
+_NAME = re.compile(rf"[A-Za-z0-9_\-.:@/=+#]{{1,{MAX_CHANNEL_LENGTH}}}\Z")
+_PATTERN = re.compile(rf"[A-Za-z0-9_\-.:@/=+#*]{{1,{MAX_CHANNEL_LENGTH}}}\Z")
 
 
 def is_pattern(name: str) -> bool:
@@ -36,7 +38,7 @@ def _check(name: str, allowed: re.Pattern[str], field: str, extra: str) -> str:
     if not allowed.match(name):
         raise InvalidChannel(
             f"invalid channel name {name[:MAX_CHANNEL_LENGTH]!r}: use 1-{MAX_CHANNEL_LENGTH} "
-            f"characters of A-Z a-z 0-9 _ - . : @ / = +{extra}", field=field)
+            f"characters of A-Z a-z 0-9 _ - . : @ / = + #{extra}", field=field)
     return name
 
 

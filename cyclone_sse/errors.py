@@ -29,15 +29,34 @@ class InvalidEvent(BadRequest):
 
 
 class Unauthorized(CycloneSSEError):
-    """A publish without the right secret key."""
+    """Missing or wrong credentials (a publish key or a token)."""
 
     status = 401
 
 
+class InvalidToken(Unauthorized):
+    """A token that is missing, expired, not yet valid, malformed or forged; answered
+    with ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
 class Forbidden(CycloneSSEError):
-    """``authorize()`` refused a subscriber."""
+    """A valid client without the right to a channel (``channel`` names it)."""
 
     status = 403
+
+    def __init__(self, message: str, channel: str | None = None) -> None:
+        super().__init__(message)
+        self.channel = channel
+
+
+class AuthUnavailable(CycloneSSEError):
+    """The auth callback could not answer (timeout, error, garbage): fail closed."""
+
+    status = 503
 
 
 class PayloadTooLarge(CycloneSSEError):

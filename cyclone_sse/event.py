@@ -28,6 +28,10 @@ HEARTBEAT = b":\n\n"
 #: Named event sent before a replay that cannot be complete (see README "Replay");
 #: publishers may not use the name.
 GAP_EVENT = "history-gap"
+#: Named event sent just before a stream whose token expires is closed.
+TOKEN_EXPIRED_EVENT = "token-expired"
+#: Event names only the daemon sends.
+RESERVED_EVENTS = frozenset({GAP_EVENT, TOKEN_EXPIRED_EVENT})
 
 
 def check_field(name: str, value: str) -> str:
@@ -57,6 +61,11 @@ def encode_id_only(event_id: str) -> bytes:
 
 def encode_retry(milliseconds: int) -> bytes:
     return b"retry: %d\n\n" % milliseconds
+
+
+def encode_token_expired() -> bytes:
+    """Sent at the token's ``exp``; the client gets a fresh token and resumes."""
+    return encode(None, '{"reason":"expired"}', TOKEN_EXPIRED_EVENT)
 
 
 def encode_gap(reason: str, last_id: str | None) -> bytes:

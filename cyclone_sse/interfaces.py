@@ -20,6 +20,9 @@ class ISubscriber(Interface):
     that every transport shares.
     """
 
+    access = Attribute("None, or what decides (``may_read(channel)``) whether a channel "
+                       "one of its patterns reached may be delivered or replayed to it.")
+
     def deliver(events, frame):  # type: ignore[no-untyped-def]
         """Hand over live events of one channel, oldest first; ``frame`` is their SSE
         bytes, joined once for all subscribers.

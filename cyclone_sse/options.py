@@ -119,7 +119,8 @@ class Settings:
     ssl_appopts: str | None = option(None, "kept for compatibility; passed to --ssl-app")
     broker: str = option("http", "where messages come from: http, redis or amqp",
                          short="b", group="broker")
-    http_secret: str = option("", "key required by POST /publish (empty: no key)")
+    http_secret: str = option("", "key required by POST /publish, /stats channel names "
+                              "(empty: no key)")
     redis_host: str = option("127.0.0.1", "Redis host (Redis broker)", group="redis")
     redis_port: int = option(6379, "Redis port", _port)
     redis_db: int = option(0, "Redis database number", _int(0, 15))
@@ -166,6 +167,25 @@ class Settings:
                               "bytes queued for a client that stopped reading", _count)
     max_body: int = option(1024 * 1024, "largest publish body, bytes", _int(1))
     cors_origin: str = option("*", "* or a comma list of allowed origins")
+    policies: str = option("", "channel policies, PATTERN=KIND[+publish] comma separated; "
+                           "KIND: public, token, callback or deny", group="security")
+    default_policy: str = option("public", "policy of channels no rule matches")
+    jwt_secret: str = option("", "HMAC secret of subscriber and publisher tokens (HS256/384/512)")
+    jwt_secret_file: str = option("", "file holding that secret (keeps it out of ps)")
+    jwt_public_key: str = option("", "PEM public key file for RS256 or ES256 tokens")
+    jwt_audience: str = option("", "required 'aud' of tokens (empty: not checked)")
+    jwt_issuer: str = option("", "required 'iss' of tokens (empty: not checked)")
+    auth_cookie: str = option("cyclone_sse_token", "cookie a subscriber token may come in "
+                              "(empty: none)", empty_ok=True)
+    auth_url: str = option("", "the application's auth callback URL (policy 'callback')")
+    auth_timeout: float = option(2.0, "seconds the auth callback may take", _seconds)
+    auth_cache: float = option(5.0, "seconds an auth callback answer is kept when it sets "
+                               "no ttl", _seconds)
+    internal_port: int = option(0, "serve /publish, /stats, /metrics only here (0: on --port)",
+                                _port)
+    internal_listen: str = option("127.0.0.1", "interface of --internal-port")
+    public_publish: bool = option(False, "accept unauthenticated publishes on a "
+                                  "non-loopback address", _bool)
     access_log: bool = option(False, "log every HTTP request (0: only errors)", _bool,
                               group="operating")
     reuse_port: bool = option(False, "listen with SO_REUSEPORT: several daemons share "
@@ -212,6 +232,71 @@ class Settings:
                     raise ValueError(f"--{name}={path}: no such file")
         if self.cors_origin != "*" and any(not o.strip() for o in self.cors_origin.split(",")):
             raise ValueError(f"--cors-origin={self.cors_origin}: empty origin in the list")
+        self._check_security()
+
+    def jwt_key(self) -> str:
+        """The HMAC secret, from the option or its file (ValueError naming the file)."""
+        if self.jwt_secret_file:
+            try:
+                with open(self.jwt_secret_file, encoding="utf-8") as handle:
+                    return handle.read().strip()
+            except OSError as exc:
+                raise ValueError(f"--jwt-secret-file={self.jwt_secret_file}: "
+                                 f"{exc.strerror}") from None
+        return self.jwt_secret
+
+    def public_key(self) -> str:
+        if not self.jwt_public_key:
+            return ""
+        try:
+            with open(self.jwt_public_key, encoding="utf-8") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise ValueError(f"--jwt-public-key={self.jwt_public_key}: {exc.strerror}") from None
+
+    @property
+    def takes_tokens(self) -> bool:
+        return bool(self.jwt_secret or self.jwt_secret_file or self.jwt_public_key)
+
+    def _check_security(self) -> None:
+        from cyclone_sse.auth.policy import CALLBACK, TOKEN, PolicyTable
+        table = PolicyTable.parse(self.policies, self.default_policy)
+        if TOKEN in table.uses and not self.takes_tokens:
+            raise ValueError("--policies: a 'token' policy needs --jwt-secret, "
+                             "--jwt-secret-file or --jwt-public-key")
+        if CALLBACK in table.uses and not self.auth_url:
+            raise ValueError("--policies: a 'callback' policy needs --auth-url")
+        if self.auth_url and not self.auth_url.startswith(("http://", "https://")):
+            raise ValueError("--auth-url: expected an http:// or https:// URL")
+        if not self.jwt_key() and self.jwt_secret_file:
+            raise ValueError(f"--jwt-secret-file={self.jwt_secret_file}: the file is empty")
+        if self.jwt_public_key:
+            from cryptography.hazmat.primitives.serialization import load_pem_public_key
+            try:
+                load_pem_public_key(self.public_key().encode())
+            except ValueError:
+                raise ValueError(f"--jwt-public-key={self.jwt_public_key}: not a PEM "
+                                 "public key") from None
+        if self.http_secret or self.takes_tokens or self.public_publish:
+            return
+        where = [(self.internal_listen, "--internal-listen")] if self.internal_port else \
+            [(self.listen, "--listen")] + ([(self.ssl_listen, "--ssl-listen")]
+                                          if self.use_ssl else [])
+        for address, name in where:
+            if not _is_loopback(address):
+                raise ValueError(
+                    f"{name}={address}: anyone who can reach it could publish; set "
+                    "--http-secret or a token key, or --public-publish=1 to accept that")
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -185,8 +185,11 @@ class ChannelRegistry(Service):
             for subscriber in subs:
                 if subscriber not in seen:
                     seen.add(subscriber)
-                    subscriber.deliver(events, frame)
-                    count += 1
+                    # A pattern reaches only what its subscriber may read by name.
+                    access = subscriber.access
+                    if access is None or access.may_read(channel):
+                        subscriber.deliver(events, frame)
+                        count += 1
         return count
 
     # heartbeats and shutdown -------------------------------------------------------

@@ -104,6 +104,9 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> service.Mult
     else:
         internet.TCPServer(settings.port, app, backlog=LISTEN_BACKLOG,
                            interface=settings.listen).setServiceParent(top)
+    if settings.internal_port:
+        internet.TCPServer(settings.internal_port, app.internal_site(), backlog=LISTEN_BACKLOG,
+                           interface=settings.internal_listen).setServiceParent(top)
     if settings.use_ssl:
         ssl_app = app
         if settings.ssl_app:

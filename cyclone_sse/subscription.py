@@ -35,6 +35,9 @@ class Subscriber:
     replay already handed over.  Subclasses implement ``ISubscriber``.
     """
 
+    #: None, or an ``auth.access.Access``: asked per channel its patterns reach.
+    access: Any = None
+
     def __init__(self) -> None:
         self.live = False
         self.held: list[Event] = []
@@ -109,6 +112,9 @@ class Subscriptions:
     def _replayed(self, replay: Replay, subscriber: ISubscriber, last_id: str | None) -> None:
         if not self.registry.is_attached(subscriber):
             return  # the client left while the history answered
+        access = subscriber.access
+        if access is not None:  # a pattern never replays more than names would
+            replay.events = [e for e in replay.events if access.may_read(e.channel)]
         if last_id:
             counters = self.registry.counters
             counters.replays += 1

@@ -22,7 +22,8 @@ def test_defaults_match_the_original():
 
 
 def test_short_options_and_original_quirks():
-    o = parse("-p", "9000", "-l", "0.0.0.0", "--use-ssl=0", "--app=", "--export-port=")
+    o = parse("-p", "9000", "-l", "0.0.0.0", "--use-ssl=0", "--app=", "--export-port=",
+              "--http-secret=k")
     assert (o["port"], o["listen"], o["use-ssl"], o["app"], o["export-port"]) == (
         9000, "0.0.0.0", False, None, 2003)
 

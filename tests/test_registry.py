@@ -8,6 +8,8 @@ from cyclone_sse.registry import ChannelRegistry
 
 @implementer(ISubscriber)
 class Recorder:
+    access = None
+
     def __init__(self):
         self.frames = []
         self.beats = 0

@@ -30,11 +30,12 @@ _COUNTERS = {
 class StatsCollector:
     """A prometheus_client collector over ``App.stats()``."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, with_channels: bool = True) -> None:
         self.app = app
+        self.with_channels = with_channels
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.app.stats()
+        stats = self.app.stats(self.with_channels)
         for key, (name, help_text) in _COUNTERS.items():
             yield CounterMetricFamily(f"cyclone_sse_{name}", help_text, value=stats[key])
         yield GaugeMetricFamily("cyclone_sse_connections", "Open subscriber connections.",
@@ -54,7 +55,7 @@ class StatsCollector:
         yield channels
 
 
-def render(app: Any) -> bytes:
+def render(app: Any, with_channels: bool = True) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StatsCollector(app))  # type: ignore[arg-type]
+    registry.register(StatsCollector(app, with_channels))  # type: ignore[arg-type]
     return generate_latest(registry)

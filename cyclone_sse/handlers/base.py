@@ -4,6 +4,8 @@ against (so they never import ``cyclone_sse.app``)."""
 
 from __future__ import annotations
 
+import hmac
+import re
 from http.client import responses
 from typing import Any, Protocol
 
@@ -12,7 +14,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cyclone_sse import __version__
-from cyclone_sse.errors import BadRequest, CycloneSSEError
+from cyclone_sse.auth.access import Gate
+from cyclone_sse.errors import BadRequest, CycloneSSEError, Forbidden, InvalidToken, Unauthorized
 from cyclone_sse.event import dumps
 from cyclone_sse.interfaces import IBroker, IHistory
 from cyclone_sse.options import Settings
@@ -21,6 +24,9 @@ from cyclone_sse.static import StaticFile
 from cyclone_sse.subscription import Subscriptions
 
 log = Logger()
+
+#: Query arguments whose values never reach a log line.
+_SECRET_ARGUMENT = re.compile(r"(?i)([?&](?:token|key|access_token|jwt)=)[^&]*")
 
 
 class Application(Protocol):
@@ -33,10 +39,12 @@ class Application(Protocol):
     broker: IBroker
     subscriptions: Subscriptions
     static_files: dict[str, StaticFile]
+    gate: Gate
+    internal: bool
 
     def allowed_origin(self, origin: str | None) -> str | None: ...
 
-    def stats(self) -> dict[str, object]: ...
+    def stats(self, with_channels: bool = True) -> dict[str, object]: ...
 
 
 class BaseHandler(cyclone.web.RequestHandler):
@@ -80,11 +88,19 @@ class BaseHandler(cyclone.web.RequestHandler):
             log.failure("error on an open stream", Failure(error))
             self.request.connection.transport.loseConnection()
             return
+        challenge = None
         if isinstance(error, CycloneSSEError):
             status, message = error.status, str(error)
             body: dict[str, object] = {"error": message, "status": status}
             if isinstance(error, BadRequest) and error.field:
                 body["field"] = error.field
+            if isinstance(error, Forbidden) and error.channel:
+                body["channel"] = error.channel
+            if isinstance(error, InvalidToken):  # RFC 6750, section 3
+                challenge = (f'Bearer error="invalid_token", '
+                             f'error_description="{error.description}"')
+            elif isinstance(error, Unauthorized):
+                challenge = 'Bearer realm="cyclone-sse"'
         elif isinstance(error, cyclone.web.HTTPError):
             status = error.status_code
             message = error.log_message or self._reason_for(status)
@@ -99,7 +115,33 @@ class BaseHandler(cyclone.web.RequestHandler):
                      status=status, message=message)
         self.clear()
         self.set_default_headers()
+        if challenge:
+            self.set_header("WWW-Authenticate", challenge)
         self.write_json(body, status)
+
+    def _request_summary(self) -> str:
+        # cyclone's summary has the whole URI: tokens and keys in it are blanked.
+        return _SECRET_ARGUMENT.sub(r"\1***", super()._request_summary())
+
+    def key_matches(self, given: str | None = None) -> bool:
+        """``given`` (or the ``Authorization: Bearer`` value) is the publish key,
+        compared in constant time; False when no key is configured."""
+        secret = self.application.settings_obj.http_secret
+        given = given or self.bearer()
+        return bool(secret and given and
+                    hmac.compare_digest(given.encode(), secret.encode()))
+
+    def channels_visible(self) -> bool:
+        """Channel names in statistics: on the internal listener, with the publish key,
+        or when nothing here is private."""
+        app = self.application
+        return app.internal or self.key_matches() or (
+            not app.settings_obj.http_secret and not app.gate.restricted)
+
+    def bearer(self) -> str | None:
+        """The ``Authorization: Bearer`` value, if any."""
+        auth = self.request.headers.get("Authorization", "")
+        return auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
 
     @staticmethod
     def _reason_for(status: int) -> str:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 
 from twisted.internet import defer
 
 from cyclone_sse.channels import check_channel
-from cyclone_sse.errors import BadRequest, InvalidEvent, Unauthorized
-from cyclone_sse.event import GAP_EVENT, check_field
+from cyclone_sse.errors import BadRequest, Forbidden, InvalidEvent, Unauthorized
+from cyclone_sse.event import RESERVED_EVENTS, check_field
 from cyclone_sse.handlers.base import BaseHandler
 
 #: Longest ``id`` a publisher may attach (it is kept for de-duplication).
@@ -25,15 +24,24 @@ class PublishHandler(BaseHandler):
     "key": ...}``; non-string ``data`` is sent as its JSON text.
     """
 
-    def check_key(self, given: str | None) -> None:
-        secret = self.application.settings_obj.http_secret
-        if not secret:
+    def authenticate(self, given: str | None, channels: list[str]) -> None:
+        """The publish key (``key`` field or ``Authorization: Bearer``), or a publisher
+        token whose ``publish`` claim covers every channel.  With neither configured,
+        anyone who reaches this listener may publish (the 2013 default; the daemon
+        refuses to start that way on a non-loopback address)."""
+        verifier = self.application.gate.verifier
+        if not self.application.settings_obj.http_secret and verifier is None:
             return
-        auth = self.request.headers.get("Authorization", "")
-        if not given and auth.startswith("Bearer "):
-            given = auth[len("Bearer "):].strip()
-        if not given or not hmac.compare_digest(given.encode(), secret.encode()):
-            raise Unauthorized("missing or wrong publish key")
+        if self.key_matches(given):
+            return
+        token = self.bearer()
+        if verifier is not None and token and token.count(".") == 2:
+            claims = verifier.verify(token)
+            for channel in channels:
+                if not claims.publish.covers(channel):
+                    raise Forbidden(f"the token may not publish to {channel}", channel)
+            return
+        raise Unauthorized("missing or wrong publish key")
 
     def parse(self) -> tuple[list[str], str, str | None, str | None, str | None]:
         """(channels, data, event name, publisher id, key) from either body format."""
@@ -76,15 +84,15 @@ class PublishHandler(BaseHandler):
 
     def post(self) -> defer.Deferred[object]:
         channels, data, name, publisher_id, key = self.parse()
-        self.check_key(key)
+        self.authenticate(key, channels)
         if not channels:
             raise BadRequest("missing field 'channel'", field="channel")
         for channel in channels:
             check_channel(channel)
         if name is not None:
             check_field("event", name)
-            if name == GAP_EVENT:
-                raise InvalidEvent(f"event name {GAP_EVENT!r} is reserved", field="event")
+            if name in RESERVED_EVENTS:
+                raise InvalidEvent(f"event name {name!r} is reserved", field="event")
         if publisher_id is not None:
             check_field("id", publisher_id)
             if len(publisher_id) > MAX_PUBLISHER_ID:

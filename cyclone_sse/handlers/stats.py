@@ -11,7 +11,7 @@ class StatsHandler(BaseHandler):
     """``GET /stats``: counters and per-channel subscriber counts as JSON."""
 
     def get(self) -> None:
-        self.write_json(self.application.stats())
+        self.write_json(self.application.stats(self.channels_visible()))
 
 
 class ChannelStatsHandler(BaseHandler):
@@ -19,7 +19,8 @@ class ChannelStatsHandler(BaseHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(dumps([list(pair) for pair in self.application.registry.subscriber_counts()]))
+        counts = self.application.registry.subscriber_counts() if self.channels_visible() else []
+        self.finish(dumps([list(pair) for pair in counts]))
 
 
 class MetricsHandler(BaseHandler):
@@ -27,4 +28,4 @@ class MetricsHandler(BaseHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", prometheus.CONTENT_TYPE)
-        self.finish(prometheus.render(self.application))
+        self.finish(prometheus.render(self.application, self.channels_visible()))

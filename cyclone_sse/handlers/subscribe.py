@@ -1,6 +1,7 @@
-"""``GET /?channels=…``: parse, authorize, build the transport's subscriber, and hand it
-to the subscription protocol.  Subclass it (with ``--app``) to change who may subscribe
-(``authorize``) or how a request's channels are chosen (``get_channels``)."""
+"""``GET /?channels=…``: parse, pass the gate (policies, token, auth callback), ask the
+``authorize`` hook, build the transport's subscriber, and hand it to the subscription
+protocol.  Subclass it (with ``--app``) to change who may subscribe (``authorize``) or
+how a request's channels are chosen (``get_channels``)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,25 @@ from typing import Any
 
 import cyclone.web
 from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from cyclone_sse.channels import split_channels
-from cyclone_sse.event import encode_retry
+from cyclone_sse.auth.access import Access, Credentials
+from cyclone_sse.channels import is_pattern, split_channels
+from cyclone_sse.errors import Forbidden
+from cyclone_sse.event import encode_retry, encode_token_expired
 from cyclone_sse.handlers.base import BaseHandler
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.transports import PollSubscriber, StreamSubscriber
+
+log = Logger()
 
 
 class SubscribeHandler(BaseHandler):
     """``GET /?channels=a&channels=b``: an SSE stream, or a long-poll answer."""
 
     subscriber: ISubscriber | None = None
+    _expiry: Any = None  # the timer that ends a stream when its token expires
 
     # hooks ---------------------------------------------------------------------------
 
@@ -31,8 +39,35 @@ class SubscribeHandler(BaseHandler):
     def authorize(self, channels: list[str]) -> object:
         """Raise ``Forbidden`` (or return a Deferred failing with it) to refuse.
 
-        The default lets everybody subscribe to everything."""
+        Called with the concrete channels the request names (after the policies, token
+        and callback allowed them), and — synchronously, through ``can_read`` — with
+        ``[channel]`` for every channel a pattern of the request reaches, live and in
+        replay.  So a hook written for names also guards patterns.  The default lets
+        everybody subscribe to everything the gate allows."""
         return None
+
+    def can_read(self, channel: str) -> bool:
+        """May a pattern of this request deliver ``channel``?  ``authorize([channel])``
+        must not refuse synchronously; a Deferred it returns must already have fired
+        with success (the fan-out cannot wait), else the channel is refused."""
+        try:
+            result = self.authorize([channel])
+        except Forbidden:
+            return False
+        if isinstance(result, defer.Deferred):
+            outcome: list[object] = []
+            result.addBoth(outcome.append)
+            return bool(outcome) and not isinstance(outcome[0], Failure)
+        return True
+
+    def credentials(self) -> Credentials:
+        """A token from ``?token=``, ``Authorization: Bearer`` or the ``--auth-cookie``
+        cookie, and what the auth callback is forwarded."""
+        cookie_name = self.application.settings_obj.auth_cookie
+        cookie = self.get_cookie(cookie_name) if cookie_name else None
+        token = self.get_argument("token", None) or self.bearer() or cookie or None
+        return Credentials(token, self.request.headers.get("Cookie"),
+                           self.request.headers.get("Authorization"), self.request.remote_ip)
 
     def get_last_event_id(self) -> str | None:
         """The header EventSource sends on reconnect, or ``?lastEventId=`` for
@@ -50,19 +85,39 @@ class SubscribeHandler(BaseHandler):
     @cyclone.web.asynchronous
     def get(self) -> defer.Deferred[object]:
         channels = self.get_channels()
-        d = defer.maybeDeferred(self.authorize, channels)
-        d.addCallback(lambda _: self.subscribe(channels))
+        hook = None if type(self).authorize is SubscribeHandler.authorize else self.can_read
+        d: defer.Deferred[Any] = self.application.gate.check(self.credentials(), channels,
+                                                             hook)
+        d.addCallback(self._authorized, channels)
         return d
 
-    def subscribe(self, channels: list[str]) -> defer.Deferred[None]:
+    def _authorized(self, access: Access, channels: list[str]) -> defer.Deferred[Any]:
+        names = [c for c in channels if not is_pattern(c)]
+        d: defer.Deferred[Any] = defer.maybeDeferred(self.authorize, names)
+        d.addCallback(lambda _: self.subscribe(channels, access))
+        return d
+
+    def subscribe(self, channels: list[str], access: Access | None = None) -> \
+            defer.Deferred[None]:
         app = self.application
+        settings = app.settings_obj
         last_id = self.get_last_event_id()
+        left = None  # seconds until the token expires
+        if access is not None and access.expires is not None:
+            left = max(0.0, access.expires - app.clock.seconds())
         if self.wants_poll():
-            settings = app.settings_obj
-            sub: ISubscriber = PollSubscriber(app.clock, self._answer_poll,
-                                              settings.poll_timeout, settings.retry, last_id)
+            timeout = settings.poll_timeout if left is None else min(settings.poll_timeout,
+                                                                     left)
+            sub: ISubscriber = PollSubscriber(app.clock, self._answer_poll, timeout,
+                                              settings.retry, last_id)
         else:
-            sub = self._open_stream()
+            stream = self._open_stream()
+            if left is not None:
+                self._expiry = app.clock.callLater(left, stream.end, encode_token_expired())
+            sub = stream
+        # Names were checked; what patterns reach is checked per channel.
+        if access is not None and any(is_pattern(c) for c in channels):
+            sub.access = access  # type: ignore[attr-defined]
         self.subscriber = sub
         return app.subscriptions.open(sub, channels, last_id)
 
@@ -90,6 +145,8 @@ class SubscribeHandler(BaseHandler):
 
     def _leave(self) -> None:
         sub, self.subscriber = self.subscriber, None
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
         if sub is not None:
             self.application.subscriptions.close(sub)
 

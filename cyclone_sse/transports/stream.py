@@ -114,6 +114,12 @@ class StreamSubscriber(Subscriber):
     def disconnected(self) -> None:
         self.closed = True
 
+    def end(self, frame: bytes) -> None:
+        """Write a last event (e.g. ``token-expired``), then close."""
+        if not self.closed:
+            self.write(frame)
+            self.close()
+
     def _overflow(self) -> None:
         if not self.closed:
             self.closed = True

@@ -1,0 +1,120 @@
+"""The auth callback (``--auth-url``): the daemon asks the web application whether a
+new subscriber may read channels whose policy is ``callback``.
+
+Request: ``POST <auth-url>`` with ``{"channels": [...], "address": "...", "sub": ...}``
+and the subscriber's ``Cookie`` and ``Authorization`` headers forwarded.  Answer:
+``200 {"allow": [names or patterns], "ttl": seconds}`` (``403`` means none).  Anything
+else — a timeout, another status, a body that is not that JSON, a refused connection —
+fails closed.  Answers are cached per (cookie, authorization, address, channels) for
+``ttl`` seconds (``--auth-cache`` when the application does not say, at most 300).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from io import BytesIO
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+from cyclone_sse.auth.tokens import ChannelList
+from cyclone_sse.errors import AuthUnavailable
+
+log = Logger()
+
+#: Longest time an answer is cached, whatever the application says.
+MAX_CACHE_SECONDS = 300.0
+#: Answers kept at once (the oldest go first).
+CACHE_SIZE = 10000
+#: Largest answer body read from the application.
+MAX_ANSWER = 64 * 1024
+
+
+class AuthCallback:
+    """Asks ``url``; never blocks the reactor, fails closed, logs each outage once."""
+
+    def __init__(self, reactor: Any, url: str, timeout: float, cache_seconds: float) -> None:
+        self.reactor = reactor
+        self.url = url.encode()
+        self.timeout = timeout
+        self.cache_seconds = cache_seconds
+        self.agent = Agent(reactor, connectTimeout=timeout,
+                           pool=HTTPConnectionPool(reactor, persistent=True))
+        self._cache: OrderedDict[tuple[Any, ...], tuple[float, ChannelList]] = OrderedDict()
+        self.failing = False
+        self.asked = 0
+        self.failures = 0
+
+    def ask(self, channels: list[str], cookie: str | None, authorization: str | None,
+            address: str, sub: str | None) -> defer.Deferred[ChannelList]:
+        key = (cookie, authorization, address, sub, tuple(channels))
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > self.reactor.seconds():
+            return defer.succeed(cached[1])
+        self.asked += 1
+        headers = Headers({b"Content-Type": [b"application/json"],
+                           b"User-Agent": [b"cyclone-sse auth callback"]})
+        for name, value in ((b"Cookie", cookie), (b"Authorization", authorization)):
+            if value:
+                headers.addRawHeader(name, value.encode("latin-1", "replace"))
+        body = json.dumps({"channels": channels, "address": address, "sub": sub}).encode()
+        d: defer.Deferred[Any] = self.agent.request(b"POST", self.url, headers,
+                                                    FileBodyProducer(BytesIO(body)))
+        d.addCallback(self._read)
+        d.addTimeout(self.timeout, self.reactor)
+        d.addCallbacks(self._answered, self._failed, callbackArgs=(key,))
+        return d
+
+    @defer.inlineCallbacks
+    def _read(self, response: Any) -> Any:
+        body = yield readBody(response)
+        return response.code, body
+
+    def _answered(self, answer: tuple[int, bytes], key: tuple[Any, ...]) -> ChannelList:
+        status, body = answer
+        if status == 403:
+            allowed, ttl = ChannelList([]), self.cache_seconds
+        elif status != 200:
+            raise self._unavailable(f"the application answered {status}")
+        else:
+            allowed, ttl = self._parse(body)
+        if self.failing:
+            self.failing = False
+            log.info("auth callback {url} answers again", url=self.url.decode())
+        if ttl > 0:
+            self._cache[key] = (self.reactor.seconds() + min(ttl, MAX_CACHE_SECONDS), allowed)
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return allowed
+
+    def _parse(self, body: bytes) -> tuple[ChannelList, float]:
+        try:
+            if len(body) > MAX_ANSWER:
+                raise ValueError("answer too large")
+            answer = json.loads(body)
+            allow = answer["allow"]
+            ttl = float(answer.get("ttl", self.cache_seconds))
+            if not isinstance(allow, list) or not all(isinstance(c, str) for c in allow):
+                raise ValueError("'allow' is not a list of channel names")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._unavailable(f"unreadable answer ({exc.__class__.__name__})") from None
+        return ChannelList(allow), ttl
+
+    def _failed(self, failure: Any) -> Any:
+        if failure.check(AuthUnavailable):
+            return failure
+        if failure.check(defer.TimeoutError, defer.CancelledError):
+            raise self._unavailable(f"no answer within {self.timeout:g} s")
+        raise self._unavailable(failure.getErrorMessage()[:200])
+
+    def _unavailable(self, why: str) -> AuthUnavailable:
+        self.failures += 1
+        if not self.failing:
+            self.failing = True
+            log.warn("auth callback {url} failed: {why}; refusing its channels until it "
+                     "answers", url=self.url.decode(), why=why)
+        return AuthUnavailable(f"the auth callback could not decide: {why}")
