@@ -63,9 +63,11 @@ def encode_retry(milliseconds: int) -> bytes:
     return b"retry: %d\n\n" % milliseconds
 
 
-def encode_token_expired() -> bytes:
-    """Sent at the token's ``exp``; the client gets a fresh token and resumes."""
-    return encode(None, '{"reason":"expired"}', TOKEN_EXPIRED_EVENT)
+def encode_token_expired(resume_id: str | None) -> bytes:
+    """Sent at the token's ``exp``; the client gets a fresh token and resumes from
+    ``resume_id`` (the event's own id, so ``e.lastEventId`` has it too)."""
+    return encode(resume_id, json.dumps({"reason": "expired", "lastEventId": resume_id}),
+                  TOKEN_EXPIRED_EVENT)
 
 
 def encode_gap(reason: str, last_id: str | None) -> bytes:

@@ -29,6 +29,8 @@ from cyclone_sse import registry as registry_mod
 from cyclone_sse import transports as transports_mod
 
 HISTORY_NAMES = ("memory", "redis")
+#: Shortest HMAC secret accepted for tokens: as long as SHA-256's output.
+MIN_JWT_SECRET = 32
 EXPORT_NAMES = ("graphite",)
 
 
@@ -268,7 +270,11 @@ class Settings:
             raise ValueError("--policies: a 'callback' policy needs --auth-url")
         if self.auth_url and not self.auth_url.startswith(("http://", "https://")):
             raise ValueError("--auth-url: expected an http:// or https:// URL")
-        if not self.jwt_key() and self.jwt_secret_file:
+        key = self.jwt_key()
+        if key and len(key.encode()) < MIN_JWT_SECRET:
+            name = "--jwt-secret-file" if self.jwt_secret_file else "--jwt-secret"
+            raise ValueError(f"{name}: use at least {MIN_JWT_SECRET} bytes (RFC 7518, 3.2)")
+        if not key and self.jwt_secret_file:
             raise ValueError(f"--jwt-secret-file={self.jwt_secret_file}: the file is empty")
         if self.jwt_public_key:
             from cryptography.hazmat.primitives.serialization import load_pem_public_key

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cyclone_sse.event import Event
+from cyclone_sse.event import Event, EventId
 from cyclone_sse.history.base import DEFAULT_REPLAY_LIMIT, GAP_UNAVAILABLE, Replay
 from cyclone_sse.interfaces import IBroker, IHistory, ISubscriber
 from cyclone_sse.registry import ChannelRegistry
@@ -43,6 +43,7 @@ class Subscriber:
         self.held: list[Event] = []
         self.last_seq = 0  # newest event handed to the client: later ones only
         self.epoch = ""    # the history epoch last_seq belongs to
+        self.head_seq = 0  # the store's newest seq when the replay was read
 
     def unseen(self, events: list[Event]) -> list[Event] | None:
         """The events not handed over yet, or None when that is all of them (the usual
@@ -73,7 +74,15 @@ class Subscriber:
         # queued for fan-out (this reactor turn) and not in the replay is still to come.
         self.last_seq = events[-1].seq if events else 0
         self.epoch = replay.head.epoch if replay.head is not None else ""
+        self.head_seq = replay.head.seq if replay.head is not None else 0
         return events
+
+    def resume_id(self) -> str | None:
+        """Where this client resumes from: after everything it was handed, and after
+        everything the store held when it went live (None before that)."""
+        if not self.live or not self.epoch:
+            return None
+        return str(EventId(self.epoch, max(self.last_seq, self.head_seq)))
 
 
 class Subscriptions:

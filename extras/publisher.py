@@ -11,8 +11,15 @@ Straight into Redis (``--broker=redis``), durable and without HTTP::
     redis = RedisPublisher(host="127.0.0.1", port=6379)
     event_id = redis.send_event("base", "[1, 2, 3]", event="update")
 
+Tokens for private channels (``--jwt-secret``) — give one to the page of a logged-in
+user; or publish with a token whose ``publish`` claim names the channels::
+
+    from publisher import make_token
+    token = make_token("jwt-secret", sub=str(user.id), channels=["news.*"], ttl=3600)
+
 From the shell::
 
+    python extras/publisher.py token 42 --secret jwt-secret --channels 'news.*,notify#42'
     python extras/publisher.py http  base '[1, 2, 3]' --event update --key s3cret
     python extras/publisher.py redis base '[1, 2, 3]'        # durable, through the history
     python extras/publisher.py raw   base '[1, 2, 3]'        # plain PUBLISH, like redis-cli
@@ -25,9 +32,13 @@ Lua script shipped in ``cyclone_sse.history.redis_scripts``, ``amqp`` mode uses 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -49,21 +60,57 @@ def _as_text(data: Any) -> str | bytes:
     return json.dumps(data, separators=(",", ":"))
 
 
+_HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def make_token(key: str, sub: str | None = None, channels: list[str] | None = None,
+               publish: list[str] | None = None, ttl: float = 3600,
+               algorithm: str = "HS256", audience: str | None = None,
+               issuer: str | None = None) -> str:
+    """A token for cyclone-sse: ``sub`` (the user; it alone reads ``name#<sub>``
+    channels), ``channels`` it may read and ``publish`` channels it may publish to
+    (names or ``*`` patterns), valid for ``ttl`` seconds.
+
+    HS256/384/512 need only the standard library (``key`` is ``--jwt-secret``);
+    RS256/ES256 sign with your PEM private ``key`` through PyJWT."""
+    now = int(time.time())
+    payload: dict[str, Any] = {"iat": now, "exp": now + int(ttl)}
+    for name, value in (("sub", sub), ("channels", channels), ("publish", publish),
+                        ("aud", audience), ("iss", issuer)):
+        if value is not None:
+            payload[name] = value
+    if algorithm not in _HMAC:
+        import jwt  # PyJWT, for the public-key algorithms
+        return jwt.encode(payload, key, algorithm=algorithm)
+    signing_input = ".".join(_b64(json.dumps(part, separators=(",", ":")).encode())
+                             for part in ({"alg": algorithm, "typ": "JWT"}, payload))
+    signature = hmac.new(key.encode(), signing_input.encode(), _HMAC[algorithm]).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
 def send_event(channel: str | list[str], data: Any, event: str | None = None,
                id: str | None = None, url: str = DEFAULT_URL, key: str | None = None,
-               timeout: float = 5.0) -> dict[str, Any]:
+               timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
     """POST one message to ``url``/publish; returns the daemon's answer (ids, counts).
 
     ``data`` that is not a string is sent as JSON text.  ``id`` is your own message id:
-    retrying with the same id never delivers twice."""
+    retrying with the same id never delivers twice.  ``key`` is the daemon's
+    ``--http-secret``; ``token`` a publisher token (``make_token(..., publish=[...])``)."""
     body: dict[str, Any] = {"data": _as_text(data)}
     body["channels" if isinstance(channel, list) else "channel"] = channel
-    for name, value in (("event", event), ("id", id), ("key", key)):
+    for name, value in (("event", event), ("id", id)):
         if value is not None:
             body[name] = value
+    headers = {"Content-Type": "application/json"}
+    if key or token:
+        headers["Authorization"] = f"Bearer {key or token}"
     request = urllib.request.Request(
         url.rstrip("/") + "/publish", data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json"})
+        headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
@@ -177,8 +224,39 @@ def _event_id(reply: list[Any]) -> str:
     return str(EventId(reply[0].decode(), int(reply[1])))
 
 
+def token_main(argv: list[str]) -> int:
+    """``publisher.py token SUB --secret KEY [--channels a,b] [--publish c] [--ttl N]``"""
+    parser = argparse.ArgumentParser(prog="publisher.py token",
+                                     description="Mint a cyclone-sse token (for testing).")
+    parser.add_argument("sub", help="the user the token is for ('' for none)")
+    parser.add_argument("--secret", required=True,
+                        help="--jwt-secret, or a PEM private key file with --algorithm RS256")
+    parser.add_argument("--channels", default="", help="channels it may read, comma list")
+    parser.add_argument("--publish", default="", help="channels it may publish to")
+    parser.add_argument("--ttl", type=float, default=3600, help="seconds it is valid")
+    parser.add_argument("--algorithm", default="HS256")
+    parser.add_argument("--audience")
+    parser.add_argument("--issuer")
+    args = parser.parse_args(argv)
+    key = args.secret
+    if args.algorithm not in _HMAC:
+        with open(key, encoding="utf-8") as handle:
+            key = handle.read()
+
+    def listed(text: str) -> list[str] | None:
+        return [c.strip() for c in text.split(",") if c.strip()] or None
+
+    print(make_token(key, args.sub or None, listed(args.channels), listed(args.publish),
+                     args.ttl, args.algorithm, args.audience, args.issuer))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Publish one message to cyclone-sse.")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        return token_main(argv[1:])
+    parser = argparse.ArgumentParser(description="Publish one message to cyclone-sse "
+                                     "(or: publisher.py token SUB --secret KEY ...).")
     parser.add_argument("mode", choices=["http", "redis", "raw", "amqp"])
     parser.add_argument("channel")
     parser.add_argument("data")
@@ -186,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--id")
     parser.add_argument("--url", default=DEFAULT_URL, help="daemon URL (http mode)")
     parser.add_argument("--key", help="the daemon's --http-secret (http mode)")
+    parser.add_argument("--token", help="a publisher token (http mode)")
     parser.add_argument("--host", default="127.0.0.1", help="Redis or AMQP host")
     parser.add_argument("--port", type=int, help="Redis (6379) or AMQP (5672) port")
     parser.add_argument("--prefix", default="cyclone-sse", help="the daemon's --redis-prefix")
@@ -197,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.mode == "http":
             print(json.dumps(send_event(args.channel, args.data, args.event, args.id,
-                                        args.url, args.key)))
+                                        args.url, args.key, token=args.token)))
         elif args.mode in ("redis", "raw"):
             redis = RedisPublisher(args.host, args.port or 6379, prefix=args.prefix)
             if args.mode == "redis":

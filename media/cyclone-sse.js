@@ -9,6 +9,12 @@
  *   stream.on("history-gap", (e) => ...);    // replay could not be complete
  *   stream.close();
  *
+ * Private channels: {token: "..."} sends a subscriber token (?token=); make it a
+ * function returning a token (or a Promise of one) and the client asks it again when
+ * the daemon ends the stream at the token's expiry ("token-expired") or refuses a
+ * reconnect, then resumes from the last event id: nothing is lost or repeated.
+ * {withCredentials: true} sends cookies (a token cookie) to a daemon on another origin.
+ *
  * Uses the browser's EventSource when there is one (it reconnects and resumes by
  * itself), and otherwise long-polls the daemon (?transport=poll), sending the last
  * event id with every poll so nothing published between two polls is missed.
@@ -30,22 +36,47 @@
   }
 
   function Stream(url, options) {
+    var self = this;
     this.url = url;
     this.channels = options.channels || [];
     this.handlers = {};
     this.lastEventId = options.lastEventId || "";
     this.closed = false;
     this.transport = null;
+    this.tokenSource = options.token;
+    this.withCredentials = !!options.withCredentials;
+    this.retry = options.retry || 3000;
     if (options.onmessage) { this.on("message", options.onmessage); }
     if (options.onopen) { this.on("open", options.onopen); }
     if (options.onerror) { this.on("error", options.onerror); }
     var wanted = options.transport || "auto";
-    if (wanted !== "poll" && typeof global.EventSource === "function") {
-      this._eventSource();
-    } else {
-      this._poll(options.retry || 3000);
-    }
+    this._freshToken(function () {
+      if (wanted !== "poll" && typeof global.EventSource === "function") {
+        self._eventSource();
+      } else {
+        self._poll(self.retry);
+      }
+    });
   }
+
+  // Ask the page for a token (a string, or a function returning one or a Promise).
+  Stream.prototype._freshToken = function (then) {
+    var self = this;
+    var source = this.tokenSource;
+    if (typeof source !== "function") {  // a fixed token (or none): no waiting
+      this.token = source || "";
+      then();
+      return;
+    }
+    Promise.resolve(source()).then(function (token) {
+      self.token = token || "";
+      if (!self.closed) { then(); }
+    }, function () {
+      self._emit("error", {type: "error", reason: "token"});
+      if (!self.closed) { self._timer = global.setTimeout(function () {
+        self._freshToken(then); }, self.retry); }
+    });
+  };
 
   Stream.prototype.on = function (name, handler) {
     (this.handlers[name] = this.handlers[name] || []).push(handler);
@@ -70,10 +101,27 @@
   Stream.prototype._eventSource = function () {
     var self = this;
     this.transport = "eventsource";
-    this.source = new global.EventSource(buildUrl(this.url, this.channels,
-                                                  {lastEventId: this.lastEventId}));
-    this.source.onopen = function () { self._emit("open", {type: "open"}); };
-    this.source.onerror = function () { self._emit("error", {type: "error"}); };
+    var source = new global.EventSource(
+      buildUrl(this.url, this.channels, {lastEventId: this.lastEventId, token: this.token}),
+      {withCredentials: this.withCredentials});
+    this.source = source;
+    source.onopen = function () { self._emit("open", {type: "open"}); };
+    source.onerror = function () {
+      self._emit("error", {type: "error"});
+      // A refused reconnect (401 once the token expired) closes an EventSource for
+      // good: with a token function, get a new token and open a new one.
+      if (source.readyState === 2 && typeof self.tokenSource === "function") {
+        self._reopen(self.retry);
+      }
+    };
+    // The daemon ends the stream at the token's expiry; the event's id is the
+    // position to resume from.
+    source.addEventListener("token-expired", function (e) {
+      self.lastEventId = e.lastEventId || self.lastEventId;
+      self._emit("token-expired", {type: "token-expired", data: e.data,
+                                   lastEventId: self.lastEventId});
+      self._reopen(0);
+    });
     this.source.onmessage = function (e) {
       self.lastEventId = e.lastEventId || self.lastEventId;
       self._emit("message", {type: "message", data: e.data, lastEventId: self.lastEventId});
@@ -83,19 +131,37 @@
     });
   };
 
+  Stream.prototype._reopen = function (delay) {
+    var self = this;
+    if (this.source) { this.source.close(); this.source = null; }
+    if (this.closed) { return; }
+    this._timer = global.setTimeout(function () {
+      self._freshToken(function () { self._eventSource(); });
+    }, delay);
+  };
+
   Stream.prototype._poll = function (retry) {
     var self = this;
     this.transport = "poll";
     var opened = false;
+    var refused = 0;
     function again(delay) {
       if (!self.closed) { self._timer = global.setTimeout(poll, delay); }
     }
     function poll() {
       var request = new global.XMLHttpRequest();
       self._request = request;
-      request.open("GET", buildUrl(self.url, self.channels,
-                                   {transport: "poll", lastEventId: self.lastEventId}));
+      request.open("GET", buildUrl(self.url, self.channels, {
+        transport: "poll", lastEventId: self.lastEventId, token: self.token}));
+      request.withCredentials = self.withCredentials;
       request.onload = function () {
+        if (request.status === 401 && typeof self.tokenSource === "function") {
+          self._emit("error", {type: "error", status: 401});
+          refused += 1;  // the first refusal is the token expiring: ask again at once
+          self._freshToken(function () { again(refused > 1 ? retry : 0); });
+          return;
+        }
+        refused = 0;
         if (request.status !== 200) {
           self._emit("error", {type: "error", status: request.status});
           again(retry);

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from cyclone_sse.channels import check_subscription, compile_pattern
+from cyclone_sse.errors import InvalidChannel
 
 PUBLIC = "public"
 TOKEN = "token"
@@ -71,7 +72,10 @@ class PolicyTable:
             if not eq or kind not in KINDS or (plus and modifier != "publish"):
                 raise ValueError(f"--policies: cannot read {item!r}: write PATTERN=KIND or "
                                  f"PATTERN=KIND+publish, KIND one of {', '.join(KINDS)}")
-            check_subscription(pattern, "policies")
+            try:
+                check_subscription(pattern, "policies")
+            except InvalidChannel as exc:
+                raise ValueError(f"--policies: {item!r}: {exc}") from None
             rules.append(Rule(pattern, compile_pattern(pattern), kind, bool(plus)))
         kind, plus, modifier = default.partition("+")
         if kind not in KINDS or (plus and modifier != "publish"):

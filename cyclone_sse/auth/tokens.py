@@ -1,6 +1,7 @@
-"""Signed tokens (JWT, verified with PyJWT): HS256/384/512 with a shared secret, RS256 and
-ES256 with a public key.  ``alg: none`` and an algorithm the key was not configured for
-are refused, so a public key can never be used as an HMAC secret.
+"""Signed tokens (JWT, verified with PyJWT): HS256 (HS384, HS512 with a secret long enough
+for them) with a shared secret, RS256 and ES256 with a public key. ``alg: none`` and an
+algorithm the key was not configured for are refused, so a public key can never be used
+as an HMAC secret.
 
 Claims read: ``sub`` (the user), ``exp`` (required), ``nbf``, ``aud``/``iss`` when
 configured, ``channels`` (names or patterns the token may read) and ``publish`` (names
@@ -16,7 +17,9 @@ import jwt
 from cyclone_sse.channels import compile_pattern, is_pattern
 from cyclone_sse.errors import InvalidToken
 
-HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+#: HMAC algorithms and the shortest secret each is accepted with (RFC 7518, 3.2: at
+#: least the hash's size), so a short secret never verifies a longer hash.
+HMAC_ALGORITHMS = {"HS256": 32, "HS384": 48, "HS512": 64}
 KEY_ALGORITHMS = ("RS256", "ES256")
 
 
@@ -58,7 +61,8 @@ class TokenVerifier:
                  audience: str | None = None, issuer: str | None = None) -> None:
         self.keys: dict[str, str] = {}
         if secret:
-            self.keys.update(dict.fromkeys(HMAC_ALGORITHMS, secret))
+            self.keys.update({alg: secret for alg, shortest in HMAC_ALGORITHMS.items()
+                              if len(secret.encode()) >= shortest})
         if public_key:
             self.keys.update(dict.fromkeys(KEY_ALGORITHMS, public_key))
         self.audience = audience or None

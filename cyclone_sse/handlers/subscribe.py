@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from cyclone_sse.auth.access import Access, Credentials
 from cyclone_sse.channels import is_pattern, split_channels
 from cyclone_sse.errors import Forbidden
-from cyclone_sse.event import encode_retry, encode_token_expired
+from cyclone_sse.event import encode_retry
 from cyclone_sse.handlers.base import BaseHandler
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.transports import PollSubscriber, StreamSubscriber
@@ -113,7 +113,7 @@ class SubscribeHandler(BaseHandler):
         else:
             stream = self._open_stream()
             if left is not None:
-                self._expiry = app.clock.callLater(left, stream.end, encode_token_expired())
+                self._expiry = app.clock.callLater(left, stream.expire)
             sub = stream
         # Names were checked; what patterns reach is checked per channel.
         if access is not None and any(is_pattern(c) for c in channels):

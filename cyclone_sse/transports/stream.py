@@ -9,7 +9,13 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from cyclone_sse.event import HEARTBEAT, Event, encode_gap, encode_id_only
+from cyclone_sse.event import (
+    HEARTBEAT,
+    Event,
+    encode_gap,
+    encode_id_only,
+    encode_token_expired,
+)
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.registry import Counters
@@ -114,10 +120,11 @@ class StreamSubscriber(Subscriber):
     def disconnected(self) -> None:
         self.closed = True
 
-    def end(self, frame: bytes) -> None:
-        """Write a last event (e.g. ``token-expired``), then close."""
+    def expire(self) -> None:
+        """The token expired: say so (with the id to resume from), then close."""
         if not self.closed:
-            self.write(frame)
+            if self.live:  # (before that, not even the response head went out)
+                self.write(encode_token_expired(self.resume_id()))
             self.close()
 
     def _overflow(self) -> None:
