@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
@@ -65,9 +66,12 @@ class AuthCallback:
         d: defer.Deferred[Any] = self.agent.request(b"POST", self.url, headers,
                                                     FileBodyProducer(BytesIO(body)))
         d.addCallback(self._read)
-        d.addTimeout(self.timeout, self.reactor)
+        d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=self._timed_out)
         d.addCallbacks(self._answered, self._failed, callbackArgs=(key,))
         return d
+
+    def _timed_out(self, result: object, timeout: float) -> Failure:
+        return Failure(self._unavailable(f"no answer within {timeout:g} s"))
 
     @defer.inlineCallbacks
     def _read(self, response: Any) -> Any:
@@ -107,9 +111,7 @@ class AuthCallback:
     def _failed(self, failure: Any) -> Any:
         if failure.check(AuthUnavailable):
             return failure
-        if failure.check(defer.TimeoutError, defer.CancelledError):
-            raise self._unavailable(f"no answer within {self.timeout:g} s")
-        raise self._unavailable(failure.getErrorMessage()[:200])
+        raise self._unavailable(failure.type.__name__)
 
     def _unavailable(self, why: str) -> AuthUnavailable:
         self.failures += 1
