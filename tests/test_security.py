@@ -163,7 +163,8 @@ def _tampered():
     head, body, sig = mint(channels=["user.mine"]).split(".")
     claims = json.loads(base64.urlsafe_b64decode(body + "=="))
     claims["channels"] = ["*"]
-    return f"{head}.{base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip('=')}.{sig}"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"{head}.{forged}.{sig}"
 
 
 TOKEN_MATRIX = [
