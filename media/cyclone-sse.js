@@ -116,10 +116,9 @@
     };
     // The daemon ends the stream at the token's expiry; the event's id is the
     // position to resume from.
+    // (handlers the page registered with on("token-expired") are called as usual)
     source.addEventListener("token-expired", function (e) {
       self.lastEventId = e.lastEventId || self.lastEventId;
-      self._emit("token-expired", {type: "token-expired", data: e.data,
-                                   lastEventId: self.lastEventId});
       self._reopen(0);
     });
     this.source.onmessage = function (e) {

@@ -195,3 +195,96 @@ def test_the_page_loads_the_client_from_the_daemon_as_the_readme_shows(tmp_path,
     finally:
         context.close()
         daemon.stop()
+
+
+# private channels ------------------------------------------------------------------
+
+JWT_SECRET = "browser-test-secret-at-least-32-bytes"
+
+
+def _token(channels, ttl):
+    import time
+
+    import jwt
+    return jwt.encode({"sub": "alice", "channels": channels,
+                       "exp": int(time.time()) + ttl}, JWT_SECRET, algorithm="HS256")
+
+
+def _private_daemon(tmp_path, page_url):
+    origin = page_url.rstrip("/")
+    return Daemon(tmp_path, f"--jwt-secret={JWT_SECRET}", "--policies=user.*=token",
+                  f"--cors-origin={origin}", "--http-secret=browser-publish-key")
+
+
+def _publish(daemon, channel, data):
+    status, body = daemon.request("POST", "/publish", f"channel={channel}&message={data}",
+                                  {"Content-Type": "application/x-www-form-urlencoded",
+                                   "Authorization": "Bearer browser-publish-key"})
+    assert status == 200, body
+
+
+def test_a_page_on_another_origin_reads_a_private_channel_with_a_cookie_token(
+        tmp_path, browser, page_url):
+    daemon = _private_daemon(tmp_path, page_url)
+    context = browser.new_context()
+    try:
+        context.add_cookies([{"name": "cyclone_sse_token", "value": _token(["user.feed"], 300),
+                              "domain": "127.0.0.1", "path": "/"}])
+        page = context.new_page()
+        page.goto(page_url)
+        url = f"http://127.0.0.1:{daemon.port}/?channels=user.feed"
+        page.evaluate("""(url) => {
+            window.got = [];
+            window.refused = 0;
+            // without credentials no cookie goes: refused (401), and EventSource gives up
+            const bare = new EventSource(url);
+            bare.onerror = () => { if (bare.readyState === 2) window.refused += 1; };
+            const es = new EventSource(url, {withCredentials: true});
+            es.onopen = () => { window.opened = true; };
+            es.onmessage = (e) => window.got.push(["message", e.data]);
+        }""", url)
+        page.wait_for_function("window.opened && window.refused === 1", timeout=20000)
+        _publish(daemon, "user.feed", "for alice only")
+        assert received(page, 1) == [["message", "for alice only"]]
+    finally:
+        context.close()
+        daemon.stop()
+
+
+def test_the_client_refreshes_an_expiring_token_and_loses_nothing(tmp_path, page,
+                                                                   page_url):
+    daemon = _private_daemon(tmp_path, page_url)
+    try:
+        page.evaluate("""([url, first]) => {
+            window.got = [];
+            window.opened = 0;
+            window.expired = 0;
+            window.tokens = [first];
+            window.waiting = [];
+            window.stream = CycloneSSE.connect(url, {
+                channels: ["user.feed"],
+                // a page asks its server for a fresh token; here the test hands it over
+                token: () => window.tokens.length ? window.tokens.shift()
+                    : new Promise((resolve) => window.waiting.push(resolve)),
+                onopen: () => { window.opened += 1; },
+                onmessage: (e) => window.got.push(["message", e.data, e.lastEventId])});
+            window.stream.on("token-expired", () => { window.expired += 1; });
+        }""", [f"http://127.0.0.1:{daemon.port}/", _token(["user.feed"], 3)])
+        page.wait_for_function("window.opened === 1", timeout=20000)
+        _publish(daemon, "user.feed", "m1")
+        _publish(daemon, "user.feed", "m2")
+        received(page, 2)
+        page.wait_for_function("window.expired === 1 && window.waiting.length === 1",
+                               timeout=20000)
+        _publish(daemon, "user.feed", "m3")  # while the page has no connection at all
+        _publish(daemon, "user.feed", "m4")
+        page.evaluate("(token) => window.waiting.shift()(token)", _token(["user.feed"], 300))
+        page.wait_for_function("window.opened === 2", timeout=20000)
+        _publish(daemon, "user.feed", "m5")
+        _publish(daemon, "user.feed", "last")  # anything repeated would come before it
+        got = received(page, 6)
+        assert [g[1] for g in got] == ["m1", "m2", "m3", "m4", "m5", "last"]
+        assert len({g[2] for g in got}) == 6
+        page.evaluate("window.stream.close()")
+    finally:
+        daemon.stop()
