@@ -139,8 +139,10 @@ class LoadClient:
 class Publisher:
     """POSTs to /publish over one keep-alive connection; payloads carry the send time."""
 
-    def __init__(self, host: str, port: int, size: int = 100) -> None:
+    def __init__(self, host: str, port: int, size: int = 100, key: str = "") -> None:
         self.host, self.port, self.size = host, port, size
+        # the daemon's --http-secret, sent as a header (no per-request body parsing)
+        self.auth = f"Authorization: Bearer {key}\r\n".encode() if key else b""
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -154,9 +156,9 @@ class Publisher:
     def send(self, channel: str) -> None:
         assert self.writer is not None
         body = f"channel={channel}&message={self.payload()}".encode()
-        self.writer.write(b"POST /publish HTTP/1.1\r\nHost: load\r\nContent-Type: "
+        self.writer.write(b"POST /publish HTTP/1.1\r\nHost: load\r\n%sContent-Type: "
                           b"application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
-                          % (len(body), body))
+                          % (self.auth, len(body), body))
 
     async def answer(self) -> None:
         assert self.reader is not None

@@ -9,7 +9,10 @@ What it changes:
 * ``get_channels``: every subscriber also receives the ``announcements`` channel.
 * ``authorize``: a ``private:NAME`` channel needs ``?token=`` equal to
   ``hmac_sha256(http-secret, "private:NAME")`` in hex, which your web application
-  computes for its logged-in user (see ``token_for``).
+  computes for its logged-in user (see ``token_for``).  The daemon also asks it, per
+  channel, about every channel a pattern (``?channels=private:*``) reaches, live and in
+  replay, so a pattern never reads more than the names would.  (For new code, prefer
+  the built-in tokens and policies: README "Security".)
 * a broker subclass: publishing to ``readonly.*`` channels is refused with 403, and
   the broker counts upstream (un)subscriptions, as a real broker would act on them.
 * an extra URL, ``GET /health``.

@@ -63,11 +63,14 @@ class SubscribeHandler(BaseHandler):
     def credentials(self) -> Credentials:
         """A token from ``?token=``, ``Authorization: Bearer`` or the ``--auth-cookie``
         cookie, and what the auth callback is forwarded."""
+        cookies = self.request.headers.get("Cookie")
         cookie_name = self.application.settings_obj.auth_cookie
-        cookie = self.get_cookie(cookie_name) if cookie_name else None
+        # (cyclone parses every cookie on first use: only when there is one to find)
+        cookie = self.get_cookie(cookie_name) if cookies and cookie_name and \
+            cookie_name in cookies else None
         token = self.get_argument("token", None) or self.bearer() or cookie or None
-        return Credentials(token, self.request.headers.get("Cookie"),
-                           self.request.headers.get("Authorization"), self.request.remote_ip)
+        return Credentials(token, cookies, self.request.headers.get("Authorization"),
+                           self.request.remote_ip)
 
     def get_last_event_id(self) -> str | None:
         """The header EventSource sends on reconnect, or ``?lastEventId=`` for

@@ -238,12 +238,98 @@ def table(rows: list[dict[str, object]], extra: dict[str, object]) -> str:
     return "\n".join(lines) + "\n"
 
 
+JWT_SECRET = "bench-secret-of-at-least-thirty-two-bytes"
+PUBLISH_KEY = "bench-publish-key"
+POLICIES = ("--policies=user.*=token,private-*=deny,closed.*=deny", f"--jwt-secret={JWT_SECRET}",
+            f"--http-secret={PUBLISH_KEY}")
+
+
+def bench_token(channels: list[str], ttl: int = 3600) -> str:
+    sys.path.insert(0, str(ROOT))
+    from extras.publisher import make_token
+    return make_token(JWT_SECRET, sub="bench", channels=channels, ttl=ttl)
+
+
+async def subscribes(query: str, options: tuple[str, ...], n: int = 5000) -> dict[str, float]:
+    """Connect ``n`` streams (128 at a time) with ``query``: subscribes/s, CPU µs each."""
+    daemon = Daemon(*options)
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["x"], sample_every=10 ** 9)
+        load.query_for = lambda _: query.encode()  # type: ignore[method-assign]
+        await asyncio.sleep(0.5)
+        cpu_before = daemon.cpu_seconds()
+        await load.connect(n, concurrency=128)
+        cpu = daemon.cpu_seconds() - cpu_before
+        held = len(load.streams) - load.lost
+        load.close()
+        return {"per_s": round(held / load.connect_seconds), "cpu_us": round(1e6 * cpu / n)}
+    finally:
+        daemon.stop()
+
+
+async def fan_out_cpu(channel: str, options: tuple[str, ...], key: str = "",
+                      n: int = 1000) -> float:
+    """Server CPU µs per delivery: ``n`` subscribers of ``channel`` (a name or pattern),
+    200 events of 100 bytes at 20/s to ``general``."""
+    daemon = Daemon(*options)
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", [channel], sample_every=10)
+        await load.connect(n, concurrency=256)
+        await asyncio.sleep(1.0)
+        publisher = Publisher("127.0.0.1", daemon.port, 100, key=key)
+        await publisher.open()
+        cpu_before = daemon.cpu_seconds()
+        await publisher.publish_at("general", 200, 20.0)
+        await wait_delivered(load, 200 * n, 60)
+        cpu = daemon.cpu_seconds() - cpu_before
+        complete = load.delivered == 200 * n
+        publisher.close()
+        load.close()
+        return round(1e6 * cpu / max(1, load.delivered), 2) if complete else -1.0
+    finally:
+        daemon.stop()
+
+
+def verify_us(count: int = 20000) -> float:
+    """In-process µs to verify one HS256 token (TokenVerifier.verify)."""
+    sys.path.insert(0, str(ROOT))
+    from cyclone_sse.auth.tokens import TokenVerifier
+    verifier = TokenVerifier(JWT_SECRET)
+    token = bench_token(["user.*"])
+    started = time.perf_counter()
+    for _ in range(count):
+        verifier.verify(token)
+    return round(1e6 * (time.perf_counter() - started) / count, 1)
+
+
+async def auth_costs(results: dict[str, object]) -> None:
+    """What private channels cost: subscribes with and without a token, fan-out with
+    policies configured (exact and pattern subscribers), one token verification."""
+    token = bench_token(["user.*"])
+    plain = await subscribes("channels=general", ())
+    with_jwt = await subscribes(f"channels=user.feed&token={token}", POLICIES)
+    results.update({"subscribes_per_s_no_token": plain["per_s"],
+                    "subscribe_cpu_us_no_token": plain["cpu_us"],
+                    "subscribes_per_s_jwt": with_jwt["per_s"],
+                    "subscribe_cpu_us_jwt": with_jwt["cpu_us"],
+                    "jwt_verify_us": verify_us()})
+    for name, channel in (("exact", "general"), ("pattern", "gen*")):
+        results[f"fan_out_cpu_us_{name}_no_policies"] = await fan_out_cpu(channel, ())
+        results[f"fan_out_cpu_us_{name}_policies"] = await fan_out_cpu(
+            channel, POLICIES, key=PUBLISH_KEY)
+
+
 async def main(args: argparse.Namespace) -> None:
     os.sched_setaffinity(0, {1})
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     rows, extra = [], {}
+    if args.auth:
+        auth: dict[str, object] = {}
+        await auth_costs(auth)
+        print(auth, flush=True)
+        extra.update(auth)
     for n in args.sizes:
         result: dict[str, object] = {}
         await fan_out(n, result)
@@ -273,6 +359,8 @@ def cli() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000, 19000])
     parser.add_argument("--no-redis", dest="redis", action="store_false")
     parser.add_argument("--no-write", dest="write", action="store_false")
+    parser.add_argument("--no-auth", dest="auth", action="store_false",
+                        help="skip the private-channels costs")
     args = parser.parse_args()
     try:
         import uvloop
