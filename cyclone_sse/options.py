@@ -237,24 +237,14 @@ class Settings:
         self._check_security()
 
     def jwt_key(self) -> str:
-        """The HMAC secret, from the option or its file (ValueError naming the file)."""
+        """The HMAC secret, from the option or its file."""
         if self.jwt_secret_file:
-            try:
-                with open(self.jwt_secret_file, encoding="utf-8") as handle:
-                    return handle.read().strip()
-            except OSError as exc:
-                raise ValueError(f"--jwt-secret-file={self.jwt_secret_file}: "
-                                 f"{exc.strerror}") from None
+            return _read("--jwt-secret-file", self.jwt_secret_file).strip()
         return self.jwt_secret
 
     def public_key(self) -> str:
-        if not self.jwt_public_key:
-            return ""
-        try:
-            with open(self.jwt_public_key, encoding="utf-8") as handle:
-                return handle.read()
-        except OSError as exc:
-            raise ValueError(f"--jwt-public-key={self.jwt_public_key}: {exc.strerror}") from None
+        """The PEM public key's text ("" without one)."""
+        return _read("--jwt-public-key", self.jwt_public_key) if self.jwt_public_key else ""
 
     @property
     def takes_tokens(self) -> bool:
@@ -293,6 +283,15 @@ class Settings:
                 raise ValueError(
                     f"{name}={address}: anyone who can reach it could publish; set "
                     "--http-secret or a token key, or --public-publish=1 to accept that")
+
+
+def _read(option_name: str, path: str) -> str:
+    """A file an option names; ValueError naming the option and the reason."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ValueError(f"{option_name}={path}: {exc.strerror}") from None
 
 
 def _is_loopback(address: str) -> bool:

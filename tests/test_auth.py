@@ -339,3 +339,17 @@ def test_start_up_refuses_open_publishing_on_a_public_address():
         Options().parseOptions(["--policies=a.*=token"])
     with pytest.raises(usage.UsageError, match="needs --auth-url"):
         Options().parseOptions(["--default-policy=callback"])
+    for argv, named in ((["--jwt-secret-file=/no/such/file"], "--jwt-secret-file"),
+                        (["--jwt-public-key=/no/such/file"], "--jwt-public-key"),
+                        (["--jwt-public-key=README.rst"], "not a PEM public key"),
+                        (["--auth-url=ftp://x"], "--auth-url")):
+        with pytest.raises(usage.UsageError, match=named):
+            Options().parseOptions(argv)
+
+
+def test_the_callback_url_is_logged_without_its_credentials():
+    from twisted.internet.task import Clock
+
+    from cyclone_sse.auth.callback import AuthCallback
+    callback = AuthCallback(Clock(), "https://sse:pa55@app.example/auth?x=1", 1, 0)
+    assert callback.shown == "https://app.example/auth?x=1"

@@ -15,6 +15,7 @@ import json
 from collections import OrderedDict
 from io import BytesIO
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -41,6 +42,9 @@ class AuthCallback:
     def __init__(self, reactor: Any, url: str, timeout: float, cache_seconds: float) -> None:
         self.reactor = reactor
         self.url = url.encode()
+        # what log lines show: never the user:password@ of the URL
+        parts = urlsplit(url)
+        self.shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self.agent = Agent(reactor, connectTimeout=timeout,
@@ -88,7 +92,7 @@ class AuthCallback:
             allowed, ttl = self._parse(body)
         if self.failing:
             self.failing = False
-            log.info("auth callback {url} answers again", url=self.url.decode())
+            log.info("auth callback {url} answers again", url=self.shown)
         if ttl > 0:
             self._cache[key] = (self.reactor.seconds() + min(ttl, MAX_CACHE_SECONDS), allowed)
             if len(self._cache) > CACHE_SIZE:
@@ -118,5 +122,5 @@ class AuthCallback:
         if not self.failing:
             self.failing = True
             log.warn("auth callback {url} failed: {why}; refusing its channels until it "
-                     "answers", url=self.url.decode(), why=why)
+                     "answers", url=self.shown, why=why)
         return AuthUnavailable(f"the auth callback could not decide: {why}")
