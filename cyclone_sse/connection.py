@@ -1,15 +1,27 @@
 """cyclone's HTTP connection with the limits a public push server needs.
 
-cyclone 1.3 buffers any request body, however large, drops malformed requests
-without a word, and keeps parsing input on a connection that is streaming.  This
-subclass answers each of those with a clear status and a one-line log, and
-otherwise leaves cyclone's parsing as it is.
+cyclone 1.3 buffers any request body, however large, is lenient about framing, waits
+forever for slow clients, drops malformed requests without a word, and keeps parsing
+input on a connection that is streaming.  This subclass:
+
+* answers malformed or ambiguous requests with a clear status and a one-line log:
+  whitespace before a header's colon, obsolete line folding, both ``Transfer-Encoding``
+  and ``Content-Length`` (RFC 9112 6.1: a request-smuggling ingredient), conflicting
+  lengths, an HTTP/1.1 request without ``Host``, any version but HTTP/1.0 and 1.1;
+* times every phase: the request line and headers (``--header-timeout``), the body
+  (``--body-timeout``), the wait for the next request on a kept-alive connection
+  (``--idle-timeout``);
+* handles pipelined requests one at a time, in order, and refuses (by closing) anything
+  a client sends behind a request that became an event stream — it is never written
+  into the stream.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from http.client import responses
+from typing import Any
 
 from cyclone import httpserver, httputil
 from cyclone.httpserver import HTTPRequest
@@ -19,27 +31,63 @@ log = Logger()
 
 #: Header lines a request may have.
 MAX_HEADER_LINES = 100
+#: Bytes of pipelined requests buffered while the one before them is being answered;
+#: past it the connection stops being read until then.
+MAX_PIPELINED = 64 * 1024
+#: RFC 9110 5.1: a field name is a token.
+_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 
 class HTTPConnection(httpserver.HTTPConnection):
-    """cyclone's connection, with limits on request lines, headers and bodies."""
+    """cyclone's connection, with strict parsing, limits and timeouts."""
 
     MAX_LENGTH = 16384  # bytes in one request or header line (LineReceiver)
 
-    streaming = False   # set by a handler that now owns the connection for a stream
+    streaming = False   # a response now owns the connection (see start_streaming)
+    closing = False     # rejected: whatever else arrives is ignored
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.max_body = self.factory.settings_obj.max_body
+        app = self.factory
+        self.settings = app.settings_obj
+        self.max_body = self.settings.max_body
+        self.counters = app.registry.counters
+        self.clock = app.clock
+        self.request_callback = self._dispatch
         self._header_lines = 0
+        self._timer: Any = None
+        self._phase = ""
+        self._waiting = True  # for the first byte of a request (no request under way)
+        self._arm(self.settings.header_timeout, "request headers")
+
+    def connectionLost(self, reason: Any) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    # input ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        # A streaming response owns the connection until it closes; anything the
-        # client sends meanwhile (it should send nothing) is not a new request.
-        if not self.streaming:
-            super().dataReceived(data)
+        if self.closing:
+            return
+        if self.streaming:
+            # An event stream owns the connection: a client has nothing to send on it
+            # (blank lines aside).  Anything else would be a pipelined request, which
+            # cannot be answered inside the stream: refuse by closing (the client
+            # resumes with Last-Event-ID).
+            if data.strip(b"\r\n"):
+                self._refuse_behind_stream()
+            return
+        if self.paused and len(self._buffer) + len(data) > MAX_PIPELINED:
+            self.transport.pauseProducing()  # read again once the answer is out
+        super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
+        if self.streaming or self.closing:
+            return
+        if self._waiting and line:
+            self._waiting = False
+            if not self._phase:  # after an idle keep-alive wait, a request begins
+                self._arm(self.settings.header_timeout, "request headers")
         if line:
             self._header_lines += 1
             if self._header_lines > MAX_HEADER_LINES:
@@ -47,35 +95,60 @@ class HTTPConnection(httpserver.HTTPConnection):
                 return
         else:
             self._header_lines = 0
+            if self._waiting:
+                return  # RFC 9112 2.2: an empty line before a request is ignored
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.reject(431, f"request line or header longer than {self.MAX_LENGTH} bytes")
 
     def _on_headers(self, data: bytes) -> None:
+        checked = self._check_head(data)
+        if isinstance(checked, tuple):
+            self.reject(*checked)
+            return
+        if checked:
+            self._arm(self.settings.body_timeout, "request body")
+        super()._on_headers(data)
+
+    def _check_head(self, data: bytes) -> tuple[int, str] | int:
+        """(status, reason) for a request head we refuse, else its body's length."""
         eol = data.find(b"\r\n")
         start_line = data[:eol] if eol >= 0 else data
         parts = start_line.split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-            self.reject(400, "malformed HTTP request line")
-            return
+            return 400, "malformed HTTP request line"
+        if parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
+            return 505, "HTTP version not supported: send HTTP/1.1"
+        for line in (data[eol + 2:] if eol >= 0 else b"").split(b"\r\n"):
+            if not line:
+                continue
+            if line[:1] in (b" ", b"\t"):
+                return 400, "obsolete line folding in the headers"
+            name, colon, _ = line.partition(b":")
+            if not colon or not _FIELD_NAME.match(name):
+                return 400, ("whitespace before a header's colon" if name.rstrip() != name
+                             else "malformed header line (expected 'Name: value')")
         try:
             text = data[eol:].decode("utf-8") if eol >= 0 else ""
             headers = httputil.HTTPHeaders.parse(text)
         except (UnicodeDecodeError, ValueError):
-            self.reject(400, "malformed HTTP headers (not UTF-8 or not 'Name: value')")
-            return
-        if "chunked" in headers.get("Transfer-Encoding", "").lower():
-            self.reject(411, "chunked request bodies are not accepted: send Content-Length")
-            return
-        length = headers.get("Content-Length", "0").strip() or "0"
-        if not length.isdigit():
-            self.reject(400, "Content-Length must be a non-negative whole number")
-            return
-        if int(length) > self.max_body:
-            self.reject(413, f"request body larger than {self.max_body} bytes")
-            return
-        super()._on_headers(data)
+            return 400, "malformed HTTP headers (not UTF-8 or not 'Name: value')"
+        if parts[2] == b"HTTP/1.1" and len(headers.get_list("Host")) != 1:
+            return 400, "an HTTP/1.1 request needs exactly one Host header"
+        lengths = {v.strip() for v in headers.get_list("Content-Length")}
+        if "Transfer-Encoding" in headers:
+            if lengths:
+                return 400, "both Transfer-Encoding and Content-Length: ambiguous framing"
+            if "chunked" in headers["Transfer-Encoding"].lower():
+                return 411, "chunked request bodies are not accepted: send Content-Length"
+            return 501, "Transfer-Encoding is not supported: send Content-Length"
+        if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+            return 400, "Content-Length must be one non-negative whole number"
+        length = int(lengths.pop()) if lengths else 0
+        if length > self.max_body:
+            return 413, f"request body larger than {self.max_body} bytes"
+        return length
 
     def _on_request_body(self, data: bytes) -> None:
         # cyclone decodes urlencoded form bodies as UTF-8 before any handler runs.
@@ -89,19 +162,90 @@ class HTTPConnection(httpserver.HTTPConnection):
                 return
         super()._on_request_body(data)
 
-    def reject(self, status: int, message: str) -> None:
+    # one request at a time ---------------------------------------------------------
+
+    def _dispatch(self, request: HTTPRequest) -> None:
+        """The request is complete: nothing more is parsed until it is answered, so a
+        pipelined request is answered after it, in order."""
+        self._disarm()
+        self.paused = True  # (LineReceiver's own flag: stop splitting lines)
+        self.factory(request)
+
+    def _finish_request(self) -> None:
+        super()._finish_request()
+        if self.streaming or self.transport.disconnecting:
+            return
+        self._waiting = True
+        self._arm(self.settings.idle_timeout, "")
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+            self.dataReceived(b"")  # answer what was pipelined meanwhile
+
+    def start_streaming(self) -> None:
+        """A handler now owns the connection for an event stream."""
+        self.streaming = True
+        self._disarm()
+        if self._buffer.strip(b"\r\n"):
+            self._refuse_behind_stream()
+
+    def _refuse_behind_stream(self) -> None:
+        self.counters.refused_pipelined += 1
+        if self.counters.refused_pipelined in (1, 1000) or \
+                self.counters.refused_pipelined % 100000 == 0:
+            log.info("closed a stream whose client sent another request on it "
+                     "({count} so far)", count=self.counters.refused_pipelined)
+        self.closing = True
+        self.transport.loseConnection()
+
+    # timeouts ----------------------------------------------------------------------
+
+    def _arm(self, seconds: float, phase: str) -> None:
+        """Time ``phase`` ("" for the idle wait between kept-alive requests)."""
+        self._disarm()
+        self._phase = phase
+        if seconds:
+            self._timer = self.clock.callLater(seconds, self._timed_out, seconds, phase)
+
+    def _disarm(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self, seconds: float, phase: str) -> None:
+        self._timer = None
+        if self._waiting and not self._buffer and self._contentbuffer is None:
+            # nothing of a request: an idle connection (or one that never spoke)
+            self.closing = True
+            self.transport.loseConnection()
+            return
+        self.counters.request_timeouts += 1
+        if self.counters.request_timeouts in (1, 1000) or \
+                self.counters.request_timeouts % 100000 == 0:
+            log.info("closing connections too slow to send a request ({count} so far; "
+                     "this one: {phase} not received within {seconds:g} s)",
+                     count=self.counters.request_timeouts, phase=phase, seconds=seconds)
+        self.reject(408, f"{phase or 'request'} not received within {seconds:g} s",
+                    logged=True)
+
+    # refusals ----------------------------------------------------------------------
+
+    def reject(self, status: int, message: str, logged: bool = False) -> None:
         """Answer a request we cannot parse or accept, then close the connection."""
-        peer = self.transport.getPeer()
-        log.warn("rejected request from {peer}: {status} {message}",
-                 peer=getattr(peer, "host", peer), status=status, message=message)
+        if not logged:
+            peer = self.transport.getPeer()
+            log.warn("rejected request from {peer}: {status} {message}",
+                     peer=getattr(peer, "host", peer), status=status, message=message)
+        self._disarm()
         body = json.dumps({"error": message, "status": status}).encode()
         head = (f"HTTP/1.1 {status} {responses.get(status, 'Error')}\r\n"
                 "Content-Type: application/json\r\n"
+                "X-Content-Type-Options: nosniff\r\n"
                 f"Content-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n").encode()
         self.transport.write(head + body)
         self.setRawMode()
-        self.streaming = True  # ignore whatever else arrives
+        self.closing = True  # ignore whatever else arrives
         self._request = None
         self.transport.loseConnection()
 

@@ -168,6 +168,11 @@ class Settings:
     max_pending: int = option(transports_mod.DEFAULT_MAX_PENDING,
                               "bytes queued for a client that stopped reading", _count)
     max_body: int = option(1024 * 1024, "largest publish body, bytes", _int(1))
+    header_timeout: float = option(10.0, "seconds to send a request line and headers",
+                                   _seconds)
+    body_timeout: float = option(30.0, "seconds to send a request body", _seconds)
+    idle_timeout: float = option(60.0, "seconds a kept-alive connection may wait for its "
+                                 "next request", _seconds)
     cors_origin: str = option("*", "* or a comma list of allowed origins")
     policies: str = option("", "channel policies, PATTERN=KIND[+publish] comma separated; "
                            "KIND: public, token, callback or deny", group="security")

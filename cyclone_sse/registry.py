@@ -42,6 +42,8 @@ class Counters:
     replay_gaps: int = 0
     slow_disconnects: int = 0
     connections_total: int = 0
+    request_timeouts: int = 0
+    refused_pipelined: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -67,7 +67,7 @@ def test_bad_requests_get_clear_errors_and_the_daemon_keeps_serving(daemon):
                                   {"Content-Type": "application/json"})
     assert status == 400 and "UTF-8" in body["error"]
     raw = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
-    raw.sendall(b"POST /publish HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")
+    raw.sendall(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
     assert b" 413 " in raw.recv(4096).split(b"\r\n")[0]
     raw.close()
     vanished = SSEClient(daemon.port, "channels=a")

@@ -114,7 +114,7 @@ def test_broken_utf8_in_a_form_is_400_and_the_daemon_keeps_serving():
 def test_oversized_body_is_413_before_it_is_read():
     app = make_app(max_body=100)
     conn = Connection(app)
-    conn.protocol.dataReceived(b"POST /publish HTTP/1.1\r\nContent-Length: 101\r\n"
+    conn.protocol.dataReceived(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n"
                                b"Content-Type: application/json\r\n\r\n")
     status, answer = conn.json()
     assert status == 413 and "100 bytes" in answer["error"]
@@ -123,13 +123,14 @@ def test_oversized_body_is_413_before_it_is_read():
 
 def test_chunked_request_bodies_are_411():
     conn = Connection(make_app())
-    conn.protocol.dataReceived(b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.protocol.dataReceived(b"POST /publish HTTP/1.1\r\nHost: x\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n")
     assert conn.json()[0] == 411
 
 
 @pytest.mark.parametrize("raw", [b"GARBAGE\r\n\r\n",
-                                 b"GET / HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
-                                 b"GET / HTTP/1.1\r\nX: \xff\r\n\r\n"])
+                                 b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+                                 b"GET / HTTP/1.1\r\nHost: x\r\nX: \xff\r\n\r\n"])
 def test_malformed_requests_get_400_not_silence(raw):
     conn = Connection(make_app())
     conn.protocol.dataReceived(raw)

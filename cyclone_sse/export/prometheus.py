@@ -24,6 +24,8 @@ _COUNTERS = {
     "replay_gaps": ("replay_gaps", "Replays that could not be complete (history-gap sent)."),
     "slow_disconnects": ("slow_disconnects", "Streams closed: their client stopped reading."),
     "connections_total": ("connections_accepted", "Subscriber connections accepted."),
+    "request_timeouts": ("request_timeouts", "Connections closed: a request phase timed out."),
+    "refused_pipelined": ("refused_pipelined", "Streams closed: a request was sent on them."),
 }
 
 

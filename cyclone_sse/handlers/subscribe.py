@@ -135,7 +135,7 @@ class SubscribeHandler(BaseHandler):
         # The head goes out with the replay, once the subscription is live upstream.
         head = self._generate_headers() + encode_retry(app.settings_obj.retry)
         self._headers_written = True
-        connection.streaming = True
+        connection.start_streaming()
         if hasattr(transport, "setTcpNoDelay"):
             transport.setTcpNoDelay(True)
         return StreamSubscriber(transport, app.registry.counters,

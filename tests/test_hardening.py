@@ -1,0 +1,187 @@
+"""Hostile and sloppy HTTP clients: strict parsing, one request at a time, per-phase
+timeouts — in memory with a Clock, then against the real daemon."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from tests.daemon import DEADLINE, Daemon, SSEClient
+from tests.memory import Connection, make_app
+
+
+def answer(conn):
+    """(status, JSON body) of the one response written so far."""
+    status, _, body = conn.head_and_body()
+    return status, json.loads(body)
+
+
+# strict parsing -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw,status,reason", [
+    (b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n"
+     b"Content-Length: 5\r\n\r\nhello", 400, "whitespace before a header's colon"),
+    (b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+     b"Content-Length: 5\r\n\r\nhello", 400, "ambiguous framing"),
+    (b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
+     "Transfer-Encoding is not supported"),
+    (b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+     400, "one non-negative whole number"),
+    (b"GET /stats HTTP/1.1\r\n\r\n", 400, "exactly one Host"),
+    (b"GET /stats HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "exactly one Host"),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "HTTP version not supported"),
+    (b"GET /stats HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", 400, "line folding"),
+    (b"GET /stats HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400, "malformed header"),
+])
+def test_ambiguous_or_malformed_requests_are_refused(raw, status, reason):
+    app = make_app()
+    conn = Connection(app)
+    conn.protocol.dataReceived(raw)
+    got, body = answer(conn)
+    assert (got, body["status"]) == (status, status) and reason in body["error"]
+    assert conn.transport.disconnecting
+
+
+def test_http_1_0_needs_no_host_and_blank_lines_before_a_request_are_ignored():
+    conn = Connection(make_app())
+    conn.protocol.dataReceived(b"\r\n\r\nGET /stats HTTP/1.0\r\n\r\n")
+    assert answer(conn)[0] == 200
+
+
+# one request at a time ------------------------------------------------------------------
+
+def test_a_request_pipelined_behind_a_subscribe_is_refused_by_closing():
+    app = make_app()
+    conn = Connection(app)
+    conn.protocol.dataReceived(b"GET /?channels=a HTTP/1.1\r\nHost: x\r\n\r\n"
+                               b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.transport.disconnecting
+    assert conn.raw.count(b"HTTP/1.1") <= 1 and b'"uptime"' not in conn.raw
+    assert app.registry.counters.refused_pipelined == 1
+    later = Connection(app).send("GET", "/?channels=a")
+    later.protocol.dataReceived(b"\r\n")  # a blank line on a stream is harmless
+    assert not later.transport.disconnecting
+    later.protocol.dataReceived(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert later.transport.disconnecting and b'"uptime"' not in later.raw
+
+
+def test_pipelined_requests_are_answered_one_at_a_time_in_order():
+    app = make_app(poll_timeout=10)
+    conn = Connection(app)
+    conn.protocol.dataReceived(
+        b"GET /?channels=a&transport=poll HTTP/1.1\r\nHost: x\r\n\r\n"  # held
+        b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.raw == b""  # the poll is not answered yet, so neither is /stats
+    app.clock.advance(10)
+    answers = conn.raw.split(b"HTTP/1.1 200 OK")
+    assert len(answers) == 3 and b'"events"' in answers[1] and b'"uptime"' in answers[2]
+
+
+# timeouts -----------------------------------------------------------------------------
+
+def test_slow_request_headers_are_cut_off_whatever_trickles_in():
+    app = make_app(header_timeout=10)
+    conn = Connection(app)
+    conn.protocol.dataReceived(b"GET /?channels=a HTTP/1.1\r\n")
+    for _ in range(4):  # slowloris: one more header line every 2 s
+        app.clock.advance(2)
+        conn.protocol.dataReceived(b"X-Slow: 1\r\n")
+    app.clock.advance(2)
+    status, body = answer(conn)
+    assert status == 408 and "request headers not received within 10 s" in body["error"]
+    assert conn.transport.disconnecting
+    assert app.stats()["request_timeouts"] == 1
+
+
+def test_a_connection_that_never_speaks_is_closed_quietly():
+    app = make_app(header_timeout=10)
+    conn = Connection(app)
+    app.clock.advance(10)
+    assert conn.transport.disconnecting and conn.raw == b""
+    assert app.stats()["request_timeouts"] == 0
+
+
+def test_slow_bodies_and_idle_keep_alives_are_closed():
+    app = make_app(body_timeout=5, idle_timeout=20)
+    slow = Connection(app)
+    slow.protocol.dataReceived(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n"
+                               b"Content-Type: application/json\r\n\r\n{\"chan")
+    app.clock.advance(5)
+    assert answer(slow)[0] == 408 and "request body not received" in answer(slow)[1]["error"]
+    idle = Connection(app).send("GET", "/stats")
+    assert answer(idle)[0] == 200 and not idle.transport.disconnecting
+    app.clock.advance(19)
+    assert not idle.transport.disconnecting
+    app.clock.advance(1)
+    assert idle.transport.disconnecting
+
+
+def test_streams_and_held_polls_are_not_timed_out():
+    app = make_app(header_timeout=1, body_timeout=1, idle_timeout=1, poll_timeout=30)
+    stream = Connection(app).send("GET", "/?channels=a")
+    poll = Connection(app).send("GET", "/?channels=a&transport=poll")
+    app.clock.advance(29)
+    assert not stream.transport.disconnecting and poll.raw == b""
+    app.clock.advance(1)
+    assert answer(poll)[0] == 200 and not stream.transport.disconnecting
+
+
+# against the real daemon ---------------------------------------------------------------
+
+def test_slowloris_is_cut_off_while_a_subscriber_keeps_receiving(tmp_path):
+    daemon = Daemon(tmp_path, "--header-timeout=1")
+    try:
+        healthy = SSEClient(daemon.port, "channels=news")
+        slow = []
+        for _ in range(20):
+            sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+            sock.sendall(b"GET /?channels=news HTTP/1.1\r\nHost: x\r\n")
+            slow.append(sock)
+        started = time.monotonic()
+        for sock in slow:  # one more header line now and then, never the blank line
+            sock.sendall(b"X-Slow: 1\r\n")
+        closed = 0
+        for sock in slow:
+            data = b""
+            try:
+                while chunk := sock.recv(4096):
+                    data += chunk
+            except ConnectionResetError:
+                pass
+            closed += b" 408 " in data.split(b"\r\n")[0]
+            sock.close()
+        assert closed == 20 and time.monotonic() - started < DEADLINE / 2
+        daemon.publish_form("channel=news&message=still+here")
+        assert healthy.events(1)[0]["data"] == "still here"
+        healthy.close()
+        raw = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+        raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert raw.recv(4096).startswith(b"HTTP/1.1 505 ")
+        raw.close()
+    finally:
+        daemon.stop()
+    log = "".join(daemon.log)
+    assert log.count("too slow to send a request") == 1  # one line, not twenty
+    assert "Traceback" not in log
+
+
+def test_a_request_pipelined_behind_a_real_stream_never_enters_it(tmp_path):
+    daemon = Daemon(tmp_path)
+    try:
+        sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+        sock.sendall(b"GET /?channels=a HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 21\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+                     b"channel=a&message=sly")
+        data = b""
+        while chunk := sock.recv(4096):  # the daemon closes the connection
+            data += chunk
+        sock.close()
+        assert data.count(b"HTTP/1.1 ") <= 1 and b"sly" not in data
+        status, stats = daemon.request("GET", "/stats")
+        assert stats["events_published"] == 0 and stats["refused_pipelined"] == 1
+    finally:
+        daemon.stop()
