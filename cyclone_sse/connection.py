@@ -22,6 +22,7 @@ import json
 import re
 from http.client import responses
 from typing import Any
+from urllib.parse import parse_qsl
 
 from cyclone import httpserver, httputil
 from cyclone.httpserver import HTTPRequest
@@ -155,8 +156,8 @@ class HTTPConnection(httpserver.HTTPConnection):
         assert self._request is not None
         content_type = self._request.headers.get("Content-Type", "")
         if content_type.startswith("application/x-www-form-urlencoded"):
-            try:
-                data.decode("utf-8")
+            try:  # raw bytes and %-escapes alike must be UTF-8
+                parse_qsl(data.decode("utf-8"), keep_blank_values=True, errors="strict")
             except UnicodeDecodeError:
                 self.reject(400, "form body is not valid UTF-8")
                 return

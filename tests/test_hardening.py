@@ -185,3 +185,49 @@ def test_a_request_pipelined_behind_a_real_stream_never_enters_it(tmp_path):
         assert stats["events_published"] == 0 and stats["refused_pipelined"] == 1
     finally:
         daemon.stop()
+
+
+# publish bodies --------------------------------------------------------------------------
+
+def post(app, body: bytes, content_type="application/json", headers=None, path="/publish"):
+    conn = Connection(app).send("POST", path, body, {"Content-Type": content_type,
+                                                      **(headers or {})})
+    return answer(conn)
+
+
+def test_deep_json_is_a_400_without_a_traceback():
+    from twisted.logger import globalLogPublisher
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        app = make_app()
+        for depth in (33, 100_000):
+            status, body = post(app, b'{"channel":"a","data":' + b"[" * depth +
+                                b"]" * depth + b"}")
+            assert status == 400 and "nested deeper than 32" in body["error"]
+        ok = b'{"channel":"a","data":' + b"[" * 31 + b"]" * 31 + b"}"
+        assert post(app, ok)[0] == 200
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert not [e for e in seen if e.get("log_failure") is not None]
+
+
+def test_percent_escaped_invalid_utf8_is_refused_like_raw_invalid_utf8():
+    app = make_app()
+    status, body = post(app, b"channel=a&message=%ff%fe",
+                        "application/x-www-form-urlencoded")
+    assert status == 400 and "UTF-8" in body["error"]
+    assert post(app, b"channel=a&message=%C3%A9t%C3%A9",
+                "application/x-www-form-urlencoded")[0] == 200
+
+
+def test_credentials_are_checked_before_the_body_and_never_taken_from_the_url():
+    app = make_app(http_secret="k")
+    # a wrong key in the header: 401, though the body is not even JSON
+    status, body = post(app, b"{not json", headers={"Authorization": "Bearer nope"})
+    assert status == 401
+    status, body = post(app, b"channel=a&message=x", "application/x-www-form-urlencoded",
+                        path="/publish?key=k")
+    assert status == 400 and body["field"] == "key" and "not in the URL" in body["error"]
+    assert post(app, b"channel=a&message=x&key=k", "application/x-www-form-urlencoded")[0] \
+        == 200

@@ -213,6 +213,18 @@ class TestMemoryHistory(HistoryContract, unittest.TestCase):
         assert not self.clock.getDelayedCalls()
 
     @defer.inlineCallbacks
+    def test_a_wide_replay_merges_channels_newest_first_up_to_the_limit(self):
+        history = yield self.make()
+        for n in range(500):
+            history.append(f"c{n % 50}", str(n))
+        replay = history.since(["*"], "ep-0", limit=7)
+        assert [e.data for e in replay.events] == [str(n) for n in range(493, 500)]
+        assert replay.gap == GAP_LIMIT and replay.truncated
+        assert [e.data for e in history.since(["c3"], "ep-400", limit=0).events] == \
+            ["403", "453"]
+        assert history.since(["*"], "ep-493", limit=7).gap is None
+
+    @defer.inlineCallbacks
     def test_a_publisher_id_is_forgotten_with_its_event(self):
         history = yield self.make(size=1)
         history.append("a", "x", publisher_id="msg-1")

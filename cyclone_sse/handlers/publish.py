@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs
 
 from twisted.internet import defer
 
+from cyclone_sse.auth.tokens import Claims
 from cyclone_sse.channels import check_channel
 from cyclone_sse.errors import BadRequest, Forbidden, InvalidEvent, Unauthorized
 from cyclone_sse.event import RESERVED_EVENTS, check_field
@@ -14,6 +16,21 @@ from cyclone_sse.handlers.base import BaseHandler
 
 #: Longest ``id`` a publisher may attach (it is kept for de-duplication).
 MAX_PUBLISHER_ID = 200
+#: Deepest nesting of arrays and objects in a JSON body.
+MAX_JSON_DEPTH = 32
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether arrays/objects in ``value`` nest deeper than ``limit`` (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1)
+                         for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 class PublishHandler(BaseHandler):
@@ -24,24 +41,42 @@ class PublishHandler(BaseHandler):
     "key": ...}``; non-string ``data`` is sent as its JSON text.
     """
 
-    def authenticate(self, given: str | None, channels: list[str]) -> None:
-        """The publish key (``key`` field or ``Authorization: Bearer``), or a publisher
-        token whose ``publish`` claim covers every channel.  With neither configured,
-        anyone who reaches this listener may publish (the 2013 default; the daemon
-        refuses to start that way on a non-loopback address)."""
+    def authenticate(self) -> Claims | bool | None:
+        """Check ``Authorization: Bearer`` before the body is parsed: True for the
+        publish key (or when no credential is configured: the 2013 default, refused at
+        start on a non-loopback address), the claims of a publisher token, None when
+        the key may still come in the body (the 2013 ``key`` field).  A wrong
+        credential is 401 at once."""
+        secret = self.application.settings_obj.http_secret
         verifier = self.application.gate.verifier
-        if not self.application.settings_obj.http_secret and verifier is None:
+        if not secret and verifier is None:
+            return True
+        if "key" in parse_qs(self.request.query, keep_blank_values=True):
+            raise BadRequest("send the publish key in the body or an Authorization header, "
+                             "not in the URL (proxies log URLs)", field="key")
+        bearer = self.bearer()
+        if bearer is None:
+            if secret:
+                return None
+            raise Unauthorized("a publisher token is needed (Authorization: Bearer)")
+        if self.key_matches(bearer):
+            return True
+        if verifier is not None and bearer.count(".") == 2:
+            return verifier.verify(bearer)
+        raise Unauthorized("missing or wrong publish key")
+
+    def check_rights(self, proof: Claims | bool | None, key: str | None,
+                     channels: list[str]) -> None:
+        """After parsing: the body's key, or the token's ``publish`` claim."""
+        if proof is True:
             return
-        if self.key_matches(given):
-            return
-        token = self.bearer()
-        if verifier is not None and token and token.count(".") == 2:
-            claims = verifier.verify(token)
+        if isinstance(proof, Claims):
             for channel in channels:
-                if not claims.publish.covers(channel):
+                if not proof.publish.covers(channel):
                     raise Forbidden(f"the token may not publish to {channel}", channel)
             return
-        raise Unauthorized("missing or wrong publish key")
+        if not self.key_matches(key):
+            raise Unauthorized("missing or wrong publish key")
 
     def parse(self) -> tuple[list[str], str, str | None, str | None, str | None]:
         """(channels, data, event name, publisher id, key) from either body format."""
@@ -60,6 +95,10 @@ class PublishHandler(BaseHandler):
             body = json.loads(self.request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise BadRequest(f"body is not valid UTF-8 JSON: {exc}", field="body") from None
+        except RecursionError:
+            body = None
+        if body is None or _deeper_than(body, MAX_JSON_DEPTH):
+            raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", field="body")
         if not isinstance(body, dict):
             raise BadRequest("JSON body must be an object", field="body")
         channels = body.get("channels", body.get("channel"))
@@ -83,8 +122,9 @@ class PublishHandler(BaseHandler):
         return channels, data, fields[0], fields[1], fields[2]
 
     def post(self) -> defer.Deferred[object]:
+        proof = self.authenticate()
         channels, data, name, publisher_id, key = self.parse()
-        self.authenticate(key, channels)
+        self.check_rights(proof, key, channels)
         if not channels:
             raise BadRequest("missing field 'channel'", field="channel")
         for channel in channels:

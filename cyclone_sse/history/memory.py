@@ -4,9 +4,11 @@ unknown (and the client is told) instead of being misread."""
 
 from __future__ import annotations
 
+import heapq
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import islice, takewhile
 
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
@@ -34,6 +36,30 @@ class _ChannelLog:
         self.events: deque[tuple[float, Event, str | None]] = deque()
         self.evicted_upto = 0
         self.by_publisher_id: dict[str, Event] = {}
+
+
+def _newer_than(log: _ChannelLog, after: int) -> Iterator[Event]:
+    """A log's events after ``after``, newest first, lazily."""
+    return takewhile(lambda e: e.seq > after, (entry[1] for entry in reversed(log.events)))
+
+
+def _newest_first(event: Event) -> int:
+    return -event.seq
+
+
+def _tail(log: _ChannelLog, after: int, limit: int) -> tuple[list[Event], bool]:
+    """One log's newest events after ``after`` (at most ``limit``), oldest first, and
+    whether there were more."""
+    tail: list[Event] = []
+    for _, event, _ in reversed(log.events):
+        if event.seq <= after:
+            break
+        if limit and len(tail) == limit:
+            tail.reverse()
+            return tail, True
+        tail.append(event)
+    tail.reverse()
+    return tail, False
 
 
 @implementer(IHistory, IStats)
@@ -138,22 +164,25 @@ class MemoryHistory(SweptStore):
         logs, missing = self._logs_for(channels)
         now = self.clock.seconds()
         expired = False
-        tails = []
         for log in logs:
             self._expire(log, now)
             expired = expired or log.evicted_upto > after
-            # Missed events are the recent ones: walk back from the newest.
-            tail = []
-            for _, event, _ in reversed(log.events):
-                if event.seq <= after:
-                    break
-                tail.append(event)
-            tail.reverse()
-            tails.append(tail)
         # A channel (named, or matched by a pattern) dropped whole may have had events.
         if (missing or any(is_pattern(c) for c in channels)) and self._dropped_upto > after:
             expired = True
-        return assemble(head, tails, limit, unknown=unknown, expired=expired)
+        # Missed events are the recent ones: merge the channels newest first, lazily,
+        # and stop at the limit, so a replay costs what it returns (plus a step per
+        # channel), not everything retained.
+        if len(logs) == 1:
+            events, truncated = _tail(logs[0], after, limit)
+        else:
+            merged = heapq.merge(*(_newer_than(log, after) for log in logs),
+                                 key=_newest_first)
+            events = list(islice(merged, limit or None))
+            truncated = bool(limit) and next(merged, None) is not None
+            events.reverse()
+        return assemble(head, [events], limit, unknown=unknown, expired=expired,
+                        truncated=truncated)
 
     def stats(self) -> dict[str, object]:
         return {"channels": len(self._logs),
