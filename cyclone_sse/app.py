@@ -25,9 +25,11 @@ from cyclone_sse.brokers import BROKERS, Broker
 from cyclone_sse.connection import HTTPConnection
 from cyclone_sse.handlers import (
     ChannelStatsHandler,
+    HealthHandler,
     MetricsHandler,
     NotFoundHandler,
     PublishHandler,
+    ReadyHandler,
     StaticHandler,
     StatsHandler,
     SubscribeHandler,
@@ -77,7 +79,12 @@ class App(cyclone.web.Application):
         """Subscribe and static files; publish and statistics too unless they have an
         internal listener of their own (``--internal-port``)."""
         internal = [] if self.settings_obj.internal_port else self.internal_handlers()
-        return [(r"/", SubscribeHandler), *internal, (r"/static/([^/]+)", StaticHandler)]
+        return [(r"/", SubscribeHandler), *internal, *self.health_handlers(),
+                (r"/static/([^/]+)", StaticHandler)]
+
+    def health_handlers(self) -> list[tuple[Any, ...]]:
+        """On every listener: balancers and orchestrators probe whichever they reach."""
+        return [(r"/healthz", HealthHandler), (r"/readyz", ReadyHandler)]
 
     def internal_handlers(self) -> list[tuple[Any, ...]]:
         return [
@@ -160,6 +167,18 @@ class App(cyclone.web.Application):
             stats["history"] = IStats(self.history).stats()
         return stats
 
+    def not_ready(self) -> list[str]:
+        """Why this daemon should not get traffic now (empty: it should)."""
+        reasons = []
+        if not self.service.running:
+            reasons.append("not started, or stopping")
+        if not self.broker.connected:
+            reasons.append(f"broker {self.broker.name} unreachable")
+        if IStats.providedBy(self.history) and \
+                IStats(self.history).stats().get("connected") is False:
+            reasons.append("history store unreachable")
+        return reasons
+
     def _log_request(self, handler: cyclone.web.RequestHandler) -> None:
         # Errors are logged where they are handled; successes only on request.
         if self.settings_obj.access_log:
@@ -177,8 +196,8 @@ class InternalSite(cyclone.web.Application):
 
     def __init__(self, app: App) -> None:
         self.app = app
-        super().__init__(app.internal_handlers(), error_handler=NotFoundHandler,
-                         log_function=app._log_request)
+        super().__init__([*app.internal_handlers(), *app.health_handlers()],
+                         error_handler=NotFoundHandler, log_function=app._log_request)
 
     def __getattr__(self, name: str) -> Any:
         # registry, broker, gate, settings_obj, stats()...: the public App's own

@@ -231,3 +231,40 @@ def test_credentials_are_checked_before_the_body_and_never_taken_from_the_url():
     assert status == 400 and body["field"] == "key" and "not in the URL" in body["error"]
     assert post(app, b"channel=a&message=x&key=k", "application/x-www-form-urlencoded")[0] \
         == 200
+
+
+# operating ---------------------------------------------------------------------------
+
+def test_health_and_readiness():
+    from twisted.internet.task import Clock
+
+    from cyclone_sse.app import App
+    from cyclone_sse.brokers import HttpBroker
+
+    app = make_app()
+    status, headers, body = Connection(app).send("GET", "/healthz").head_and_body()
+    assert (status, json.loads(body)) == (200, {"status": "alive"})
+    assert headers["x-content-type-options"] == "nosniff"
+    assert answer(Connection(app).send("GET", "/readyz")) == (200, {"status": "ready"})
+    app.stop()
+    status, body = answer(Connection(app).send("GET", "/readyz"))
+    assert status == 503 and body["reasons"] == ["not started, or stopping"]
+
+    class Down(HttpBroker):
+        connected = False
+
+    class CutOff(App):
+        def build_broker(self):
+            return Down(self.registry, self.history, self.settings_obj, self.clock)
+
+    cut = CutOff({"internal_port": 9999}, reactor=Clock())
+    cut.start()
+    for site in (cut, cut.internal_site()):  # probes reach either listener
+        status, body = answer(Connection(site).send("GET", "/readyz"))
+        assert status == 503 and body["reasons"] == ["broker http unreachable"]
+
+
+def test_the_version_can_be_hidden():
+    shown = Connection(make_app()).send("GET", "/healthz").head_and_body()[1]
+    hidden = Connection(make_app(hide_version=True)).send("GET", "/healthz").head_and_body()[1]
+    assert shown["server"].startswith("cyclone-sse/") and hidden["server"] == "cyclone-sse"

@@ -4,9 +4,15 @@ the statistics.  ``--app`` subclasses them (see README "Extending")."""
 from cyclone_sse.handlers.base import Application, BaseHandler, NotFoundHandler
 from cyclone_sse.handlers.publish import PublishHandler
 from cyclone_sse.handlers.static import StaticHandler
-from cyclone_sse.handlers.stats import ChannelStatsHandler, MetricsHandler, StatsHandler
+from cyclone_sse.handlers.stats import (
+    ChannelStatsHandler,
+    HealthHandler,
+    MetricsHandler,
+    ReadyHandler,
+    StatsHandler,
+)
 from cyclone_sse.handlers.subscribe import SubscribeHandler
 
-__all__ = ["Application", "BaseHandler", "ChannelStatsHandler", "MetricsHandler",
-           "NotFoundHandler", "PublishHandler", "StaticHandler", "StatsHandler",
-           "SubscribeHandler"]
+__all__ = ["Application", "BaseHandler", "ChannelStatsHandler", "HealthHandler",
+           "MetricsHandler", "NotFoundHandler", "PublishHandler", "ReadyHandler",
+           "StaticHandler", "StatsHandler", "SubscribeHandler"]

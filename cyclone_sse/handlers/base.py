@@ -46,6 +46,8 @@ class Application(Protocol):
 
     def stats(self, with_channels: bool = True) -> dict[str, object]: ...
 
+    def not_ready(self) -> list[str]: ...
+
 
 class BaseHandler(cyclone.web.RequestHandler):
     """JSON errors, CORS, and no per-request logging on success."""
@@ -53,8 +55,10 @@ class BaseHandler(cyclone.web.RequestHandler):
     application: Application
 
     def set_default_headers(self) -> None:
-        self.set_header("Server", f"cyclone-sse/{__version__}")
+        hide = self.application.settings_obj.hide_version
+        self.set_header("Server", "cyclone-sse" if hide else f"cyclone-sse/{__version__}")
         self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
         origin = self.application.allowed_origin(self.request.headers.get("Origin"))
         if origin:
             self.set_header("Access-Control-Allow-Origin", origin)

@@ -1,4 +1,5 @@
-"""Read-only views of the daemon: ``/stats``, ``/stats/channels``, ``/metrics``."""
+"""Read-only views of the daemon: ``/stats``, ``/stats/channels``, ``/metrics``, and the
+health checks ``/healthz`` and ``/readyz``."""
 
 from __future__ import annotations
 
@@ -29,3 +30,23 @@ class MetricsHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", prometheus.CONTENT_TYPE)
         self.finish(prometheus.render(self.application, self.channels_visible()))
+
+
+class HealthHandler(BaseHandler):
+    """``GET /healthz``: the process runs and answers (for liveness probes)."""
+
+    def get(self) -> None:
+        self.write_json({"status": "alive"})
+
+
+class ReadyHandler(BaseHandler):
+    """``GET /readyz``: 200 while this daemon can serve — its service is running and
+    its broker and history are reachable — else 503 with the reasons (for balancers
+    and readiness probes)."""
+
+    def get(self) -> None:
+        reasons = self.application.not_ready()
+        if reasons:
+            self.write_json({"status": "not ready", "reasons": reasons}, 503)
+        else:
+            self.write_json({"status": "ready"})
