@@ -22,7 +22,7 @@ from cyclone_sse.auth.callback import AuthCallback
 from cyclone_sse.auth.policy import PolicyTable
 from cyclone_sse.auth.tokens import TokenVerifier
 from cyclone_sse.brokers import BROKERS, Broker
-from cyclone_sse.connection import HTTPConnection
+from cyclone_sse.connection import ConnectionLimits, HTTPConnection
 from cyclone_sse.handlers import (
     ChannelStatsHandler,
     HealthHandler,
@@ -66,6 +66,8 @@ class App(cyclone.web.Application):
         self.subscriptions = Subscriptions(self.registry, self.broker, self.history,
                                            self.settings_obj.replay_limit)
         self.gate = self.build_gate()
+        self.connection_limits = ConnectionLimits(self.settings_obj.max_connections,
+                                                  self.settings_obj.max_per_address)
         self.static_files = load_static(media_dir())
         self.service = self.build_service()
         origins = self.settings_obj.cors_origin
@@ -158,6 +160,9 @@ class App(cyclone.web.Application):
             "pid": os.getpid(),  # which daemon answered, when several share a port
             "uptime": round(registry.uptime(), 3),
             "connections": registry.connections,
+            "open_connections": self.connection_limits.open,
+            "max_connections": self.connection_limits.max_connections,
+            "refused_connections": self.connection_limits.refused,
             "channels": len(counts),
             "subscriptions": [list(pair) for pair in counts] if with_channels else [],
             "broker": self.broker.stats(),
@@ -177,6 +182,8 @@ class App(cyclone.web.Application):
         if IStats.providedBy(self.history) and \
                 IStats(self.history).stats().get("connected") is False:
             reasons.append("history store unreachable")
+        if self.connection_limits.saturated:
+            reasons.append("at the connection limit")
         return reasons
 
     def _log_request(self, handler: cyclone.web.RequestHandler) -> None:

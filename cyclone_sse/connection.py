@@ -13,7 +13,13 @@ input on a connection that is streaming.  This subclass:
   (``--idle-timeout``);
 * handles pipelined requests one at a time, in order, and refuses (by closing) anything
   a client sends behind a request that became an event stream — it is never written
-  into the stream.
+  into the stream;
+* counts open connections (``ConnectionLimits``): past ``--max-connections`` (or
+  ``--max-per-address`` from one client) a request gets a real ``503`` with
+  ``Retry-After`` — except health checks, statistics and publishes, for which a reserve
+  of connections is kept, so monitoring still sees a saturated daemon and its streams
+  are still fed; past the reserve a connection is answered ``503`` at once, before the
+  open-file limit is reached.
 """
 
 from __future__ import annotations
@@ -37,6 +43,77 @@ MAX_HEADER_LINES = 100
 MAX_PIPELINED = 64 * 1024
 #: RFC 9110 5.1: a field name is a token.
 _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: Connections kept past --max-connections for the paths below.
+CONNECTION_RESERVE = 32
+#: What a saturated daemon still answers: statistics and health checks, so monitoring
+#: sees it, and publishes, so the streams it already holds keep being fed.
+RESERVED_PATHS = frozenset({"/stats", "/stats/channels", "/metrics", "/healthz", "/readyz",
+                            "/publish"})
+#: Seconds a refused client is told to wait (Retry-After).
+RETRY_AFTER = 5
+
+
+def _open_file_limit() -> int:
+    import resource
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class ConnectionLimits:
+    """Open connections, in all and per client address, and who is over the limits.
+
+    ``--max-connections=0`` means the open-file limit (read at the first connection,
+    after start-up raised it) less ``2 * CONNECTION_RESERVE`` for everything else."""
+
+    def __init__(self, max_connections: int, max_per_address: int) -> None:
+        self.configured = max_connections
+        self.max_per_address = max_per_address
+        self.reserve = CONNECTION_RESERVE
+        self.open = 0
+        self.by_address: dict[str, int] = {}
+        self.refusing = False  # an episode of refusals is under way (logged once)
+        self.refused = 0
+        self._max: int | None = max_connections or None
+
+    @property
+    def max_connections(self) -> int:
+        if self._max is None:
+            self._max = max(1, _open_file_limit() - 2 * CONNECTION_RESERVE)
+        return self._max
+
+    def admit(self, address: str) -> str | None:
+        """Count a new connection; say why it is over a limit (None: it is not)."""
+        self.open += 1
+        count = self.by_address[address] = self.by_address.get(address, 0) + 1
+        if self.open > self.max_connections:
+            return "the daemon is at its connection limit"
+        if self.max_per_address and count > self.max_per_address:
+            return "too many connections from your address"
+        if self.refusing and self.open < 0.9 * self.max_connections:
+            self.refusing = False
+            log.info("below the connection limit again ({open} open)", open=self.open)
+        return None
+
+    def beyond_reserve(self) -> bool:
+        return self.open > self.max_connections + self.reserve
+
+    def refuse(self, why: str) -> None:
+        self.refused += 1
+        if not self.refusing:
+            self.refusing = True
+            log.warn("answering 503 to new connections: {why} ({open} open, limit "
+                     "{limit})", why=why, open=self.open, limit=self.max_connections)
+
+    def release(self, address: str) -> None:
+        self.open -= 1
+        left = self.by_address.get(address, 1) - 1
+        if left:
+            self.by_address[address] = left
+        else:
+            self.by_address.pop(address, None)
+
+    @property
+    def saturated(self) -> bool:
+        return self.open >= self.max_connections
 
 
 class HTTPConnection(httpserver.HTTPConnection):
@@ -59,10 +136,17 @@ class HTTPConnection(httpserver.HTTPConnection):
         self._timer: Any = None
         self._phase = ""
         self._waiting = True  # for the first byte of a request (no request under way)
+        self.limits: ConnectionLimits = app.connection_limits
+        self.address = str(getattr(self.transport.getPeer(), "host", ""))
+        self.over_limit = self.limits.admit(self.address)
+        if self.over_limit and self.limits.beyond_reserve():
+            self.reject(503, self.over_limit, logged=True)  # not even the reserve is left
+            return
         self._arm(self.settings.header_timeout, "request headers")
 
     def connectionLost(self, reason: Any) -> None:
         self._disarm()
+        self.limits.release(self.address)
         super().connectionLost(reason)
 
     # input ------------------------------------------------------------------------
@@ -146,6 +230,9 @@ class HTTPConnection(httpserver.HTTPConnection):
             return 501, "Transfer-Encoding is not supported: send Content-Length"
         if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
             return 400, "Content-Length must be one non-negative whole number"
+        if self.over_limit and parts[1].split(b"?")[0].decode("latin-1") \
+                not in RESERVED_PATHS:
+            return 503, self.over_limit
         length = int(lengths.pop()) if lengths else 0
         if length > self.max_body:
             return 413, f"request body larger than {self.max_body} bytes"
@@ -233,6 +320,10 @@ class HTTPConnection(httpserver.HTTPConnection):
 
     def reject(self, status: int, message: str, logged: bool = False) -> None:
         """Answer a request we cannot parse or accept, then close the connection."""
+        retry = ""
+        if status == 503:  # over a connection limit: one log line per episode
+            self.limits.refuse(message)
+            logged, retry = True, f"Retry-After: {RETRY_AFTER}\r\n"
         if not logged:
             peer = self.transport.getPeer()
             log.warn("rejected request from {peer}: {status} {message}",
@@ -242,7 +333,7 @@ class HTTPConnection(httpserver.HTTPConnection):
         head = (f"HTTP/1.1 {status} {responses.get(status, 'Error')}\r\n"
                 "Content-Type: application/json\r\n"
                 "X-Content-Type-Options: nosniff\r\n"
-                f"Content-Length: {len(body)}\r\n"
+                f"{retry}Content-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n").encode()
         self.transport.write(head + body)
         self.setRawMode()

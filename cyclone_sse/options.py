@@ -173,6 +173,10 @@ class Settings:
     body_timeout: float = option(30.0, "seconds to send a request body", _seconds)
     idle_timeout: float = option(60.0, "seconds a kept-alive connection may wait for its "
                                  "next request", _seconds)
+    max_connections: int = option(0, "open connections before new ones get 503 (0: the "
+                                  "open-file limit less 64)", _count)
+    max_per_address: int = option(0, "open connections from one client address (0: no "
+                                  "limit; a balancer is one address)", _count)
     cors_origin: str = option("*", "* or a comma list of allowed origins")
     policies: str = option("", "channel policies, PATTERN=KIND[+publish] comma separated; "
                            "KIND: public, token, callback or deny", group="security")

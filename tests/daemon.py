@@ -27,15 +27,21 @@ DEADLINE = 20.0
 class Daemon:
     """Starts the daemon with a config file and finds its ports in its log."""
 
-    def __init__(self, tmp_path: Path, *options: str, ports: int = 1) -> None:
+    def __init__(self, tmp_path: Path, *options: str, ports: int = 1,
+                 open_files: int | None = None) -> None:
         conf = tmp_path / "cyclone-sse.conf"
         conf.write_text("# written by the test\n--port=0\n" + "\n".join(options) + "\n")
         self.log: list[str] = []
         self._pending = b""  # read from the pipe, not yet split into lines
+        def limit_open_files() -> None:  # in the child, before twistd starts
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.proc = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "cyclone-sse", "--config", str(conf)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=limit_open_files if open_files else None)
         try:
             self.ports = [int(m.group(1)) for m in self.wait_for(r"starting on (\d+)", ports)]
         except BaseException:

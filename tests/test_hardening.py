@@ -268,3 +268,64 @@ def test_the_version_can_be_hidden():
     shown = Connection(make_app()).send("GET", "/healthz").head_and_body()[1]
     hidden = Connection(make_app(hide_version=True)).send("GET", "/healthz").head_and_body()[1]
     assert shown["server"].startswith("cyclone-sse/") and hidden["server"] == "cyclone-sse"
+
+
+# connection limits ---------------------------------------------------------------------
+
+def test_past_the_connection_limit_requests_get_503_but_operations_still_answer():
+    app = make_app(max_connections=3)
+    streams = [Connection(app).send("GET", "/?channels=a") for _ in range(3)]
+    over = Connection(app).send("GET", "/?channels=a")
+    status, headers, body = over.head_and_body()
+    assert status == 503 and headers["retry-after"] == "5"
+    assert "connection limit" in json.loads(body)["error"]
+    stats = Connection(app).send("GET", "/stats")
+    assert answer(stats)[0] == 200  # from the reserve
+    ready = Connection(app).send("GET", "/readyz")
+    status, body = answer(ready)
+    assert status == 503 and "at the connection limit" in body["reasons"]
+    app.connection_limits.reserve = 0  # the reserve used up: refused at once
+    at_once = Connection(app)
+    assert at_once.head_and_body()[0] == 503 and at_once.transport.disconnecting
+    for conn in (over, at_once, stats, ready, *streams[:2]):
+        conn.close()
+    assert answer(Connection(app).send("GET", "/readyz"))[0] == 200
+    assert Connection(app).send("GET", "/?channels=a").head_and_body()[0] == 200
+    assert app.stats()["refused_connections"] == 2
+
+
+def test_one_address_may_be_limited():
+    app = make_app(max_per_address=2)
+    first = [Connection(app).send("GET", "/?channels=a") for _ in range(2)]
+    third = Connection(app).send("GET", "/?channels=a")
+    status, body = answer(third)
+    assert status == 503 and "your address" in body["error"]
+    third.close()  # (the daemon closed it; in memory the test plays the kernel)
+    first[0].close()
+    assert Connection(app).send("GET", "/?channels=a").head_and_body()[0] == 200
+
+
+def test_at_the_open_file_limit_the_daemon_answers_503_and_stats_still_work(tmp_path):
+    daemon = Daemon(tmp_path, open_files=256)  # --max-connections: 256 - 64 = 192
+    clients, refused = [], 0
+    try:
+        for _ in range(200):
+            client = SSEClient(daemon.port, "channels=a")
+            if client.status == 200:
+                clients.append(client)
+            else:
+                assert client.status == 503 and client.headers["retry-after"] == "5"
+                refused += 1
+                client.close()
+        assert len(clients) >= 180 and refused == 200 - len(clients) and refused > 0
+        status, stats = daemon.request("GET", "/stats")
+        assert status == 200 and stats["max_connections"] == 192
+        assert daemon.request("GET", "/healthz")[0] == 200
+        assert daemon.publish_form("channel=a&message=still+served")[0] == 200  # reserve
+        assert clients[0].events(1)[0]["data"] == "still served"
+    finally:
+        for client in clients:
+            client.close()
+        daemon.stop()
+    log = "".join(daemon.log)
+    assert log.count("answering 503 to new connections") == 1 and "Traceback" not in log

@@ -26,6 +26,7 @@ _COUNTERS = {
     "connections_total": ("connections_accepted", "Subscriber connections accepted."),
     "request_timeouts": ("request_timeouts", "Connections closed: a request phase timed out."),
     "refused_pipelined": ("refused_pipelined", "Streams closed: a request was sent on them."),
+    "refused_connections": ("refused_connections", "Connections answered 503: over a limit."),
 }
 
 
@@ -44,6 +45,9 @@ class StatsCollector:
                                 value=stats["connections"])
         yield GaugeMetricFamily("cyclone_sse_channels", "Channels and patterns listened to.",
                                 value=stats["channels"])
+        yield GaugeMetricFamily("cyclone_sse_open_connections",
+                                "Open HTTP connections (streams, polls, requests).",
+                                value=stats["open_connections"])
         yield GaugeMetricFamily("cyclone_sse_uptime_seconds", "Seconds since start.",
                                 value=stats["uptime"])
         broker = stats["broker"]
