@@ -117,7 +117,8 @@ class App(cyclone.web.Application):
                                 size=s.history_size, ttl=s.history_ttl,
                                 channels=s.history_channels)
         return MemoryHistory(self.clock, size=s.history_size, ttl=s.history_ttl,
-                             channels=s.history_channels)
+                             channels=s.history_channels, max_bytes=s.history_bytes,
+                             channel_bytes=s.history_channel_bytes)
 
     def build_broker(self) -> Broker:
         name = self.settings_obj.broker

@@ -157,6 +157,11 @@ class Settings:
                                 _seconds)
     history_channels: int = option(history_mod.DEFAULT_CHANNELS, "channels kept in "
                                    "history (the least recently published go first)", _count)
+    history_bytes: int = option(history_mod.DEFAULT_BYTES, "bytes of events kept in all "
+                                "(memory history; the largest channel gives first)", _count)
+    history_channel_bytes: int = option(history_mod.DEFAULT_CHANNEL_BYTES,
+                                        "bytes of events kept per channel (memory history)",
+                                        _count)
     replay_limit: int = option(history_mod.DEFAULT_REPLAY_LIMIT,
                                "most events one reconnect replays", _count)
     heartbeat: float = option(registry_mod.DEFAULT_HEARTBEAT,
@@ -168,6 +173,7 @@ class Settings:
     max_pending: int = option(transports_mod.DEFAULT_MAX_PENDING,
                               "bytes queued for a client that stopped reading", _count)
     max_body: int = option(1024 * 1024, "largest publish body, bytes", _int(1))
+    max_publish_channels: int = option(64, "channels one publish may name", _count)
     header_timeout: float = option(10.0, "seconds to send a request line and headers",
                                    _seconds)
     body_timeout: float = option(30.0, "seconds to send a request body", _seconds)

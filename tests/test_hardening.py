@@ -329,3 +329,45 @@ def test_at_the_open_file_limit_the_daemon_answers_503_and_stats_still_work(tmp_
         daemon.stop()
     log = "".join(daemon.log)
     assert log.count("answering 503 to new connections") == 1 and "Traceback" not in log
+
+
+# memory ------------------------------------------------------------------------------
+
+def test_one_publish_may_name_only_so_many_channels():
+    app = make_app(max_publish_channels=3)
+    status, body = post(app, json.dumps({"channels": ["a", "b", "c", "d"],
+                                         "data": "x"}).encode())
+    assert status == 400 and "too many channels in one publish: 4 > 3" in body["error"]
+    assert post(app, json.dumps({"channels": ["a", "b", "c"], "data": "x"}).encode())[0] \
+        == 200
+
+
+def test_large_publishes_keep_the_daemon_within_its_history_budget(tmp_path):
+    from pathlib import Path
+    budget = 16 * 1024 * 1024
+    daemon = Daemon(tmp_path, f"--history-bytes={budget}", "--max-body=600000")
+
+    def rss() -> int:
+        pages = int(Path(f"/proc/{daemon.proc.pid}/statm").read_text().split()[1])
+        return pages * 4096
+
+    try:
+        healthy = SSEClient(daemon.port, "channels=small")
+        before = rss()
+        payload = "y" * 500_000
+        for n in range(200):  # 100 MB published, on eight channels
+            status, _ = daemon.request("POST", "/publish", json.dumps(
+                {"channel": f"big{n % 8}", "data": payload}),
+                {"Content-Type": "application/json"})
+            assert status == 200
+        daemon.publish_form("channel=small&message=still+here")
+        assert healthy.events(1)[0]["data"] == "still here"
+        held = daemon.request("GET", "/stats")[1]["history"]["bytes"]
+        grown = rss() - before
+        print(f"\n100 MB of 500 kB events published: history holds {held / 2**20:.1f} MiB "
+              f"(budget 16 MiB), daemon RSS grew {grown / 2**20:.1f} MiB")
+        assert held <= budget
+        assert grown < budget + 48 * 1024 * 1024
+        healthy.close()
+    finally:
+        daemon.stop()

@@ -205,12 +205,29 @@ class TestMemoryHistory(HistoryContract, unittest.TestCase):
         yield self.append(history, "a", "old")
         history.startService()
         self.clock.advance(11)
-        assert history.stats() == {"channels": 1, "events": 1}  # not swept yet
+        assert history.stats()["events"] == 1  # not swept yet
         self.clock.advance(60)  # SWEEP_INTERVAL
-        assert history.stats() == {"channels": 0, "events": 0}
+        assert history.stats() == {"channels": 0, "events": 0, "bytes": 0}
         assert history.since(["a"], "ep-0").gap == GAP_EXPIRED
         yield history.stopService()
         assert not self.clock.getDelayedCalls()
+
+    def test_bytes_are_bounded_per_channel_and_in_all_and_the_largest_give_first(self):
+        history = MemoryHistory(Clock(), epoch="ep", size=0, max_bytes=100_000,
+                                channel_bytes=20_000)
+        quiet = [history.append("quiet", "q" * 1000)[0] for _ in range(3)]
+        for n in range(500):  # one publisher floods ten channels
+            history.append(f"flood{n % 10}", "x" * 1000)
+        logs = history._logs
+        assert history.bytes <= 100_000
+        assert history.bytes == sum(log.bytes for log in logs.values())
+        assert all(log.bytes <= 20_000 for log in logs.values())
+        # the quiet channel keeps its replay: the floods gave up theirs first
+        replay = history.since(["quiet"], "ep-0")
+        assert [e.id for e in replay.events] == [e.id for e in quiet] and replay.gap is None
+        floods = sorted(logs[f"flood{n}"].bytes for n in range(10))
+        assert floods[-1] - floods[0] <= 2500  # shared out evenly, within one event
+        assert history.stats()["bytes"] == history.bytes
 
     @defer.inlineCallbacks
     def test_a_wide_replay_merges_channels_newest_first_up_to_the_limit(self):

@@ -62,6 +62,22 @@ def test_redis_cli_publish_reaches_every_daemon(tmp_path, redis_prefix):  # noqa
         a.stop()
 
 
+def test_raw_messages_larger_than_max_body_are_ignored(tmp_path, redis_prefix):  # noqa: F811
+    daemon = redis_daemon(tmp_path, redis_prefix, "--max-body=1000")
+    try:
+        daemon.wait_for("now stores raw redis messages")
+        client = SSEClient(daemon.port, "channels=base")
+        redis = RedisPublisher(*REDIS)
+        redis.publish_raw("base", "z" * 2000)  # ignored, like an oversized POST
+        redis.publish_raw("base", "[5]")
+        redis.close()
+        assert [e["data"] for e in client.events(1)] == ["[5]"]
+        client.close()
+    finally:
+        daemon.stop()
+    assert "".join(daemon.log).count("larger than --max-body (1000 bytes)") == 1
+
+
 def test_patterns_subscribe_upstream(two_daemons):
     a, b = two_daemons
     client = SSEClient(b.port, "channels=news.*")

@@ -143,8 +143,11 @@ class AmqpBroker(Broker):
         if headers.get(ORIGIN_HEADER) == self.me:
             return  # published here, already stored and delivered
         try:
+            body = message.content.body
+            if len(body) > self.settings.max_body:
+                raise ValueError(f"larger than --max-body ({self.settings.max_body} bytes)")
             channel = check_channel(message.routing_key)
-            data = message.content.body.decode("utf-8")
+            data = body.decode("utf-8")
             name = properties.get("type") or None
             if name:
                 check_field("event", name)

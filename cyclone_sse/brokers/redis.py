@@ -229,6 +229,8 @@ class RedisBroker(Broker):
     def _raw(self, channel: str, message: bytes) -> None:
         """A plain ``PUBLISH channel message``: store it as if POSTed."""
         try:
+            if len(message) > self.settings.max_body:
+                raise ValueError(f"larger than --max-body ({self.settings.max_body} bytes)")
             check_channel(channel)
             data = message.decode("utf-8")
         except Exception as exc:

@@ -127,6 +127,10 @@ class PublishHandler(BaseHandler):
         self.check_rights(proof, key, channels)
         if not channels:
             raise BadRequest("missing field 'channel'", field="channel")
+        most = self.application.settings_obj.max_publish_channels
+        if most and len(set(channels)) > most:
+            raise BadRequest(f"too many channels in one publish: {len(set(channels))} > {most}",
+                             field="channel")
         for channel in channels:
             check_channel(channel)
         if name is not None:

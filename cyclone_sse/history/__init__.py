@@ -5,6 +5,8 @@ Redis store is imported only when asked for, as it needs txredisapi.
 """
 
 from cyclone_sse.history.base import (
+    DEFAULT_BYTES,
+    DEFAULT_CHANNEL_BYTES,
     DEFAULT_CHANNELS,
     DEFAULT_REPLAY_LIMIT,
     DEFAULT_SIZE,
@@ -17,6 +19,17 @@ from cyclone_sse.history.base import (
 )
 from cyclone_sse.history.memory import MemoryHistory
 
-__all__ = ["DEFAULT_CHANNELS", "DEFAULT_REPLAY_LIMIT", "DEFAULT_SIZE", "DEFAULT_TTL",
-           "GAP_EXPIRED", "GAP_LIMIT", "GAP_UNAVAILABLE", "GAP_UNKNOWN", "MemoryHistory",
-           "Replay"]
+__all__ = [
+    "DEFAULT_BYTES",
+    "DEFAULT_CHANNELS",
+    "DEFAULT_CHANNEL_BYTES",
+    "DEFAULT_REPLAY_LIMIT",
+    "DEFAULT_SIZE",
+    "DEFAULT_TTL",
+    "GAP_EXPIRED",
+    "GAP_LIMIT",
+    "GAP_UNAVAILABLE",
+    "GAP_UNKNOWN",
+    "MemoryHistory",
+    "Replay",
+]

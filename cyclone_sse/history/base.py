@@ -19,6 +19,8 @@ DEFAULT_SIZE = 1000          # events kept per channel
 DEFAULT_TTL = 3600.0         # seconds an event is kept
 DEFAULT_CHANNELS = 10000     # channels kept; the least recently published go first
 DEFAULT_REPLAY_LIMIT = 5000  # events one reconnect may replay
+DEFAULT_BYTES = 128 * 1024 * 1024        # bytes of events kept in all (memory store)
+DEFAULT_CHANNEL_BYTES = 8 * 1024 * 1024  # bytes of events kept per channel
 #: Seconds between sweeps of expired history.
 SWEEP_INTERVAL = 60.0
 

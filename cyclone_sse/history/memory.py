@@ -16,6 +16,8 @@ from zope.interface import implementer
 from cyclone_sse.channels import compile_pattern, is_pattern
 from cyclone_sse.event import Event, EventId
 from cyclone_sse.history.base import (
+    DEFAULT_BYTES,
+    DEFAULT_CHANNEL_BYTES,
     DEFAULT_CHANNELS,
     DEFAULT_REPLAY_LIMIT,
     DEFAULT_SIZE,
@@ -27,11 +29,20 @@ from cyclone_sse.history.base import (
 )
 from cyclone_sse.interfaces import IHistory, IStats
 
+#: What keeping an event costs beyond its frame and data (objects, deque slot, id).
+EVENT_OVERHEAD = 256
+
+
+def cost(event: Event) -> int:
+    """Bytes an event holds while retained (its frame, its data, the objects)."""
+    return len(event.frame) + len(event.data) + EVENT_OVERHEAD
+
 
 class _ChannelLog:
-    __slots__ = ("by_publisher_id", "events", "evicted_upto")
+    __slots__ = ("by_publisher_id", "bytes", "events", "evicted_upto")
 
     def __init__(self) -> None:
+        self.bytes = 0
         # (stored at, event, publisher's own id or None)
         self.events: deque[tuple[float, Event, str | None]] = deque()
         self.evicted_upto = 0
@@ -64,15 +75,24 @@ def _tail(log: _ChannelLog, after: int, limit: int) -> tuple[list[Event], bool]:
 
 @implementer(IHistory, IStats)
 class MemoryHistory(SweptStore):
-    """Bounded per-channel logs in this process; lost on restart."""
+    """Per-channel logs in this process, bounded in count, age, channels and bytes (per
+    channel and in all); lost on restart.
+
+    Past the total byte budget the largest channel gives up its oldest events first, so
+    one busy publisher cannot flush everyone else's replay."""
 
     def __init__(self, clock: IReactorTime, size: int = DEFAULT_SIZE,
                  ttl: float = DEFAULT_TTL, channels: int = DEFAULT_CHANNELS,
-                 epoch: str | None = None) -> None:
+                 epoch: str | None = None, max_bytes: int = DEFAULT_BYTES,
+                 channel_bytes: int = DEFAULT_CHANNEL_BYTES) -> None:
         super().__init__(clock)
         self.size = size
         self.ttl = ttl
         self.max_channels = channels
+        self.max_bytes = max_bytes
+        self.channel_bytes = channel_bytes
+        self.bytes = 0
+        self._largest: list[tuple[int, str]] = []  # heap of (-bytes, channel), lazily kept
         self.epoch = epoch or secrets.token_hex(3)
         self._seq = 0
         self._logs: OrderedDict[str, _ChannelLog] = OrderedDict()
@@ -94,6 +114,7 @@ class MemoryHistory(SweptStore):
             log = self._logs[channel] = _ChannelLog()
             if self.max_channels and len(self._logs) > self.max_channels:
                 _, dropped = self._logs.popitem(last=False)
+                self.bytes -= dropped.bytes
                 if dropped.events:
                     self._dropped_upto = max(self._dropped_upto, dropped.events[-1][1].seq)
         else:
@@ -107,14 +128,39 @@ class MemoryHistory(SweptStore):
         self._seq += 1
         event = Event(channel, data, EventId(self.epoch, self._seq), name)
         log.events.append((now, event, publisher_id))
+        size = cost(event)
+        log.bytes += size
+        self.bytes += size
         if publisher_id is not None:
             log.by_publisher_id[publisher_id] = event
         if self.size and len(log.events) > self.size:
             self._evict_oldest(log)
+        while self.channel_bytes and log.bytes > self.channel_bytes and len(log.events) > 1:
+            self._evict_oldest(log)
+        if self.max_bytes:
+            heapq.heappush(self._largest, (-log.bytes, channel))
+            if self.bytes > self.max_bytes:
+                self._evict_from_the_largest()
         return event, True
+
+    def _evict_from_the_largest(self) -> None:
+        """Back under the total budget, taking from the largest channel first."""
+        while self.bytes > self.max_bytes and self._largest:
+            negative, channel = heapq.heappop(self._largest)
+            log = self._logs.get(channel)
+            if log is None or log.bytes != -negative or not log.events:
+                continue  # a stale entry
+            self._evict_oldest(log)
+            heapq.heappush(self._largest, (-log.bytes, channel))
+        if len(self._largest) > 4 * len(self._logs) + 1024:  # drop the stale entries
+            self._largest = [(-log.bytes, name) for name, log in self._logs.items()]
+            heapq.heapify(self._largest)
 
     def _evict_oldest(self, log: _ChannelLog) -> None:
         _, event, publisher_id = log.events.popleft()
+        size = cost(event)
+        log.bytes -= size
+        self.bytes -= size
         log.evicted_upto = event.seq
         if publisher_id is not None and log.by_publisher_id.get(publisher_id) is event:
             del log.by_publisher_id[publisher_id]
@@ -185,5 +231,5 @@ class MemoryHistory(SweptStore):
                         truncated=truncated)
 
     def stats(self) -> dict[str, object]:
-        return {"channels": len(self._logs),
+        return {"channels": len(self._logs), "bytes": self.bytes,
                 "events": sum(len(log.events) for log in self._logs.values())}
