@@ -134,6 +134,8 @@ class Settings:
                                "channel")
     redis_raw: str = option("*", "raw channels stored as publishes (redis-cli publish); "
                             "empty: none", empty_ok=True)
+    redis_timeout: float = option(3.0, "seconds a Redis reply may take (and between PINGs) "
+                                  "before Redis counts as down", _seconds)
     amqp_host: str = option("127.0.0.1", "AMQP host (AMQP broker)", group="amqp")
     amqp_port: int = option(5672, "AMQP port", _port)
     amqp_vhost: str = option("/", "AMQP virtual host")

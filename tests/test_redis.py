@@ -192,6 +192,42 @@ def test_redis_killed_and_restarted(tmp_path, redis_prefix):  # noqa: F811
         redis.kill()
 
 
+def test_a_frozen_redis_is_an_outage_not_a_hang(tmp_path, redis_prefix):  # noqa: F811
+    import signal
+    import time
+    redis = PrivateRedis(tmp_path)
+    daemon = redis_daemon(tmp_path, redis_prefix, "--redis-timeout=1", port=redis.port)
+    try:
+        client = SSEClient(daemon.port, "channels=a")
+        assert daemon.publish_form("message=before&channel=a")[0] == 200
+        redis.proc.send_signal(signal.SIGSTOP)  # the TCP connection stays open; no answers
+        started = time.monotonic()
+        status, answer = daemon.publish_form("message=frozen&channel=a&id=msg-1")
+        took = time.monotonic() - started
+        assert status == 503 and "retry with the same 'id'" in answer["error"]
+        assert took < 4.0, took  # the reply timeout (1 s), plus a wait for the link
+        daemon.wait_for("connection lost; reconnecting", 2)  # both links, PINGs included
+        broker = daemon.request("GET", "/stats")[1]["broker"]
+        assert broker["connected"] is False and broker["outages"] >= 2
+        assert daemon.request("GET", "/readyz")[0] == 503
+        redis.proc.send_signal(signal.SIGCONT)
+        daemon.wait_for("(pubsub|history) connection .* is back", 2)
+        # Redis may have run the timed-out command when it woke up: the retry with the
+        # same id publishes it exactly once either way
+        assert daemon.publish_form("message=frozen&channel=a&id=msg-1")[0] == 200
+        assert daemon.publish_form("message=after&channel=a")[0] == 200
+        assert [e["data"] for e in client.events(3)] == ["before", "frozen", "after"]
+        assert daemon.request("GET", "/readyz")[0] == 200
+    finally:
+        if redis.proc is not None:
+            redis.proc.send_signal(signal.SIGCONT)
+        daemon.stop()
+        redis.kill()
+    log = "".join(daemon.log)
+    assert log.count("connection lost; reconnecting") == 2  # one line per link and outage
+    assert "Traceback" not in log
+
+
 def test_password_and_database_through_a_redis_url(tmp_path):
     redis = PrivateRedis(tmp_path, "--requirepass", "s3cret")
     daemon = Daemon(tmp_path, "--broker=redis",

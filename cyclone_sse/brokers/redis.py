@@ -27,7 +27,7 @@ from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import Event, EventId
 from cyclone_sse.interfaces import IRedisHistory
 from cyclone_sse.links.reconnect import READY_WAIT
-from cyclone_sse.links.redis import RedisAddress, RedisLink
+from cyclone_sse.links.redis import RedisAddress, RedisLink, ReplyTimeout
 
 log = Logger()
 
@@ -67,7 +67,8 @@ class RedisBroker(Broker):
         self._catching_up: list[Event] | None = None
         self._pending: dict[str, list[defer.Deferred[None]]] = {}
         self.link = RedisLink(self.reactor, history.link.address, "pubsub", on_up=self._up,
-                              on_down=self._down, on_message=self.message)
+                              on_down=self._down, on_message=self.message,
+                              timeout=settings.redis_timeout)
         self.link.setServiceParent(self)
         if self.raw_pattern:
             election = TimerService(LEADER_RENEW_INTERVAL, self._campaign)
@@ -104,6 +105,11 @@ class RedisBroker(Broker):
         return d
 
     def _failed(self, failure: Any) -> Any:
+        if failure.check(ReplyTimeout):
+            # The command may still run when Redis wakes up: a timeout is no refusal.
+            raise BrokerUnavailable("Redis did not answer in time: the event may or may not "
+                                    "be stored; retry with the same 'id' to publish it "
+                                    "exactly once")
         raise BrokerUnavailable(f"not published, retry later: {failure.getErrorMessage()}")
 
     def _stored(self, appended: tuple[Event, bool]) -> Published:

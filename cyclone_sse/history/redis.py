@@ -35,7 +35,7 @@ from cyclone_sse.history.base import (
 )
 from cyclone_sse.history.redis_scripts import APPEND, SINCE, SWEEP
 from cyclone_sse.interfaces import IRedisHistory, IStats
-from cyclone_sse.links.redis import RedisAddress, RedisLink
+from cyclone_sse.links.redis import DEFAULT_TIMEOUT, RedisAddress, RedisLink
 
 DEFAULT_PREFIX = "cyclone-sse"
 
@@ -53,9 +53,11 @@ class RedisHistory(SweptStore):
 
     def __init__(self, clock: IReactorTime, address: RedisAddress,
                  prefix: str = DEFAULT_PREFIX, size: int = DEFAULT_SIZE,
-                 ttl: float = DEFAULT_TTL, channels: int = DEFAULT_CHANNELS) -> None:
+                 ttl: float = DEFAULT_TTL, channels: int = DEFAULT_CHANNELS,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         super().__init__(clock)
-        self.link = RedisLink(clock, address, "history", on_up=self.load_scripts)
+        self.link = RedisLink(clock, address, "history", on_up=self.load_scripts,
+                              timeout=timeout)
         self.link.setServiceParent(self)
         self.prefix = prefix
         self.size = size

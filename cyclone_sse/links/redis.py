@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import txredisapi
+from twisted.application.internet import TimerService
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime
@@ -22,6 +23,10 @@ from twisted.internet.ssl import optionsForClientTLS
 from cyclone_sse.links.reconnect import Link
 
 MessageHandler = Callable[[bytes | None, bytes, bytes], None]  # (pattern, channel, message)
+#: Seconds a Redis reply may take before the connection counts as lost (--redis-timeout).
+DEFAULT_TIMEOUT = 3.0
+#: What a command that got no reply in time fails with.
+ReplyTimeout = txredisapi.TimeoutError
 
 
 @dataclass
@@ -93,8 +98,11 @@ class _Factory(Factory):
     isLazy = True
     noisy = False
 
-    def __init__(self, address: RedisAddress, on_message: MessageHandler | None) -> None:
+    def __init__(self, address: RedisAddress, on_message: MessageHandler | None,
+                 clock: IReactorTime, timeout: float) -> None:
         self.address = address
+        self.clock = clock
+        self.timeout = timeout
         self.pubsub = on_message is not None
         self.on_message: MessageHandler = on_message or (lambda *_: None)
         self.link: RedisLink
@@ -103,8 +111,14 @@ class _Factory(Factory):
         a = self.address
         kind = _Subscriber if self.pubsub else _Commands
         # Replies stay bytes (charset=None) and numbers stay text: payloads are data.
+        # A reply that takes longer than the timeout aborts the connection (txredisapi),
+        # so a frozen Redis is an outage, not a hang.  (SUBSCRIBE commands are exempt
+        # there: the link's PINGs stand in for them.)
         proto = kind(charset=None, password=a.password, dbid=a.db or None,
-                     convertNumbers=False, username=a.username)
+                     convertNumbers=False, username=a.username,
+                     replyTimeout=self.timeout or None)
+        # txredisapi schedules with the global reactor unless told otherwise.
+        proto.callLater = self.clock.callLater
         proto.factory = self
         return proto
 
@@ -125,15 +139,25 @@ class RedisLink(Link):
     def __init__(self, reactor: IReactorTime, address: RedisAddress, name: str,
                  on_up: Callable[[Any], object] | None = None,
                  on_down: Callable[[], object] | None = None,
-                 on_message: MessageHandler | None = None) -> None:
+                 on_message: MessageHandler | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
         self.address = address
-        endpoint: Any = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
+        endpoint: Any = HostnameEndpoint(reactor, address.host, address.port,
+                                         timeout=timeout or 5)
         if address.tls:
             endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
-        factory = _Factory(address, on_message)
+        factory = _Factory(address, on_message, reactor, timeout)
         super().__init__(reactor, f"redis {name} connection to {address}", endpoint, factory,
                          on_up, on_down)
         factory.link = self
+        if timeout:  # a PING now and then: a Redis that froze is noticed even when idle
+            heartbeat = TimerService(timeout, self._ping)
+            heartbeat.clock = reactor
+            heartbeat.setServiceParent(self)
+
+    def _ping(self) -> None:
+        if self.ready and self.connection is not None:
+            self.connection.execute_command("PING").addErrback(lambda _: None)
 
     def _prepare(self, connection: Any) -> defer.Deferred[Any]:
         # txredisapi's whenConnected fires with the protocol itself (not ClientService's
