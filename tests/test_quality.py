@@ -136,3 +136,19 @@ def test_the_readme_layout_is_a_true_map_of_the_package():
             listed.add("".join(folders[d] for d in range(depth)) + name)
     actual = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
     assert listed == actual
+
+
+def test_the_readme_is_valid_restructuredtext():
+    import docutils.core
+    import docutils.utils
+    text = (ROOT / "README.rst").read_text()
+    problems = []
+
+    class Collect:
+        def write(self, message):
+            problems.append(message)
+
+    docutils.core.publish_string(text, writer="null", settings_overrides={
+        "report_level": docutils.utils.Reporter.WARNING_LEVEL, "halt_level": 5,
+        "warning_stream": Collect()})
+    assert not problems, "".join(problems)
