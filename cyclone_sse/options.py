@@ -151,6 +151,8 @@ class Settings:
     export_port: int = option(2003, "Graphite (carbon plaintext) port", _port)
     export_path: str = option("cyclone-sse", "metric name prefix")
     export_interval: float = option(60.0, "seconds between exports", _seconds)
+    metrics_channels: int = option(100, "per-channel subscriber counts in /metrics and "
+                                   "Graphite: the busiest N (0: none)", _count)
     history: str = option("", "where events are kept for replay: memory or redis "
                           "(default: redis with the Redis broker)", group="history",
                           shown="(auto)")

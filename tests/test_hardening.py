@@ -371,3 +371,19 @@ def test_large_publishes_keep_the_daemon_within_its_history_budget(tmp_path):
         healthy.close()
     finally:
         daemon.stop()
+
+
+def test_per_channel_metrics_are_bounded_to_the_busiest():
+    from cyclone_sse.export.graphite import metric_lines
+    app = make_app(metrics_channels=2)
+    subscribers = [Connection(app).send("GET", f"/?channels=c{n}")
+                   for n in (1, 2, 2, 3, 3, 3, 4)]
+    metrics = Connection(app).send("GET", "/metrics").head_and_body()[2].decode()
+    labelled = sorted(line for line in metrics.splitlines()
+                      if line.startswith("cyclone_sse_channel_subscribers{"))
+    assert labelled == ['cyclone_sse_channel_subscribers{channel="c2"} 2.0',
+                        'cyclone_sse_channel_subscribers{channel="c3"} 3.0']
+    lines = metric_lines("sse", app.stats(), 0, 2)
+    assert sorted(line for line in lines if ".channels." in line) == [
+        "sse.channels.c2 2 0", "sse.channels.c3 3 0"]
+    assert len(subscribers) == 7

@@ -2,8 +2,9 @@
 
 Every ``--export-interval`` seconds one line per number in /stats is sent as
 ``<export-path>.<name> <value> <unix time>``; per-channel subscriber counts go under
-``<export-path>.channels.<channel>``.  The connection is kept open and re-made with
-backoff when carbon goes away; an interval with no connection is skipped.
+``<export-path>.channels.<channel>`` (the busiest ``--metrics-channels``).  The
+connection is kept open and re-made with backoff when carbon goes away; an interval
+with no connection is skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from cyclone_sse.export.prometheus import busiest
 from cyclone_sse.options import Settings
 
 log = Logger()
@@ -25,7 +27,8 @@ log = Logger()
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-:]")
 
 
-def metric_lines(prefix: str, stats: Mapping[str, Any], now: int) -> list[str]:
+def metric_lines(prefix: str, stats: Mapping[str, Any], now: int,
+                 most: int = 100) -> list[str]:
     """Flatten /stats into carbon lines; channel names become safe path parts."""
     lines = []
 
@@ -41,7 +44,7 @@ def metric_lines(prefix: str, stats: Mapping[str, Any], now: int) -> list[str]:
                 add(f"{key}.{sub}", subvalue)
         elif key != "subscriptions":
             add(key, value)
-    for channel, count in stats.get("subscriptions", []):
+    for channel, count in busiest(stats.get("subscriptions", []), most):
         add("channels." + _UNSAFE.sub("_", channel.replace(".", "_")), count)
     return lines
 
@@ -69,7 +72,8 @@ class GraphiteExporter(MultiService):
 
     def _send(self, protocol: Protocol) -> None:
         self._warned = False
-        lines = metric_lines(self.prefix, self.app.stats(), int(self.reactor.seconds()))
+        lines = metric_lines(self.prefix, self.app.stats(), int(self.reactor.seconds()),
+                             self.app.settings_obj.metrics_channels)
         protocol.transport.write(("\n".join(lines) + "\n").encode())  # type: ignore[union-attr]
 
     def _unreachable(self, failure: Any) -> None:

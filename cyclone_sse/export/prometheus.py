@@ -2,7 +2,8 @@
 
 The numbers are the ones /stats shows, read when Prometheus scrapes (nothing is counted
 twice on the hot path): totals become counters (``*_total``), current values gauges, and
-each channel's subscriber count ``cyclone_sse_channel_subscribers{channel="..."}``.
+each channel's subscriber count ``cyclone_sse_channel_subscribers{channel="..."}`` for
+the busiest ``--metrics-channels`` channels.
 """
 
 from __future__ import annotations
@@ -55,10 +56,20 @@ class StatsCollector:
                                 "1 while the broker is reachable.",
                                 value=1 if broker.get("connected") else 0)
         channels = GaugeMetricFamily("cyclone_sse_channel_subscribers",
-                                     "Subscribers per channel or pattern.", labels=["channel"])
-        for channel, count in stats["subscriptions"]:
+                                     "Subscribers per channel or pattern (the busiest "
+                                     "--metrics-channels).", labels=["channel"])
+        for channel, count in busiest(stats["subscriptions"],
+                                      self.app.settings_obj.metrics_channels):
             channels.add_metric([channel], count)
         yield channels
+
+
+def busiest(pairs: list[list[Any]], most: int) -> list[list[Any]]:
+    """The ``most`` channels with the most subscribers (0: none), so that ten thousand
+    channels do not make ten thousand series."""
+    if not most:
+        return []
+    return sorted(pairs, key=lambda pair: (-pair[1], pair[0]))[:most]
 
 
 def render(app: Any, with_channels: bool = True) -> bytes:
