@@ -119,6 +119,11 @@ class Settings:
     ssl_key: str = option("server.key", "TLS private key file (PEM)")
     ssl_app: str | None = option(None, "a different application for the TLS port")
     ssl_appopts: str | None = option(None, "kept for compatibility; passed to --ssl-app")
+    ssl_min_version: str = option("1.2", "oldest TLS version accepted: 1.2 or 1.3")
+    ssl_ciphers: str = option("", "OpenSSL cipher list for TLS 1.2 (empty: Twisted's "
+                              "secure default)")
+    hsts: int = option(0, "Strict-Transport-Security max-age on the TLS port, seconds "
+                       "(0: not sent)", _count)
     broker: str = option("http", "where messages come from: http, redis or amqp",
                          short="b", group="broker")
     http_secret: str = option("", "key required by POST /publish, /stats channel names "
@@ -249,10 +254,13 @@ class Settings:
                 except Exception as exc:
                     raise ValueError(f"--{name}={dotted}: cannot import it "
                                      f"({exc.__class__.__name__}: {exc})") from None
+        _check_choice("ssl-min-version", self.ssl_min_version, ("1.2", "1.3"))
         if self.use_ssl:
             for name, path in (("ssl-cert", self.ssl_cert), ("ssl-key", self.ssl_key)):
                 if not os.path.isfile(path):
                     raise ValueError(f"--{name}={path}: no such file")
+        if self.ssl_ciphers and not _known_ciphers(self.ssl_ciphers):
+            raise ValueError(f"--ssl-ciphers={self.ssl_ciphers}: no cipher OpenSSL knows")
         if self.cors_origin != "*" and any(not o.strip() for o in self.cors_origin.split(",")):
             raise ValueError(f"--cors-origin={self.cors_origin}: empty origin in the list")
         self._check_security()
@@ -313,6 +321,16 @@ def _read(option_name: str, path: str) -> str:
             return handle.read()
     except OSError as exc:
         raise ValueError(f"{option_name}={path}: {exc.strerror}") from None
+
+
+def _known_ciphers(text: str) -> bool:
+    """Whether OpenSSL accepts the cipher list (at least one cipher)."""
+    from OpenSSL import SSL
+    try:
+        SSL.Context(SSL.TLS_METHOD).set_cipher_list(text.encode())
+    except SSL.Error:
+        return False
+    return True
 
 
 def _is_loopback(address: str) -> bool:

@@ -81,6 +81,29 @@ class ReusePortServer(service.Service):
         return None
 
 
+TLS_VERSIONS = {"1.2": "TLSv1_2", "1.3": "TLSv1_3"}
+
+
+def tls_options(settings: Settings) -> ssl.CertificateOptions:
+    """The TLS port's certificate, its floor (``--ssl-min-version``) and ciphers."""
+    from OpenSSL import crypto
+    with open(settings.ssl_cert, "rb") as handle:
+        marker = b"-----BEGIN CERTIFICATE-----"
+        chain = [marker + part for part in handle.read().split(marker)[1:]]
+    with open(settings.ssl_key, "rb") as handle:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, handle.read())
+    certificate, *intermediates = (crypto.load_certificate(crypto.FILETYPE_PEM, pem)
+                                   for pem in chain)
+    extra: dict[str, Any] = {"extraCertChain": intermediates} if intermediates else {}
+    if settings.ssl_ciphers:
+        extra["acceptableCiphers"] = ssl.AcceptableCiphers.fromOpenSSLCipherString(
+            settings.ssl_ciphers)
+    return ssl.CertificateOptions(
+        privateKey=key, certificate=certificate,
+        raiseMinimumTo=getattr(ssl.TLSVersion, TLS_VERSIONS[settings.ssl_min_version]),
+        **extra)
+
+
 def load_app(dotted: str | None, options: Mapping[str, Any], reactor: Any) -> App:
     cls = reflect.namedAny(dotted) if dotted else App
     return cls(options, reactor=reactor)
@@ -113,8 +136,8 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> service.Mult
             ssl_app = load_app(settings.ssl_app, options, reactor)
             AppService(ssl_app).setServiceParent(top)
             apps.append(ssl_app)
-        context = ssl.DefaultOpenSSLContextFactory(settings.ssl_key, settings.ssl_cert)
-        internet.SSLServer(settings.ssl_port, ssl_app, context, backlog=LISTEN_BACKLOG,
+        internet.SSLServer(settings.ssl_port, ssl_app, tls_options(settings),
+                           backlog=LISTEN_BACKLOG,
                            interface=settings.ssl_listen).setServiceParent(top)
     top.apps = apps  # type: ignore[attr-defined]
     return top

@@ -179,3 +179,35 @@ def test_graphite_export_sends_carbon_lines(tmp_path):
     finally:
         daemon.stop()
         carbon.close()
+
+
+def test_tls_has_a_floor_ciphers_and_optional_hsts(tmp_path):
+    import http.client
+    import ssl
+    cert, key = make_certificate(tmp_path)
+    daemon = Daemon(tmp_path, "--use-ssl", "--ssl-port=0", f"--ssl-cert={cert}",
+                    f"--ssl-key={key}", "--ssl-min-version=1.3", "--hsts=31536000", ports=2)
+
+    def client(maximum):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.maximum_version = maximum
+        return context
+
+    try:
+        tls12 = http.client.HTTPSConnection("127.0.0.1", daemon.ports[1], timeout=DEADLINE,
+                                            context=client(ssl.TLSVersion.TLSv1_2))
+        with pytest.raises(ssl.SSLError):
+            tls12.request("GET", "/healthz")  # below the floor: no handshake
+        tls13 = http.client.HTTPSConnection("127.0.0.1", daemon.ports[1], timeout=DEADLINE,
+                                            context=client(ssl.TLSVersion.TLSv1_3))
+        tls13.request("GET", "/healthz")
+        answer = tls13.getresponse()
+        assert answer.status == 200
+        assert answer.getheader("Strict-Transport-Security") == "max-age=31536000"
+        plain = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=DEADLINE)
+        plain.request("GET", "/healthz")
+        assert plain.getresponse().getheader("Strict-Transport-Security") is None
+    finally:
+        daemon.stop()

@@ -54,6 +54,8 @@ def test_config_file_with_comments_and_command_line_override(tmp_path):
     (["--app=no.such.module.App"], "--app"),
     (["--config=/no/such/file"], "--config"),
     (["--use-ssl", "--ssl-cert=/no/cert.pem"], "--ssl-cert"),
+    (["--ssl-min-version=1.1"], "--ssl-min-version"),
+    (["--ssl-ciphers=NO-SUCH-CIPHER"], "--ssl-ciphers"),
 ])
 def test_bad_options_stop_start_up_with_a_one_line_error_naming_them(argv, named):
     with pytest.raises(usage.UsageError) as info:

@@ -59,6 +59,9 @@ class BaseHandler(cyclone.web.RequestHandler):
         self.set_header("Server", "cyclone-sse" if hide else f"cyclone-sse/{__version__}")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Content-Type-Options", "nosniff")
+        hsts = self.application.settings_obj.hsts
+        if hsts and self.request.protocol == "https":
+            self.set_header("Strict-Transport-Security", f"max-age={hsts}")
         origin = self.application.allowed_origin(self.request.headers.get("Origin"))
         if origin:
             self.set_header("Access-Control-Allow-Origin", origin)
