@@ -1,6 +1,7 @@
 """The Redis broker and history against a real Redis, with real daemons."""
 
 import json
+import secrets
 
 import pytest
 
@@ -76,6 +77,35 @@ def test_raw_messages_larger_than_max_body_are_ignored(tmp_path, redis_prefix): 
     finally:
         daemon.stop()
     assert "".join(daemon.log).count("larger than --max-body (1000 bytes)") == 1
+
+
+def test_deployments_with_other_prefixes_do_not_echo_each_other(tmp_path):
+    from tests.services import delete_prefix
+    prefixes = ["echoA-" + secrets.token_hex(3), "echoB-" + secrets.token_hex(3)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = redis_daemon(tmp_path / "a", prefixes[0])
+    b = redis_daemon(tmp_path / "b", prefixes[1])
+    try:
+        a.wait_for("now stores raw redis messages")
+        b.wait_for("now stores raw redis messages")  # both listen to every raw channel
+        on_a = SSEClient(a.port, "channels=x")
+        assert a.publish_form("channel=x&message=only+on+A")[0] == 200
+        assert on_a.events(1)[0]["data"] == "only on A"
+        redis = RedisPublisher(*REDIS)
+        redis.publish_raw("marker", "raw, for both")  # a real raw message, after it
+        on_b = SSEClient(b.port, "channels=marker", {"Last-Event-Id": "x-0"})
+        assert [e["data"] for e in on_b.events(2)][-1] == "raw, for both"
+        keys = redis.command("KEYS", prefixes[1] + ":ch:*") or []
+        assert [k.decode() for k in keys] == [prefixes[1] + ":ch:marker"]
+        assert not redis.command("KEYS", prefixes[0] + ":ch:" + prefixes[1] + "*")
+        redis.close()
+        assert b.request("GET", "/stats")[1]["broker"]["foreign_skipped"] >= 1
+    finally:
+        a.stop()
+        b.stop()
+        for prefix in prefixes:
+            delete_prefix(prefix)
 
 
 def test_patterns_subscribe_upstream(two_daemons):

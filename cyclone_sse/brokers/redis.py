@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -35,6 +36,8 @@ log = Logger()
 LEADER_LOCK_TTL = 6.0
 #: Seconds between renewals (and election attempts).
 LEADER_RENEW_INTERVAL = 2.0
+#: What any cyclone-sse deployment announces on ``<prefix>:ev:<channel>``: epoch, seq.
+_ANNOUNCEMENT = re.compile(rb"\A\d+\n\d+\n")
 
 _LEADER = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
@@ -75,6 +78,7 @@ class RedisBroker(Broker):
             election.clock = self.reactor
             election.setServiceParent(self)
         self.raw_warnings = 0
+        self.foreign_skipped = 0
 
     @classmethod
     def check_options(cls, settings: Any) -> None:
@@ -94,7 +98,8 @@ class RedisBroker(Broker):
     def stats(self) -> dict[str, object]:
         return {"name": self.name, "connected": self.connected,
                 "outages": self.link.outages + self.history.link.outages,
-                "raw_leader": self.leader, "last_seq": self.last_seq}
+                "raw_leader": self.leader, "last_seq": self.last_seq,
+                "foreign_skipped": self.foreign_skipped}
 
     # publishing ---------------------------------------------------------------------
 
@@ -181,6 +186,10 @@ class RedisBroker(Broker):
             self._subscribed(None, channel)
         if self._catching_up is not None:
             yield self._catch_up(names)
+        if self.raw_pattern and not self.leader:
+            # At once (once this link counts as up, next turn), not at the next round:
+            # raw messages published meanwhile would reach no daemon.
+            self.reactor.callLater(0, self._campaign)
 
     @defer.inlineCallbacks
     def _catch_up(self, names: list[str]) -> Any:
@@ -214,6 +223,9 @@ class RedisBroker(Broker):
                 return  # our own announcement, also matched by the raw pattern
             self._announced(name[len(topic):], message)
         elif pattern is not None and not name.startswith(self.prefix + ":"):
+            if b":ev:" in channel and _ANNOUNCEMENT.match(message):
+                self.foreign_skipped += 1  # another deployment's announcement: not raw
+                return
             self._raw(name, message)
 
     def _announced(self, channel: str, message: bytes) -> None:
