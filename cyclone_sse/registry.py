@@ -7,6 +7,7 @@ subscribe upstream only to what someone here listens to.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -49,6 +50,33 @@ class Counters:
         return asdict(self)
 
 
+#: Upper bounds (seconds) of the fan-out latency histogram's buckets.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Histogram:
+    """Counts of observations per bucket (for Prometheus), their sum and number."""
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``[(le, observations <= le)]``, ending with ``+Inf``."""
+        total, out = 0, []
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            total += count
+            out.append((bound, total))
+        return out
+
+
 class ChannelRegistry(Service):
     """Channels → subscribers, fan-out coalesced per reactor turn, and the counters.
 
@@ -70,6 +98,8 @@ class ChannelRegistry(Service):
         self._heartbeat: LoopingCall | None = None
         self._drained: defer.Deferred[None] | None = None
         self._pending: list[Event] = []  # one channel's events, not fanned out yet
+        self._batch_since = 0.0  # when the first of them was queued
+        self.latency = Histogram()
         self._flush_call: Any = None
 
     # membership --------------------------------------------------------------------
@@ -137,6 +167,8 @@ class ChannelRegistry(Service):
         """
         if self._pending and self._pending[-1].channel != event.channel:
             self.flush()  # (it starts a new list)
+        if not self._pending:
+            self._batch_since = self.clock.seconds()
         self._pending.append(event)
         if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
@@ -165,6 +197,8 @@ class ChannelRegistry(Service):
         if self._patterns:
             count += self._deliver_to_patterns(channel, events, frame, subs)
         self.counters.deliveries += count * len(events)
+        if count:  # once per batch: from the first event queued to the last write
+            self.latency.observe(self.clock.seconds() - self._batch_since)
 
     def _matching_groups(self, channel: str) -> list[set[ISubscriber]]:
         groups = self._pattern_cache.get(channel)

@@ -387,3 +387,19 @@ def test_per_channel_metrics_are_bounded_to_the_busiest():
     assert sorted(line for line in lines if ".channels." in line) == [
         "sse.channels.c2 2 0", "sse.channels.c3 3 0"]
     assert len(subscribers) == 7
+
+
+def test_the_fan_out_latency_is_a_prometheus_histogram():
+    app = make_app()
+    Connection(app).send("GET", "/?channels=a")
+    Connection(app).send("POST", "/publish", b"channel=a&message=x",
+                         {"Content-Type": "application/x-www-form-urlencoded"})
+    app.clock.advance(0.003)  # the fan-out at the end of the turn, 3 ms later here
+    app.clock.advance(0)
+    Connection(app).send("POST", "/publish", b"channel=nobody&message=x",
+                         {"Content-Type": "application/x-www-form-urlencoded"})
+    app.clock.advance(0)  # no subscriber, no write: not observed
+    metrics = Connection(app).send("GET", "/metrics").head_and_body()[2].decode()
+    assert 'cyclone_sse_fanout_seconds_bucket{le="0.0025"} 0.0' in metrics
+    assert 'cyclone_sse_fanout_seconds_bucket{le="0.005"} 1.0' in metrics
+    assert 'cyclone_sse_fanout_seconds_count 1.0' in metrics

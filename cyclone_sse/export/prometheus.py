@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -46,6 +51,11 @@ class StatsCollector:
                                 value=stats["connections"])
         yield GaugeMetricFamily("cyclone_sse_channels", "Channels and patterns listened to.",
                                 value=stats["channels"])
+        latency = self.app.registry.latency
+        yield HistogramMetricFamily(
+            "cyclone_sse_fanout_seconds", "From an event queued for fan-out (published, "
+            "or announced by the broker) to its last write, per batch.",
+            buckets=latency.cumulative(), sum_value=latency.sum)
         yield GaugeMetricFamily("cyclone_sse_open_connections",
                                 "Open HTTP connections (streams, polls, requests).",
                                 value=stats["open_connections"])
