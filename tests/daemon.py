@@ -111,7 +111,7 @@ class SSEClient:
     """A raw-socket EventSource: sends the GET, then parses the stream as it comes."""
 
     def __init__(self, port: int, query: str, headers: dict[str, str] | None = None,
-                 tls: bool = False, rcvbuf: int | None = None) -> None:
+                 tls: bool = False, rcvbuf: int | None = None, path: str = "/") -> None:
         sock = socket.socket()
         if rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -123,7 +123,7 @@ class SSEClient:
             context.verify_mode = ssl.CERT_NONE
             sock = context.wrap_socket(sock)
         self.sock = sock
-        lines = [f"GET /?{query} HTTP/1.1", "Host: localhost", "Accept: text/event-stream"]
+        lines = [f"GET {path}?{query} HTTP/1.1", "Host: localhost", "Accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self.buffer = b""
