@@ -211,3 +211,33 @@ def test_tls_has_a_floor_ciphers_and_optional_hsts(tmp_path):
         assert plain.getresponse().getheader("Strict-Transport-Security") is None
     finally:
         daemon.stop()
+
+
+def test_json_log_lines_on_request(tmp_path):
+    conf = tmp_path / "c.conf"
+    conf.write_text("--port=0\n")
+    proc = subprocess.Popen([TWISTD, "-n", "--pidfile=", "--logger=cyclone_sse.logs.json_lines",
+                             "cyclone-sse", "--config", str(conf), "--access-log=1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        records = []
+        for line in proc.stdout:
+            records.append(json.loads(line))  # every line is one JSON object
+            if "starting on" in records[-1]["message"]:
+                break
+        port = int(records[-1]["message"].rsplit(" ", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as sock:
+            sock.sendall(b"GET /stats?token=hidden HTTP/1.1\r\nHost: x\r\n"
+                         b"Connection: close\r\n\r\n")
+            while sock.recv(65536):
+                pass
+        proc.send_signal(signal.SIGTERM)
+        rest = [json.loads(line) for line in proc.stdout.read().decode().splitlines()]
+        proc.wait(DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    access = [r for r in rest if "GET /stats" in r["message"]]
+    assert access and access[0]["level"] == "info" and access[0]["time"].endswith("+00:00")
+    assert "token=***" in access[0]["message"] and "hidden" not in json.dumps(rest)
