@@ -156,6 +156,7 @@ class Settings:
     export_port: int = option(2003, "Graphite (carbon plaintext) port", _port)
     export_path: str = option("cyclone-sse", "metric name prefix")
     export_interval: float = option(60.0, "seconds between exports", _seconds)
+    export_protocol: str = option("tcp", "carbon plaintext over tcp or udp")
     metrics_channels: int = option(100, "per-channel subscriber counts in /metrics and "
                                    "Graphite: the busiest N (0: none)", _count)
     history: str = option("", "where events are kept for replay: memory or redis "
@@ -246,6 +247,7 @@ class Settings:
         _check_choice("history", self.history, HISTORY_NAMES)
         if self.export:
             _check_choice("export", self.export, EXPORT_NAMES)
+        _check_choice("export-protocol", self.export_protocol, ("tcp", "udp"))
         BROKERS[self.broker].check_options(self)
         for name, dotted in (("app", self.app), ("ssl-app", self.ssl_app)):
             if dotted:

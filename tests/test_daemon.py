@@ -241,3 +241,23 @@ def test_json_log_lines_on_request(tmp_path):
     access = [r for r in rest if "GET /stats" in r["message"]]
     assert access and access[0]["level"] == "info" and access[0]["time"].endswith("+00:00")
     assert "token=***" in access[0]["message"] and "hidden" not in json.dumps(rest)
+
+
+def test_graphite_export_over_udp(tmp_path):
+    carbon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    carbon.bind(("127.0.0.1", 0))
+    carbon.settimeout(DEADLINE)
+    daemon = Daemon(tmp_path, "--export=graphite", "--export-protocol=udp",
+                    f"--export-port={carbon.getsockname()[1]}", "--export-interval=0.2",
+                    "--export-path=udp.sse")
+    try:
+        lines: list[str] = []
+        while not any(ln.startswith("udp.sse.connections ") for ln in lines):
+            datagram = carbon.recv(65536)
+            assert len(datagram) <= 1400 and datagram.endswith(b"\n")  # whole lines
+            lines += datagram.decode().splitlines()
+        line = next(ln for ln in lines if ln.startswith("udp.sse.connections "))
+        assert line.split()[1] == "0"
+    finally:
+        daemon.stop()
+        carbon.close()
