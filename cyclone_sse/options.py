@@ -135,6 +135,10 @@ class Settings:
     redis_tls: bool = option(False, "connect to Redis over TLS", _bool)
     redis_url: str = option("", "redis://[user:pass@]host[:port][/db], rediss:// for TLS "
                             "(wins over --redis-host and the like)")
+    redis_ca_file: str = option("", "PEM certificates to trust for Redis TLS (empty: the "
+                                "system's)")
+    redis_cert_file: str = option("", "client certificate for Redis TLS (PEM)")
+    redis_key_file: str = option("", "its private key (PEM)")
     redis_prefix: str = option("cyclone-sse", "prefix of every Redis key and internal "
                                "channel")
     redis_raw: str = option("*", "raw channels stored as publishes (redis-cli publish); "

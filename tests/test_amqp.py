@@ -69,7 +69,7 @@ def test_cut_off_from_rabbitmq_streams_stay_and_nothing_is_lost(
         amqp_publish(amqp_exchange, "a", "before")
         assert client.events(1)[0]["data"] == "before"
         cut.cut()
-        daemon.wait_for("amqp connection .* connection lost; reconnecting")
+        daemon.wait_for("amqp connection .* connection lost.*; reconnecting")
         status, answer = daemon.publish_form("message=x&channel=a")
         assert status == 503 and "unreachable" in answer["error"]
         assert daemon.request("GET", "/stats")[1]["broker"]["connected"] is False

@@ -60,8 +60,8 @@ class _Client(AMQClient):
         return self
 
     def connectionLost(self, reason: Any) -> None:
+        self.link.lost(self, reason.getErrorMessage())
         super().connectionLost(reason)
-        self.link.lost(self)
 
 
 class _Factory(AMQFactory):

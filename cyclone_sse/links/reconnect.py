@@ -46,11 +46,11 @@ class Outage:
     def report(self, why: str) -> None:
         if not self.ongoing:
             self.ongoing = True
+            self.count += 1
             log.warn("{what}: {why}; reconnecting", what=self.what, why=why)
 
-    def lost(self) -> None:
-        self.count += 1
-        self.report("connection lost")
+    def lost(self, why: str = "") -> None:
+        self.report(f"connection lost ({why})" if why else "connection lost")
 
     def over(self) -> None:
         log.info("{what} is {state}", what=self.what, state="back" if self.ongoing else "up")
@@ -84,11 +84,14 @@ class Link(MultiService):
 
     # life cycle, driven by ClientService and the protocol ---------------------------
 
-    def _prepare(self, connection: Any) -> defer.Deferred[Any]:
+    def _prepare(self, connection: Any) -> None:
         # ClientService hands over a proxy that forwards attribute lookups to the
         # protocol; ``connection.protocol_itself()`` (defined by our protocol classes)
         # is how the link learns the protocol object that will later report ``lost``.
-        return self.set_up(connection.protocol_itself())
+        # ClientService is not made to wait for the set-up: a connection lost while it
+        # waits (a refused TLS handshake, say) is a state its machine does not expect
+        # (automat NoTransition tracebacks).  The link knows when it is ready itself.
+        self.set_up(connection.protocol_itself())
 
     def set_up(self, connection: Any) -> defer.Deferred[Any]:
         self.connection = connection
@@ -114,19 +117,19 @@ class Link(MultiService):
             if not d.called:
                 d.callback(None)
 
-    def _setup_failed(self, failure: Failure, connection: Any) -> Failure:
+    def _setup_failed(self, failure: Failure, connection: Any) -> None:
+        # (handled here: the reconnect that follows the close is ClientService's)
         if self.connection is connection and not self._stopping:
             self.outage.report(f"setup failed: {failure.getErrorMessage()}")
             connection.transport.loseConnection()
-        return failure
 
-    def lost(self, connection: Any) -> None:
-        """The protocol's connection is gone (called by the protocol)."""
+    def lost(self, connection: Any, why: str = "") -> None:
+        """The protocol's connection is gone (called by the protocol, with the reason)."""
         if self.connection is connection:
             self.connection = None
             self.ready = False
             if not self._stopping:
-                self.outage.lost()
+                self.outage.lost(why)
                 if self.on_down is not None:
                     self.on_down()
 

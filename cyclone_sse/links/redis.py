@@ -14,11 +14,10 @@ from urllib.parse import unquote, urlparse
 
 import txredisapi
 from twisted.application.internet import TimerService
-from twisted.internet import defer
+from twisted.internet import defer, ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
-from twisted.internet.ssl import optionsForClientTLS
 
 from cyclone_sse.links.reconnect import Link
 
@@ -39,6 +38,9 @@ class RedisAddress:
     password: str | None = None
     username: str | None = None
     tls: bool = False
+    ca_file: str = ""    # PEM certificates to trust instead of the system's
+    cert_file: str = ""  # a client certificate (PEM), with ...
+    key_file: str = ""   # ... its private key (PEM)
 
     @classmethod
     def from_settings(cls, settings: Any) -> RedisAddress:
@@ -47,7 +49,24 @@ class RedisAddress:
                       settings.redis_password or None, None, settings.redis_tls)
         if settings.redis_url:
             address = cls.from_url(settings.redis_url, address)
+        address.ca_file = settings.redis_ca_file
+        address.cert_file = settings.redis_cert_file
+        address.key_file = settings.redis_key_file
         return address
+
+    def tls_options(self) -> Any:
+        """Client TLS: the server's name is checked against ``host``; the CA file, when
+        given, is what is trusted."""
+        trust = None
+        if self.ca_file:
+            with open(self.ca_file, "rb") as handle:
+                trust = ssl.trustRootFromCertificates(
+                    [ssl.Certificate.loadPEM(pem) for pem in _pem_blocks(handle.read())])
+        client = None
+        if self.cert_file:
+            with open(self.cert_file, "rb") as cert, open(self.key_file, "rb") as key:
+                client = ssl.PrivateCertificate.loadPEM(cert.read() + b"\n" + key.read())
+        return ssl.optionsForClientTLS(self.host, trustRoot=trust, clientCertificate=client)
 
     @classmethod
     def from_url(cls, url: str, base: RedisAddress | None = None) -> RedisAddress:
@@ -69,14 +88,21 @@ class RedisAddress:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
+def _pem_blocks(data: bytes) -> list[bytes]:
+    marker = b"-----BEGIN CERTIFICATE-----"
+    return [marker + part for part in data.split(marker)[1:]]
+
+
 class _Commands(txredisapi.RedisProtocol):
     """A command connection that tells its link when it is gone."""
 
     factory: _Factory
 
     def connectionLost(self, why: Any) -> None:
+        # the link first, with the reason (a refused certificate, say): then the
+        # replies failing below are no news to it
+        self.factory.link.lost(self, why.getErrorMessage())
         super().connectionLost(why)
-        self.factory.link.lost(self)
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):
@@ -88,8 +114,8 @@ class _Subscriber(txredisapi.SubscriberProtocol):
         self.factory.on_message(pattern, channel, message)
 
     def connectionLost(self, why: Any) -> None:
+        self.factory.link.lost(self, why.getErrorMessage())
         super().connectionLost(why)
-        self.factory.link.lost(self)
 
 
 class _Factory(Factory):
@@ -145,10 +171,10 @@ class RedisLink(Link):
         endpoint: Any = HostnameEndpoint(reactor, address.host, address.port,
                                          timeout=timeout or 5)
         if address.tls:
-            endpoint = wrapClientTLS(optionsForClientTLS(address.host), endpoint)
+            endpoint = wrapClientTLS(address.tls_options(), endpoint)
         factory = _Factory(address, on_message, reactor, timeout)
         super().__init__(reactor, f"redis {name} connection to {address}", endpoint, factory,
-                         on_up, on_down)
+                         self._proven(on_up), on_down)
         factory.link = self
         if timeout:  # a PING now and then: a Redis that froze is noticed even when idle
             heartbeat = TimerService(timeout, self._ping)
@@ -159,10 +185,21 @@ class RedisLink(Link):
         if self.ready and self.connection is not None:
             self.connection.execute_command("PING").addErrback(lambda _: None)
 
-    def _prepare(self, connection: Any) -> defer.Deferred[Any]:
+    def _prepare(self, connection: Any) -> None:
         # txredisapi's whenConnected fires with the protocol itself (not ClientService's
-        # proxy) once AUTH and SELECT are done.
-        return connection.whenConnected().addCallback(self.set_up)
+        # proxy) once AUTH and SELECT are done.  (Not returned: see Link._prepare.)
+        connection.whenConnected().addCallback(self.set_up)
+
+    @staticmethod
+    def _proven(on_up: Callable[[Any], object] | None) -> Callable[[Any], object]:
+        """Set-up that starts with a PING: only a reply proves the connection (TLS
+        can still fail after txredisapi calls a connection made)."""
+        def up(connection: Any) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = connection.execute_command("PING")
+            if on_up is not None:
+                d.addCallback(lambda _: on_up(connection))
+            return d
+        return up
 
     def command(self, *args: Any) -> defer.Deferred[Any]:
         """Run one command, waiting up to ``READY_WAIT`` for a (re)connecting link."""
