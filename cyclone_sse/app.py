@@ -22,7 +22,7 @@ from cyclone_sse.auth.callback import AuthCallback
 from cyclone_sse.auth.policy import PolicyTable
 from cyclone_sse.auth.tokens import TokenVerifier
 from cyclone_sse.brokers import BROKERS, Broker
-from cyclone_sse.connection import ConnectionLimits, HTTPConnection
+from cyclone_sse.connection import HTTPConnection
 from cyclone_sse.handlers import (
     ChannelStatsHandler,
     HealthHandler,
@@ -36,6 +36,7 @@ from cyclone_sse.handlers import (
 )
 from cyclone_sse.history import MemoryHistory
 from cyclone_sse.interfaces import IHistory, IStats
+from cyclone_sse.limits import ConnectionLimits, TokenBucket
 from cyclone_sse.options import Settings
 from cyclone_sse.registry import ChannelRegistry
 from cyclone_sse.static import load_static, media_dir
@@ -68,6 +69,8 @@ class App(cyclone.web.Application):
         self.gate = self.build_gate()
         self.connection_limits = ConnectionLimits(self.settings_obj.max_connections,
                                                   self.settings_obj.max_per_address)
+        rate = self.settings_obj.pattern_replays
+        self.pattern_replays = TokenBucket(self.clock, rate, 2 * rate) if rate else None
         self.static_files = load_static(media_dir())
         self.service = self.build_service()
         origins = self.settings_obj.cors_origin
@@ -164,6 +167,8 @@ class App(cyclone.web.Application):
             "open_connections": self.connection_limits.open,
             "max_connections": self.connection_limits.max_connections,
             "refused_connections": self.connection_limits.refused,
+            "refused_pattern_replays": self.pattern_replays.refused
+            if self.pattern_replays else 0,
             "channels": len(counts),
             "subscriptions": [list(pair) for pair in counts] if with_channels else [],
             "broker": self.broker.stats(),

@@ -34,6 +34,8 @@ from cyclone import httpserver, httputil
 from cyclone.httpserver import HTTPRequest
 from twisted.logger import Logger
 
+from cyclone_sse.limits import RESERVED_PATHS, RETRY_AFTER, ConnectionLimits
+
 log = Logger()
 
 #: Header lines a request may have.
@@ -43,77 +45,6 @@ MAX_HEADER_LINES = 100
 MAX_PIPELINED = 64 * 1024
 #: RFC 9110 5.1: a field name is a token.
 _FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-#: Connections kept past --max-connections for the paths below.
-CONNECTION_RESERVE = 32
-#: What a saturated daemon still answers: statistics and health checks, so monitoring
-#: sees it, and publishes, so the streams it already holds keep being fed.
-RESERVED_PATHS = frozenset({"/stats", "/stats/channels", "/metrics", "/healthz", "/readyz",
-                            "/publish"})
-#: Seconds a refused client is told to wait (Retry-After).
-RETRY_AFTER = 5
-
-
-def _open_file_limit() -> int:
-    import resource
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-class ConnectionLimits:
-    """Open connections, in all and per client address, and who is over the limits.
-
-    ``--max-connections=0`` means the open-file limit (read at the first connection,
-    after start-up raised it) less ``2 * CONNECTION_RESERVE`` for everything else."""
-
-    def __init__(self, max_connections: int, max_per_address: int) -> None:
-        self.configured = max_connections
-        self.max_per_address = max_per_address
-        self.reserve = CONNECTION_RESERVE
-        self.open = 0
-        self.by_address: dict[str, int] = {}
-        self.refusing = False  # an episode of refusals is under way (logged once)
-        self.refused = 0
-        self._max: int | None = max_connections or None
-
-    @property
-    def max_connections(self) -> int:
-        if self._max is None:
-            self._max = max(1, _open_file_limit() - 2 * CONNECTION_RESERVE)
-        return self._max
-
-    def admit(self, address: str) -> str | None:
-        """Count a new connection; say why it is over a limit (None: it is not)."""
-        self.open += 1
-        count = self.by_address[address] = self.by_address.get(address, 0) + 1
-        if self.open > self.max_connections:
-            return "the daemon is at its connection limit"
-        if self.max_per_address and count > self.max_per_address:
-            return "too many connections from your address"
-        if self.refusing and self.open < 0.9 * self.max_connections:
-            self.refusing = False
-            log.info("below the connection limit again ({open} open)", open=self.open)
-        return None
-
-    def beyond_reserve(self) -> bool:
-        return self.open > self.max_connections + self.reserve
-
-    def refuse(self, why: str) -> None:
-        self.refused += 1
-        if not self.refusing:
-            self.refusing = True
-            log.warn("answering 503 to new connections: {why} ({open} open, limit "
-                     "{limit})", why=why, open=self.open, limit=self.max_connections)
-
-    def release(self, address: str) -> None:
-        self.open -= 1
-        left = self.by_address.get(address, 1) - 1
-        if left:
-            self.by_address[address] = left
-        else:
-            self.by_address.pop(address, None)
-
-    @property
-    def saturated(self) -> bool:
-        return self.open >= self.max_connections
 
 
 class HTTPConnection(httpserver.HTTPConnection):

@@ -53,6 +53,13 @@ class Forbidden(CycloneSSEError):
         self.channel = channel
 
 
+class TooManyRequests(CycloneSSEError):
+    """An expensive request over its rate; the client may retry after ``retry_after``."""
+
+    status = 429
+    retry_after = 1
+
+
 class AuthUnavailable(CycloneSSEError):
     """The auth callback could not answer (timeout, error, garbage): fail closed."""
 

@@ -61,6 +61,19 @@ def _seconds(value: str) -> float:
 _seconds.coerceDoc = ""  # type: ignore[attr-defined]
 
 
+def _rate(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number per second, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{value} must not be negative")
+    return number
+
+
+_rate.coerceDoc = ""  # type: ignore[attr-defined]
+
+
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -188,6 +201,9 @@ class Settings:
                               "bytes queued for a client that stopped reading", _count)
     max_body: int = option(1024 * 1024, "largest publish body, bytes", _int(1))
     max_publish_channels: int = option(64, "channels one publish may name", _count)
+    pattern_replays: float = option(50.0, "subscriptions with a pattern and a last event "
+                                    "id per second, daemon-wide (burst: twice as many)",
+                                    _rate)
     header_timeout: float = option(10.0, "seconds to send a request line and headers",
                                    _seconds)
     body_timeout: float = option(30.0, "seconds to send a request body", _seconds)

@@ -403,3 +403,20 @@ def test_the_fan_out_latency_is_a_prometheus_histogram():
     assert 'cyclone_sse_fanout_seconds_bucket{le="0.0025"} 0.0' in metrics
     assert 'cyclone_sse_fanout_seconds_bucket{le="0.005"} 1.0' in metrics
     assert 'cyclone_sse_fanout_seconds_count 1.0' in metrics
+
+
+def test_pattern_replays_are_rate_limited_daemon_wide():
+    app = make_app(pattern_replays=1)  # one a second, two at once
+    replay = {"Last-Event-Id": "x-0"}
+    assert [Connection(app).send("GET", "/?channels=a.*", headers=replay).head_and_body()[0]
+            for _ in range(2)] == [200, 200]
+    status, headers, body = Connection(app).send("GET", "/?channels=a.*",
+                                                 headers=replay).head_and_body()
+    assert status == 429 and headers["retry-after"] == "1"
+    assert "too many pattern replays" in json.loads(body)["error"]
+    # names, and patterns without a position, are not what is limited
+    assert Connection(app).send("GET", "/?channels=a", headers=replay).head_and_body()[0] == 200
+    assert Connection(app).send("GET", "/?channels=a.*").head_and_body()[0] == 200
+    app.clock.advance(1)
+    assert Connection(app).send("GET", "/?channels=a.*", headers=replay).head_and_body()[0] == 200
+    assert app.stats()["refused_pattern_replays"] == 1

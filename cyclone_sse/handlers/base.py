@@ -15,9 +15,17 @@ from twisted.python.failure import Failure
 
 from cyclone_sse import __version__
 from cyclone_sse.auth.access import Gate
-from cyclone_sse.errors import BadRequest, CycloneSSEError, Forbidden, InvalidToken, Unauthorized
+from cyclone_sse.errors import (
+    BadRequest,
+    CycloneSSEError,
+    Forbidden,
+    InvalidToken,
+    TooManyRequests,
+    Unauthorized,
+)
 from cyclone_sse.event import dumps
 from cyclone_sse.interfaces import IBroker, IHistory
+from cyclone_sse.limits import TokenBucket
 from cyclone_sse.options import Settings
 from cyclone_sse.registry import ChannelRegistry
 from cyclone_sse.static import StaticFile
@@ -41,6 +49,7 @@ class Application(Protocol):
     static_files: dict[str, StaticFile]
     gate: Gate
     internal: bool
+    pattern_replays: TokenBucket | None
 
     def allowed_origin(self, origin: str | None) -> str | None: ...
 
@@ -96,6 +105,7 @@ class BaseHandler(cyclone.web.RequestHandler):
             self.request.connection.transport.loseConnection()
             return
         challenge = None
+        retry_after = 0
         if isinstance(error, CycloneSSEError):
             status, message = error.status, str(error)
             body: dict[str, object] = {"error": message, "status": status}
@@ -103,6 +113,8 @@ class BaseHandler(cyclone.web.RequestHandler):
                 body["field"] = error.field
             if isinstance(error, Forbidden) and error.channel:
                 body["channel"] = error.channel
+            if isinstance(error, TooManyRequests):
+                retry_after = error.retry_after
             if isinstance(error, InvalidToken):  # RFC 6750, section 3
                 challenge = (f'Bearer error="invalid_token", '
                              f'error_description="{error.description}"')
@@ -124,6 +136,8 @@ class BaseHandler(cyclone.web.RequestHandler):
         self.set_default_headers()
         if challenge:
             self.set_header("WWW-Authenticate", challenge)
+        if retry_after:
+            self.set_header("Retry-After", str(retry_after))
         self.write_json(body, status)
 
     def _request_summary(self) -> str:
