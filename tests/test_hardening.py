@@ -420,3 +420,69 @@ def test_pattern_replays_are_rate_limited_daemon_wide():
     app.clock.advance(1)
     assert Connection(app).send("GET", "/?channels=a.*", headers=replay).head_and_body()[0] == 200
     assert app.stats()["refused_pattern_replays"] == 1
+
+
+# every bad input at once, against the real daemon ----------------------------------------
+
+def _post(content_type: bytes, body: bytes) -> bytes:
+    return (b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: " + content_type +
+            b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+FORM, JSON = b"application/x-www-form-urlencoded", b"application/json"
+BAD_INPUTS = [
+    # (what, raw request bytes, expected status)
+    ("space before a header colon", b"POST /publish HTTP/1.1\r\nHost: x\r\n"
+     b"Transfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello", 400),
+    ("Transfer-Encoding and Content-Length", b"POST /publish HTTP/1.1\r\nHost: x\r\n"
+     b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello", 400),
+    ("chunked body", b"POST /publish HTTP/1.1\r\nHost: x\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411),
+    ("two Content-Lengths", b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+     b"Content-Length: 2\r\n\r\nab", 400),
+    ("HTTP/1.1 without Host", b"GET /stats HTTP/1.1\r\n\r\n", 400),
+    ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    ("garbage request line", b"HELLO\r\n\r\n", 400),
+    ("oversized body", b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n\r\n",
+     413),
+    ("overlong header", b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    ("deep JSON", _post(JSON, b'{"channel":"a","data":' + b"[" * 100000 + b"]" * 100000
+                        + b"}"), 400),
+    ("%ff in a form", _post(FORM, b"channel=a&message=%ff%fe"), 400),
+    ("raw invalid UTF-8", _post(JSON, b"\xff\xfe"), 400),
+    ("not a JSON object", _post(JSON, b"[1, 2]"), 400),
+    ("missing message", _post(FORM, b"channel=a"), 400),
+    ("reserved event name", _post(FORM, b"channel=a&message=x&event=history-gap"), 400),
+    ("CR in an event name", _post(FORM, b"channel=a&message=x&event=a%0Db"), 400),
+    ("bad channel name", b"GET /?channels=a%20b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("too many channels", b"GET /?channels=" + b",".join(b"c%d" % n for n in range(65))
+     + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("unknown URL", b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+]
+
+
+def test_every_bad_input_gets_its_status_while_a_subscriber_keeps_receiving(tmp_path):
+    daemon = Daemon(tmp_path)
+    healthy = SSEClient(daemon.port, "channels=a")
+    answers = []
+    try:
+        for n, (what, raw, expected) in enumerate(BAD_INPUTS):
+            with socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE) as s:
+                s.sendall(raw)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            status = int(data.split(b" ", 2)[1]) if data else 0
+            answers.append((what, status))
+            assert status == expected, (what, data[:300])
+            assert b"Content-Type: application/json" in data, what
+            daemon.publish_form(f"channel=a&message=still+here+{n}")
+            assert healthy.events(n + 1)[-1]["data"] == f"still here {n}", what
+        assert len(answers) == len(BAD_INPUTS)
+    finally:
+        healthy.close()
+        daemon.stop()
+    assert "Traceback" not in "".join(daemon.log)
