@@ -48,30 +48,22 @@ def _int(low: int, high: int | None = None) -> Callable[[str], int]:
     return coerce
 
 
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"expected a number of seconds, got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"{value} must not be negative")
-    return number
+def _non_negative(unit: str) -> Callable[[str], float]:
+    """A coercion to a number >= 0; ``unit`` names what it counts in its errors."""
+    def coerce(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"expected a number {unit}, got {value!r}") from None
+        if number < 0:
+            raise ValueError(f"{value} must not be negative")
+        return number
+    coerce.coerceDoc = ""  # type: ignore[attr-defined]
+    return coerce
 
 
-_seconds.coerceDoc = ""  # type: ignore[attr-defined]
-
-
-def _rate(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"expected a number per second, got {value!r}") from None
-    if number < 0:
-        raise ValueError(f"{value} must not be negative")
-    return number
-
-
-_rate.coerceDoc = ""  # type: ignore[attr-defined]
+_seconds = _non_negative("of seconds")
+_rate = _non_negative("per second")
 
 
 def _bool(value: str) -> bool:
