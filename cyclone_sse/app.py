@@ -118,7 +118,9 @@ class App(cyclone.web.Application):
             from cyclone_sse.links.redis import RedisAddress
             return RedisHistory(self.clock, RedisAddress.from_settings(s), prefix=s.redis_prefix,
                                 size=s.history_size, ttl=s.history_ttl,
-                                channels=s.history_channels, timeout=s.redis_timeout)
+                                channels=s.history_channels, timeout=s.redis_timeout,
+                                max_bytes=s.history_bytes,
+                                channel_bytes=s.history_channel_bytes)
         return MemoryHistory(self.clock, size=s.history_size, ttl=s.history_ttl,
                              channels=s.history_channels, max_bytes=s.history_bytes,
                              channel_bytes=s.history_channel_bytes)

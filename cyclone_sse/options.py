@@ -177,9 +177,9 @@ class Settings:
     history_channels: int = option(history_mod.DEFAULT_CHANNELS, "channels kept in "
                                    "history (the least recently published go first)", _count)
     history_bytes: int = option(history_mod.DEFAULT_BYTES, "bytes of events kept in all "
-                                "(memory history; the largest channel gives first)", _count)
+                                "(the largest channel gives first)", _count)
     history_channel_bytes: int = option(history_mod.DEFAULT_CHANNEL_BYTES,
-                                        "bytes of events kept per channel (memory history)",
+                                        "bytes of events kept per channel",
                                         _count)
     replay_limit: int = option(history_mod.DEFAULT_REPLAY_LIMIT,
                                "most events one reconnect replays", _count)

@@ -3,6 +3,8 @@ listening ports (the only place the global reactor is resolved)."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +49,18 @@ class AppService(service.Service):
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
+        ignore_stop_signals()
         return self.app.stop()
+
+
+def ignore_stop_signals() -> None:
+    """Once stopping, a second SIGTERM or SIGINT (``uv run`` forwards the one it gets;
+    an impatient operator repeats it) changes nothing: without this Twisted's handler
+    calls ``reactor.stop()`` again and logs a ``ReactorNotRunning`` traceback.
+    SIGKILL still ends a stop that hangs."""
+    if threading.current_thread() is threading.main_thread():
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda *_: None)
 
 
 class ReusePortServer(service.Service):

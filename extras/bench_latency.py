@@ -114,7 +114,8 @@ async def publisher(reactor: Any, via: str, port: int, prefix: str) -> Any:
                                                      "'KEYS', ARGV[1]..':*')) do redis.call("
                                                      "'DEL', k) end", 0, prefix))
         return lambda payload: redis.execute_command(
-            "EVALSHA", sha, 0, prefix, "bench", payload, "", "", 1000, 3600000, 10000)
+            "EVALSHA", sha, 0, prefix, "bench", payload, "", "", 1000, 3600000, 10000,
+            128 * 1024 * 1024, 8 * 1024 * 1024)
     if via == "amqp":
         from txamqp.endpoint import AMQEndpoint
         from txamqp.factory import AMQFactory

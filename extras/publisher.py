@@ -129,11 +129,15 @@ class RedisPublisher:
     def __init__(self, host: str = "127.0.0.1", port: int = 6379, db: int = 0,
                  password: str | None = None, prefix: str = "cyclone-sse",
                  history_size: int = 1000, history_ttl: float = 3600.0,
-                 history_channels: int = 10000, timeout: float = 5.0) -> None:
+                 history_channels: int = 10000, history_bytes: int = 128 * 1024 * 1024,
+                 history_channel_bytes: int = 8 * 1024 * 1024,
+                 timeout: float = 5.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.reader = self.sock.makefile("rb")
         self.prefix = prefix
-        self.limits = (history_size, int(history_ttl * 1000), history_channels)
+        # the daemon's --history-* options: keep them the same as the daemons'
+        self.limits = (history_size, int(history_ttl * 1000), history_channels,
+                       history_bytes, history_channel_bytes)
         self._sha: str | None = None
         if password:
             self.command("AUTH", password)

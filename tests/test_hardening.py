@@ -486,3 +486,19 @@ def test_every_bad_input_gets_its_status_while_a_subscriber_keeps_receiving(tmp_
         healthy.close()
         daemon.stop()
     assert "Traceback" not in "".join(daemon.log)
+
+
+def test_a_second_stop_signal_is_ignored_quietly(tmp_path):
+    import signal
+    daemon = Daemon(tmp_path)
+    stream = SSEClient(daemon.port, "channels=a")
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.wait_for("closing 1 open connections")  # stopping: now the impatient ones
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.send_signal(signal.SIGINT)
+    assert stream.wait_closed() is not None
+    assert daemon.stop(signalled=True) == -signal.SIGTERM  # twistd exits by the first
+    log = "".join(daemon.log)
+    assert "Server Shut Down" in log
+    assert "Traceback" not in log and "ReactorNotRunning" not in log
+    assert log.count("Received SIG") == 1

@@ -182,6 +182,48 @@ class HistoryContract:
         assert fresh_other and other.id != first.id
 
 
+    @defer.inlineCallbacks
+    def test_bytes_are_bounded_per_channel_and_in_all_and_the_largest_give_first(self):
+        history = yield self.make(size=0, max_bytes=100_000, channel_bytes=20_000)
+        quiet = []
+        for _ in range(3):
+            quiet.append((yield self.append(history, "quiet", "q" * 1000)))
+        for n in range(500):  # one publisher floods ten channels
+            yield self.append(history, f"flood{n % 10}", "x" * 1000)
+        held = history.stats()["bytes"]
+        assert 50_000 < held <= 100_000
+        start = str(EventId(quiet[0].epoch, quiet[0].seq - 1))
+        # the quiet channel keeps its replay: the floods gave up theirs first
+        replay = yield self.since(history, ["quiet"], start)
+        assert [e.id for e in replay.events] == [e.id for e in quiet] and replay.gap is None
+        kept = []
+        for n in range(10):
+            replay = yield self.since(history, [f"flood{n}"], start)
+            assert replay.gap == GAP_EXPIRED
+            kept.append(len(replay.events))
+        assert 0 < max(kept) <= 20  # 20 of ~1.1 kB fit the per-channel budget
+        assert max(kept) - min(kept) <= 3  # shared out evenly, within an event or so
+
+    @defer.inlineCallbacks
+    def test_a_wide_replay_merges_channels_newest_first_up_to_the_limit(self):
+        history = yield self.make()
+        first = None
+        for n in range(500):
+            event = yield self.append(history, f"c{n % 50}", str(n))
+            first = first or event
+        def at(n):
+            return str(EventId(first.epoch, first.seq + n))
+        replay = yield self.since(history, ["*"], at(-1), limit=7)
+        assert [e.data for e in replay.events] == [str(n) for n in range(493, 500)]
+        assert replay.gap == GAP_LIMIT and replay.truncated
+        replay = yield self.since(history, ["c3"], at(400), limit=0)
+        assert [e.data for e in replay.events] == ["403", "453"]
+        replay = yield self.since(history, ["c1", "c2", "c*"], at(489), limit=0)
+        assert [e.data for e in replay.events] == [str(n) for n in range(490, 500)]
+        replay = yield self.since(history, ["*"], at(492), limit=7)
+        assert replay.gap is None and not replay.truncated and len(replay.events) == 7
+
+
 class TestMemoryHistory(HistoryContract, unittest.TestCase):
     def make(self, **limits):
         self.clock = Clock()
@@ -212,35 +254,6 @@ class TestMemoryHistory(HistoryContract, unittest.TestCase):
         yield history.stopService()
         assert not self.clock.getDelayedCalls()
 
-    def test_bytes_are_bounded_per_channel_and_in_all_and_the_largest_give_first(self):
-        history = MemoryHistory(Clock(), epoch="ep", size=0, max_bytes=100_000,
-                                channel_bytes=20_000)
-        quiet = [history.append("quiet", "q" * 1000)[0] for _ in range(3)]
-        for n in range(500):  # one publisher floods ten channels
-            history.append(f"flood{n % 10}", "x" * 1000)
-        logs = history._logs
-        assert history.bytes <= 100_000
-        assert history.bytes == sum(log.bytes for log in logs.values())
-        assert all(log.bytes <= 20_000 for log in logs.values())
-        # the quiet channel keeps its replay: the floods gave up theirs first
-        replay = history.since(["quiet"], "ep-0")
-        assert [e.id for e in replay.events] == [e.id for e in quiet] and replay.gap is None
-        floods = sorted(logs[f"flood{n}"].bytes for n in range(10))
-        assert floods[-1] - floods[0] <= 2500  # shared out evenly, within one event
-        assert history.stats()["bytes"] == history.bytes
-
-    @defer.inlineCallbacks
-    def test_a_wide_replay_merges_channels_newest_first_up_to_the_limit(self):
-        history = yield self.make()
-        for n in range(500):
-            history.append(f"c{n % 50}", str(n))
-        replay = history.since(["*"], "ep-0", limit=7)
-        assert [e.data for e in replay.events] == [str(n) for n in range(493, 500)]
-        assert replay.gap == GAP_LIMIT and replay.truncated
-        assert [e.data for e in history.since(["c3"], "ep-400", limit=0).events] == \
-            ["403", "453"]
-        assert history.since(["*"], "ep-493", limit=7).gap is None
-
     @defer.inlineCallbacks
     def test_a_publisher_id_is_forgotten_with_its_event(self):
         history = yield self.make(size=1)
@@ -270,3 +283,45 @@ class TestRedisHistory(HistoryContract, unittest.TestCase):
         self.addCleanup(history.stopService)
         yield history.link.when_ready()
         return history
+
+    def redis(self, *command):
+        from extras.publisher import RedisPublisher
+        client = RedisPublisher(*REDIS)
+        try:
+            return client.command(*command)
+        finally:
+            client.close()
+
+    def old_entry(self, channel, seq, data, age_ms):
+        """An entry as an older cyclone-sse wrote it, ``age_ms`` in the past."""
+        now_ms = int(self.redis("TIME")[0]) * 1000
+        self.redis("XADD", f"{self.prefix}:ch:{channel}", f"{seq}-0", "d", data, "e", "",
+                   "t", now_ms - age_ms)
+        self.redis("ZADD", f"{self.prefix}:channels", now_ms - age_ms, channel)
+        self.redis("SET", f"{self.prefix}:seq", seq)
+
+    @defer.inlineCallbacks
+    def test_an_older_layout_is_migrated_once_on_connect(self):
+        self.redis("SET", f"{self.prefix}:epoch", "ep1")
+        for seq, channel in enumerate(["news.a", "news.b", "news.a"], 1):
+            self.old_entry(channel, seq, "x" * 100, 0)
+        history = yield self.make()
+        assert self.redis("GET", f"{self.prefix}:layout") == b"2"
+        # channels are scored by their newest seq now, and weighed
+        assert self.redis("ZSCORE", f"{self.prefix}:channels", "news.a") == b"3"
+        assert int(self.redis("GET", f"{self.prefix}:bytes")) == 3 * (100 + 64)
+        replay = yield self.since(history, ["news.*"], "ep1-0")
+        assert [e.seq for e in replay.events] == [1, 2, 3] and replay.gap is None
+        event = yield self.append(history, "news.b", "y")
+        assert event.seq == 4 and history.stats()["bytes"] == 3 * 164 + 65
+
+    @defer.inlineCallbacks
+    def test_the_sweep_drops_idle_channels_and_their_bytes(self):
+        self.old_entry("idle", 1, "i" * 50, 120_000)  # migrated: 114 bytes
+        history = yield self.make(ttl=60)
+        yield self.append(history, "fresh", "f")
+        assert (yield history.sweep()) == 1
+        assert self.redis("EXISTS", f"{self.prefix}:ch:idle") == 0
+        assert int(self.redis("GET", f"{self.prefix}:bytes")) == 65
+        assert self.redis("GET", f"{self.prefix}:dropped") == b"1"
+        assert self.redis("ZRANGE", f"{self.prefix}:channels", 0, -1) == [b"fresh"]

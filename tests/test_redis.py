@@ -108,6 +108,76 @@ def test_deployments_with_other_prefixes_do_not_echo_each_other(tmp_path):
             delete_prefix(prefix)
 
 
+def test_raw_standby_keeps_what_was_never_acknowledged_within_its_bounds():
+    from twisted.internet.task import Clock
+
+    from cyclone_sse.brokers.redis import RawStandby, raw_key
+    clock = Clock()
+    standby = RawStandby(clock, max_age=15, max_bytes=1000)
+    heard = [("a", "1"), ("a", "1"), ("b", "2"), ("a", "1")]
+    for channel, data in heard:
+        standby.heard(raw_key(channel.encode(), data.encode()), channel, data)
+    standby.acknowledged(raw_key(b"a", b"1"))   # the first "a 1": stored by the leader
+    standby.acknowledged(raw_key(b"zz", b"?"))  # something never heard here: no effect
+    assert standby.waiting == 3
+    assert standby.take_unacknowledged() == [("a", "1"), ("b", "2"), ("a", "1")]
+    assert standby.waiting == 0 and standby.bytes == 0 and standby.dropped == 0
+    # bounded in age and in bytes: what falls out unacknowledged is counted
+    standby.heard(raw_key(b"old", b"x"), "old", "x")
+    clock.advance(16)
+    standby.heard(raw_key(b"new", b"y"), "new", "y")
+    assert standby.dropped == 1 and standby.take_unacknowledged() == [("new", "y")]
+    for n in range(20):
+        standby.heard(str(n), "c", "z" * 99)
+    assert standby.bytes <= 1000 and standby.dropped == 1 + 10 and standby.waiting == 10
+
+
+def raw_handover(tmp_path, prefix, kill):
+    """A leader and a standby; the leader goes (``kill``: SIGKILL, else SIGTERM) while
+    raw messages keep coming: the standby stores every one, once, in order."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = redis_daemon(tmp_path / "a", prefix)
+    a.wait_for("now stores raw redis messages")
+    b = redis_daemon(tmp_path / "b", prefix)
+    redis = RedisPublisher(*REDIS)
+    try:
+        on_b = SSEClient(b.port, "channels=raw")
+        redis.publish_raw("raw", "before")
+        assert on_b.events(1)[0]["data"] == "before"  # stored by A
+        assert b.request("GET", "/stats")[1]["broker"]["raw_standby"] == 0  # acknowledged
+        if kill:
+            a.proc.kill()
+        else:
+            a.proc.send_signal(15)
+        for n in range(5):  # no daemon stores these for now
+            redis.publish_raw("raw", f"during {n}")
+        took_over = b.wait_for(r"now stores raw redis messages .*\((\d) heard before that")
+        # killed, the leader stored none of them; stopping, it may have stored a few
+        recovered = int(took_over[0].group(1))
+        assert recovered == 5 if kill else 0 <= recovered <= 5
+        redis.publish_raw("raw", "after")
+        events = on_b.events(7)[1:]
+        assert [e["data"] for e in events] == [f"during {n}" for n in range(5)] + ["after"]
+        ids = [int(e["id"].rsplit("-", 1)[1]) for e in events]
+        assert ids == sorted(set(ids))
+        broker = b.request("GET", "/stats")[1]["broker"]
+        assert broker["raw_leader"] and broker["raw_recovered"] == recovered
+        assert broker["raw_standby"] == 0 and broker["raw_dropped"] == 0
+    finally:
+        redis.close()
+        b.stop()
+        a.stop(signalled=True)
+
+
+def test_raw_messages_survive_the_raw_leaders_death(tmp_path, redis_prefix):  # noqa: F811
+    raw_handover(tmp_path, redis_prefix, kill=True)
+
+
+def test_a_stopping_raw_leader_hands_over_at_once(tmp_path, redis_prefix):  # noqa: F811
+    raw_handover(tmp_path, redis_prefix, kill=False)
+
+
 def test_patterns_subscribe_upstream(two_daemons):
     a, b = two_daemons
     client = SSEClient(b.port, "channels=news.*")

@@ -4,18 +4,22 @@
   assigns its id) and announces it on ``P:ev:<channel>``; every daemon subscribed to
   that channel delivers it.  A daemon subscribes upstream only to the channels (and
   patterns) its own clients listen to.
-* ``redis-cli publish base '[1,2,3]'`` (the 2013 way) still works: one daemon, elected
-  through a Redis lock, listens to raw channels (``--redis-raw``, default ``*``) and
-  stores what it hears like a publish.  Raw pub/sub is fire-and-forget in Redis itself:
-  a message published while no daemon holds the lock is lost; ``POST /publish`` is not.
+* ``redis-cli publish base '[1,2,3]'`` (the 2013 way) still works: every daemon listens
+  to the raw channels (``--redis-raw``, default ``*``); one, elected through a Redis
+  lock, stores what it hears like a publish and acknowledges each message on
+  ``P:raw-stored``.  The others keep what they heard, unacknowledged, for a while
+  (``RawStandby``): whoever takes the lock next, after the leader stopped or died, first
+  stores what was never acknowledged, so no raw message is lost while a daemon is up.
 * When the subscriber connection drops, streams stay open; on reconnect the daemon
   subscribes again and delivers, from the history, what was announced meanwhile.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
+from collections import Counter, deque
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -36,8 +40,15 @@ log = Logger()
 LEADER_LOCK_TTL = 6.0
 #: Seconds between renewals (and election attempts).
 LEADER_RENEW_INTERVAL = 2.0
+#: Seconds a standby daemon keeps a raw message nobody acknowledged: longer than a
+#: dead leader's lock lasts plus an election round.
+RAW_STANDBY_SECONDS = 15.0
+#: Bytes of unacknowledged raw messages a standby daemon keeps at most.
+RAW_STANDBY_BYTES = 16 * 1024 * 1024
 #: What any cyclone-sse deployment announces on ``<prefix>:ev:<channel>``: epoch, seq.
 _ANNOUNCEMENT = re.compile(rb"\A\d+\n\d+\n")
+#: What any deployment sends on ``<prefix>:raw-stored``: a SHA-1, or a leader's marker.
+_ACKNOWLEDGEMENT = re.compile(rb"\A(?:[0-9a-f]{40}|sync:[0-9a-f]+)\Z")
 
 _LEADER = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
@@ -47,6 +58,76 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_RESIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def raw_key(channel: bytes, message: bytes) -> str:
+    """How a raw message is acknowledged: the SHA-1 the append script sends."""
+    return hashlib.sha1(channel + b"\n" + message).hexdigest()
+
+
+class RawStandby:
+    """Raw messages heard while another daemon stores them, until acknowledged: what a
+    new leader stores first.  Bounded in age (``RAW_STANDBY_SECONDS``) and bytes."""
+
+    def __init__(self, clock: Any, max_age: float = RAW_STANDBY_SECONDS,
+                 max_bytes: int = RAW_STANDBY_BYTES) -> None:
+        self.clock = clock
+        self.max_age = max_age
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.dropped = 0  # given up unacknowledged (too old, or past the byte bound)
+        self._heard: deque[tuple[float, str, str, str]] = deque()  # (at, key, channel, data)
+        self._held: Counter[str] = Counter()   # key -> messages held with it
+        self._acked: Counter[str] = Counter()  # key -> how many of those were acknowledged
+
+        self.waiting = 0  # held and not acknowledged
+
+    def heard(self, key: str, channel: str, data: str) -> None:
+        now = self.clock.seconds()
+        self._heard.append((now, key, channel, data))
+        self._held[key] += 1
+        self.waiting += 1
+        self.bytes += len(data) + len(channel)
+        while self._heard and (self._heard[0][0] < now - self.max_age
+                               or self.bytes > self.max_bytes):
+            if self._pop() is not None:
+                self.dropped += 1
+
+    def acknowledged(self, key: str) -> None:
+        if self._acked[key] < self._held[key]:
+            self._acked[key] += 1  # the oldest held with this key is the one stored
+            self.waiting -= 1
+        # acknowledgements come in the order heard: what leads is usually done with
+        while self._heard and self._acked[self._heard[0][1]]:
+            self._pop()
+
+    def take_unacknowledged(self) -> list[tuple[str, str]]:
+        """Everything held that nobody acknowledged, oldest first; holds nothing after."""
+        taken = []
+        while self._heard:
+            message = self._pop()
+            if message is not None:
+                taken.append(message)
+        return taken
+
+    def _pop(self) -> tuple[str, str] | None:
+        """Drop the oldest message; return it if it was never acknowledged."""
+        _, key, channel, data = self._heard.popleft()
+        self.bytes -= len(data) + len(channel)
+        self._held[key] -= 1
+        if not self._held[key]:
+            del self._held[key]
+        if self._acked[key]:
+            self._acked[key] -= 1
+            if not self._acked[key]:
+                del self._acked[key]
+            return None
+        self.waiting -= 1
+        return channel, data
 
 
 class RedisBroker(Broker):
@@ -64,6 +145,9 @@ class RedisBroker(Broker):
         self.raw_pattern = settings.redis_raw
         self.me = secrets.token_hex(8)
         self.leader = False
+        self.standby = RawStandby(self.reactor)
+        self.raw_recovered = 0  # stored on taking over: heard, never acknowledged
+        self._marker: str | None = None  # sent on winning the lock, awaited before leading
         # Position (history epoch, seq) of the newest event delivered here.
         self.epoch = ""
         self.last_seq = 0
@@ -98,8 +182,9 @@ class RedisBroker(Broker):
     def stats(self) -> dict[str, object]:
         return {"name": self.name, "connected": self.connected,
                 "outages": self.link.outages + self.history.link.outages,
-                "raw_leader": self.leader, "last_seq": self.last_seq,
-                "foreign_skipped": self.foreign_skipped}
+                "raw_leader": self.leader, "raw_standby": self.standby.waiting,
+                "raw_recovered": self.raw_recovered, "raw_dropped": self.standby.dropped,
+                "last_seq": self.last_seq, "foreign_skipped": self.foreign_skipped}
 
     # publishing ---------------------------------------------------------------------
 
@@ -175,7 +260,8 @@ class RedisBroker(Broker):
         names = self.registry.names()
         exact = [self._topic(n) for n in names if not is_pattern(n)]
         patterns = [self._topic(n) for n in names if is_pattern(n)]
-        if self.leader:
+        if self.raw_pattern:
+            exact.append(self._acks)
             patterns.append(self.raw_pattern)
         self._catching_up = [] if self.last_seq else None
         if exact:
@@ -212,6 +298,11 @@ class RedisBroker(Broker):
 
     def _down(self) -> None:
         self.leader = False
+        self._marker = None
+
+    @property
+    def _acks(self) -> str:
+        return f"{self.prefix}:raw-stored"
 
     # incoming messages --------------------------------------------------------------
 
@@ -222,11 +313,14 @@ class RedisBroker(Broker):
             if pattern is not None and pattern == self.raw_pattern.encode():
                 return  # our own announcement, also matched by the raw pattern
             self._announced(name[len(topic):], message)
+        elif pattern is None and name == self._acks:
+            self._acknowledged(message)
         elif pattern is not None and not name.startswith(self.prefix + ":"):
-            if b":ev:" in channel and _ANNOUNCEMENT.match(message):
-                self.foreign_skipped += 1  # another deployment's announcement: not raw
+            if (b":ev:" in channel and _ANNOUNCEMENT.match(message)) or (
+                    channel.endswith(b":raw-stored") and _ACKNOWLEDGEMENT.match(message)):
+                self.foreign_skipped += 1  # another deployment's traffic: not raw
                 return
-            self._raw(name, message)
+            self._raw(channel, name, message)
 
     def _announced(self, channel: str, message: bytes) -> None:
         epoch, seq, name, data = message.decode("utf-8").split("\n", 3)
@@ -244,8 +338,9 @@ class RedisBroker(Broker):
             self.last_seq = event.seq
             self.registry.queue(event)  # nobody here needs the audience count
 
-    def _raw(self, channel: str, message: bytes) -> None:
-        """A plain ``PUBLISH channel message``: store it as if POSTed."""
+    def _raw(self, raw_channel: bytes, channel: str, message: bytes) -> None:
+        """A plain ``PUBLISH channel message``: the leader stores it as if POSTed, the
+        others hold it until the leader acknowledges it."""
         try:
             if len(message) > self.settings.max_body:
                 raise ValueError(f"larger than --max-body ({self.settings.max_body} bytes)")
@@ -257,9 +352,22 @@ class RedisBroker(Broker):
                 log.warn("ignored raw redis message on {channel!r} ({count} so far): {error}",
                          channel=channel[:200], count=self.raw_warnings, error=exc)
             return
-        self.history.append(channel, data).addErrback(
+        if self.leader:
+            self._store_raw(channel, data)
+        else:
+            self.standby.heard(raw_key(raw_channel, message), channel, data)
+
+    def _store_raw(self, channel: str, data: str) -> None:
+        self.history.append(channel, data, raw=True).addErrback(
             lambda f: log.warn("raw message on {channel} not stored: {error}",
                                channel=channel, error=f.getErrorMessage()))
+
+    def _acknowledged(self, message: bytes) -> None:
+        text = message.decode("ascii", "replace")
+        if text == self._marker:
+            self._lead()
+        elif not self.leader:
+            self.standby.acknowledged(text)
 
     # raw-ingest leadership ----------------------------------------------------------
 
@@ -269,18 +377,41 @@ class RedisBroker(Broker):
             return
         try:
             won = yield self.history.link.command(
-                "EVAL", _LEADER, 1, f"{self.prefix}:raw-leader", self.me,
-                int(LEADER_LOCK_TTL * 1000))
+                "EVAL", _LEADER, 1, self._lock, self.me, int(LEADER_LOCK_TTL * 1000))
         except Exception:
             return
-        connection = self.link.connection
-        if int(won) and not self.leader and connection is not None:
-            self.leader = True
-            yield connection.psubscribe(self.raw_pattern)
-            log.info("this daemon now stores raw redis messages on {pattern!r}",
-                     pattern=self.raw_pattern)
+        if int(won) and not self.leader and self._marker is None:
+            # Whatever the previous leader acknowledged reaches us before this marker
+            # (one connection, in order): once it is back, the rest was never stored.
+            self._marker = f"sync:{secrets.token_hex(8)}"
+            try:
+                yield self.history.link.command("PUBLISH", self._acks, self._marker)
+            except Exception:
+                self._marker = None
         elif not int(won) and self.leader:
             self.leader = False
             log.info("another daemon now stores raw redis messages")
-            if connection is not None:
-                yield connection.punsubscribe(self.raw_pattern)
+
+    @property
+    def _lock(self) -> str:
+        return f"{self.prefix}:raw-leader"
+
+    def _lead(self) -> None:
+        self._marker = None
+        self.leader = True
+        missed = self.standby.take_unacknowledged()
+        for channel, data in missed:
+            self._store_raw(channel, data)
+        self.raw_recovered += len(missed)
+        log.info("this daemon now stores raw redis messages on {pattern!r} ({missed} heard "
+                 "before that and never stored: stored now)", pattern=self.raw_pattern,
+                 missed=len(missed))
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Hand the raw-ingest lock over at once rather than when it expires (the command
+        is on its way before the history link closes)."""
+        if self.leader and self.history.link.ready:
+            self.history.link.raw_command("EVAL", _RESIGN, 1, self._lock, self.me) \
+                .addErrback(lambda _: None)
+            self.leader = False
+        return super().stopService()  # type: ignore[no-any-return]

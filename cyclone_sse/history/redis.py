@@ -6,10 +6,14 @@ Layout under a key prefix ``P`` (``--redis-prefix``):
 ``P:seq``              the global sequence: one order for all channels
 ``P:ch:<channel>``     a Stream per channel, entry id ``<seq>-0``, fields d(ata) e(vent) t(ime ms)
 ``P:evicted``          hash channel → highest seq trimmed from its stream
-``P:channels``         sorted set channel → last publish time (for patterns and the cap)
+``P:channels``         sorted set channel → its newest seq (patterns, the cap, the sweep)
+``P:sizes``            sorted set channel → bytes held (the largest gives first)
+``P:bytes``            bytes held by all channels (``--history-bytes`` bounds it)
 ``P:dropped``          highest seq of any whole stream dropped by the channel cap or age
+``P:layout``           2: the layout above (``MIGRATE`` brings older ones to it)
 ``P:pid:<ch>:<id>``    a publisher's own id, for de-duplication
 ``P:ev:<channel>``     pub/sub channel on which each stored event is announced
+``P:raw-stored``       pub/sub channel acknowledging each stored raw message (its SHA-1)
 
 Appending and reading are Lua scripts (``redis_scripts``), so a replay is one
 consistent snapshot and the announcement order on ``P:ev:*`` is the sequence order.
@@ -25,6 +29,8 @@ from zope.interface import implementer
 
 from cyclone_sse.event import Event, EventId
 from cyclone_sse.history.base import (
+    DEFAULT_BYTES,
+    DEFAULT_CHANNEL_BYTES,
     DEFAULT_CHANNELS,
     DEFAULT_REPLAY_LIMIT,
     DEFAULT_SIZE,
@@ -33,7 +39,7 @@ from cyclone_sse.history.base import (
     SweptStore,
     assemble,
 )
-from cyclone_sse.history.redis_scripts import APPEND, SINCE, SWEEP
+from cyclone_sse.history.redis_scripts import APPEND, MIGRATE, SINCE, SWEEP
 from cyclone_sse.interfaces import IRedisHistory, IStats
 from cyclone_sse.links.redis import DEFAULT_TIMEOUT, RedisAddress, RedisLink
 
@@ -54,7 +60,8 @@ class RedisHistory(SweptStore):
     def __init__(self, clock: IReactorTime, address: RedisAddress,
                  prefix: str = DEFAULT_PREFIX, size: int = DEFAULT_SIZE,
                  ttl: float = DEFAULT_TTL, channels: int = DEFAULT_CHANNELS,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_BYTES,
+                 channel_bytes: int = DEFAULT_CHANNEL_BYTES) -> None:
         super().__init__(clock)
         self.link = RedisLink(clock, address, "history", on_up=self.load_scripts,
                               timeout=timeout)
@@ -63,11 +70,16 @@ class RedisHistory(SweptStore):
         self.size = size
         self.ttl_ms = int(ttl * 1000)
         self.max_channels = channels
+        self.max_bytes = max_bytes
+        self.channel_bytes = channel_bytes
+        self.bytes = 0  # held in all, as of the last append from here
         self._scripts: dict[str, str] = {}
 
     @defer.inlineCallbacks
     def load_scripts(self, connection: Any) -> Any:
-        """SCRIPT LOAD once per connection; EVALSHA afterwards."""
+        """SCRIPT LOAD once per connection (EVALSHA afterwards), after bringing a
+        history an older version wrote to the current layout."""
+        yield connection.execute_command("EVAL", MIGRATE, 0, self.prefix)
         for name, body in (("append", APPEND), ("since", SINCE), ("sweep", SWEEP)):
             sha = yield connection.execute_command("SCRIPT", "LOAD", body)
             self._scripts[name] = _text(sha)
@@ -79,16 +91,20 @@ class RedisHistory(SweptStore):
         return d
 
     def append(self, channel: str, data: str, name: str | None = None,
-               publisher_id: str | None = None) -> defer.Deferred[tuple[Event, bool]]:
+               publisher_id: str | None = None,
+               raw: bool = False) -> defer.Deferred[tuple[Event, bool]]:
+        """Store and announce one event; ``raw`` also acknowledges it on
+        ``P:raw-stored`` (see the Redis broker's raw ingestion)."""
         d = self._run("append", channel, data, name or "", publisher_id or "", self.size,
-                      self.ttl_ms, self.max_channels)
+                      self.ttl_ms, self.max_channels, self.max_bytes, self.channel_bytes,
+                      int(raw))
         d.addCallback(self._appended, channel, data, name)
         return d
 
-    @staticmethod
-    def _appended(reply: list[Any], channel: str, data: str,
+    def _appended(self, reply: list[Any], channel: str, data: str,
                   name: str | None) -> tuple[Event, bool]:
         epoch, seq, duplicate = _text(reply[0]), int(reply[1]), int(reply[2])
+        self.bytes = int(reply[4])
         return Event(channel, data, EventId(epoch, seq), name), not duplicate
 
     def since(self, channels: list[str], last_id: str | None,
@@ -103,32 +119,26 @@ class RedisHistory(SweptStore):
 
     def _replay(self, reply: list[Any], asked: bool, limit: int) -> Replay:
         epoch, head_seq = _text(reply[0]), int(reply[1])
-        unknown, lost, now, after = int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5])
+        unknown, lost, now, truncated = int(reply[2]), int(reply[3]), int(reply[4]), \
+            int(reply[6])
         head = EventId(epoch, head_seq)
         if not asked:
             return Replay(head=head)
         expired = bool(lost)
-        truncated = False
         oldest_kept = now - self.ttl_ms if self.ttl_ms else None
-        tails: list[list[Event]] = []
-        rest = reply[6:]
-        for i in range(0, len(rest), 3):
-            channel, evicted, entries = _text(rest[i]), int(rest[i + 1]), rest[i + 2]
-            expired = expired or evicted > after
-            if limit and len(entries) >= limit:
-                truncated = True
-            tail = []
-            for entry_id, fields in reversed(entries):
-                values = dict(zip(fields[::2], fields[1::2], strict=False))
-                if oldest_kept is not None and int(values[b"t"]) < oldest_kept:
-                    expired = True  # past its age; the next append will trim it
-                    continue
-                seq = int(_text(entry_id).partition("-")[0])  # a Stream entry id: <seq>-0
-                name = _text(values[b"e"]) or None
-                tail.append(Event(channel, _text(values[b"d"]), EventId(epoch, seq), name))
-            tails.append(tail)
-        return assemble(head, tails, limit, unknown=bool(unknown), expired=expired,
-                        truncated=truncated)
+        events = []
+        rest = reply[7:]
+        for i in range(len(rest) - 2, -1, -2):  # the script sends them newest first
+            channel, (entry_id, fields) = _text(rest[i]), rest[i + 1]
+            values = dict(zip(fields[::2], fields[1::2], strict=False))
+            if oldest_kept is not None and int(values[b"t"]) < oldest_kept:
+                expired = True  # past its age; the next append will trim it
+                continue
+            seq = int(_text(entry_id).partition("-")[0])  # a Stream entry id: <seq>-0
+            name = _text(values[b"e"]) or None
+            events.append(Event(channel, _text(values[b"d"]), EventId(epoch, seq), name))
+        return assemble(head, [events], limit, unknown=bool(unknown), expired=expired,
+                        truncated=bool(truncated))
 
     def sweep(self) -> defer.Deferred[Any] | None:
         """Drop whole channels idle for longer than the age limit."""
@@ -139,4 +149,4 @@ class RedisHistory(SweptStore):
         return d
 
     def stats(self) -> dict[str, object]:
-        return {"store": "redis", "connected": self.link.connected}
+        return {"store": "redis", "connected": self.link.connected, "bytes": self.bytes}
