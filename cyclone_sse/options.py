@@ -151,8 +151,15 @@ class Settings:
     redis_timeout: float = option(3.0, "seconds a Redis reply may take (and between PINGs) "
                                   "before Redis counts as down", _seconds)
     amqp_host: str = option("127.0.0.1", "AMQP host (AMQP broker)", group="amqp")
-    amqp_port: int = option(5672, "AMQP port", _port)
+    amqp_port: int = option(5672, "AMQP port (5671 with --amqp-tls)", _port)
     amqp_vhost: str = option("/", "AMQP virtual host")
+    amqp_tls: bool = option(False, "connect to AMQP over TLS", _bool)
+    amqp_url: str = option("", "amqp://[user:pass@]host[:port][/vhost], amqps:// for TLS "
+                           "(wins over --amqp-host and the like)")
+    amqp_ca_file: str = option("", "PEM certificates to trust for AMQP TLS (empty: the "
+                               "system's)")
+    amqp_cert_file: str = option("", "client certificate for AMQP TLS (PEM)")
+    amqp_key_file: str = option("", "its private key (PEM)")
     amqp_spec: str = option("", "AMQP 0-9-1 spec XML (default: Debian's amqp-specs)")
     amqp_username: str = option("guest", "AMQP user")
     amqp_password: str = option("guest", "AMQP password")

@@ -266,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("data")
     parser.add_argument("--event")
     parser.add_argument("--id")
-    parser.add_argument("--url", default=DEFAULT_URL, help="daemon URL (http mode)")
+    parser.add_argument("--url", help=f"daemon URL (http mode, default {DEFAULT_URL}), or "
+                        "amqp:// / amqps:// URL (amqp mode)")
+    parser.add_argument("--ca-file", default="", help="PEM CA certificates to trust (amqps)")
+    parser.add_argument("--cert-file", default="", help="client certificate, PEM (amqps)")
+    parser.add_argument("--key-file", default="", help="its private key, PEM (amqps)")
     parser.add_argument("--key", help="the daemon's --http-secret (http mode)")
     parser.add_argument("--token", help="a publisher token (http mode)")
     parser.add_argument("--host", default="127.0.0.1", help="Redis or AMQP host")
@@ -280,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.mode == "http":
             print(json.dumps(send_event(args.channel, args.data, args.event, args.id,
-                                        args.url, args.key, token=args.token)))
+                                        args.url or DEFAULT_URL, args.key, token=args.token)))
         elif args.mode in ("redis", "raw"):
             redis = RedisPublisher(args.host, args.port or 6379, prefix=args.prefix)
             if args.mode == "redis":
@@ -289,11 +293,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{redis.publish_raw(args.channel, args.data)} receivers")
             redis.close()
         else:
-            from cyclone_sse.links.amqp import publish_once
-            publish_once(args.host, args.port or 5672, args.vhost, args.user, args.password,
-                         args.exchange, args.channel, args.data, args.event)
+            from cyclone_sse.links.amqp import AmqpAddress, publish_once
+            address = AmqpAddress(args.host, args.port or 5672, args.vhost, args.user,
+                                  args.password)
+            if args.url:
+                address = AmqpAddress.from_url(args.url, address)
+            address.ca_file, address.cert_file, address.key_file = (
+                args.ca_file, args.cert_file, args.key_file)
+            publish_once(address, args.exchange, args.channel, args.data, args.event)
             print("published")
-    except (PublishError, OSError) as exc:
+    except (PublishError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -136,12 +136,7 @@ class PrivateRedis:
 
     def __init__(self, tmp_path: Path, *options: str) -> None:
         self.options = options
-        binary = shutil.which("redis-server")
-        if binary is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("redis-server is not installed (CI never skips)")
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
+        self.binary = _binary("redis-server")
         self.dir = tmp_path
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -167,16 +162,82 @@ class PrivateRedis:
             self.proc = None
 
 
+def _binary(name: str, *candidates: str) -> str:
+    """A server program, or a skip (a failure in CI) saying it is not installed."""
+    for path in candidates:
+        if os.access(path, os.X_OK):
+            return path
+    found = shutil.which(name)
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is not installed (CI never skips)")
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of the test's own, listening only for AMQP over TLS on
+    ``self.port`` with the certificates of ``private_ca(folder)``, requiring a client
+    certificate.  (A separate node: the shared broker has no TLS listener.)"""
+
+    def __init__(self, folder: Path) -> None:
+        import glob
+        # Debian's rabbitmq-server wrapper re-runs itself as the rabbitmq user, who
+        # cannot read the test's files: the script it wraps runs as anyone.
+        binary = _binary("rabbitmq-server",
+                         *sorted(glob.glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/"
+                                           "rabbitmq-server")))
+        self.port = free_port()
+        (folder / "rabbitmq.conf").write_text("\n".join([
+            "listeners.tcp = none",
+            f"listeners.ssl.default = {self.port}",
+            f"ssl_options.cacertfile = {folder / 'ca.crt'}",
+            f"ssl_options.certfile = {folder / 'server.crt'}",
+            f"ssl_options.keyfile = {folder / 'server.key'}",
+            "ssl_options.verify = verify_peer",
+            "ssl_options.fail_if_no_peer_cert = true", ""]))
+        (folder / "enabled_plugins").write_text("[].\n")
+        env = {**os.environ,
+               "RABBITMQ_NODENAME": f"cyclone-test-{secrets.token_hex(4)}@localhost",
+               "RABBITMQ_DIST_PORT": str(free_port()),
+               "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+               "RABBITMQ_LOG_BASE": str(folder / "log"),
+               "RABBITMQ_LOGS": "-",
+               "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
+               "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+               "RABBITMQ_PID_FILE": str(folder / "rabbitmq.pid")}
+        self.proc = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        assert self.proc.stdout is not None
+        self.log: list[bytes] = []
+        for line in self.proc.stdout:  # its own word that it is ready
+            self.log.append(line)
+            if b"Server startup complete" in line:
+                break
+        else:
+            raise AssertionError("private rabbitmq did not start:\n"
+                                 + b"".join(self.log).decode(errors="replace"))
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def stop(self) -> None:
+        import signal
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the script and the Erlang VM
+        except ProcessLookupError:
+            pass
+        self.proc.wait(DEADLINE)
+
+
 def amqp_publish(exchange: str, routing_key: str, data: str | bytes, event: str | None = None,
                  port: int = AMQP[1], exchange_type: str | None = None) -> None:
     """Publish one message with a real AMQP client, in a process of its own (txamqp
     runs on a reactor, which a test process cannot restart)."""
     script = (
         "import sys\n"
-        "from cyclone_sse.links.amqp import publish_once\n"
+        "from cyclone_sse.links.amqp import AmqpAddress, publish_once\n"
         "data = sys.argv[4].encode('latin-1') if sys.argv[6] == 'raw' else sys.argv[4]\n"
-        "publish_once('127.0.0.1', int(sys.argv[1]), '/', 'guest', 'guest', sys.argv[2],\n"
-        "             sys.argv[3], data, sys.argv[5] or None)\n")
+        "publish_once(AmqpAddress('127.0.0.1', int(sys.argv[1])), sys.argv[2], sys.argv[3],\n"
+        "             data, sys.argv[5] or None)\n")
     raw = isinstance(data, bytes)
     text = data.decode("latin-1") if isinstance(data, bytes) else data
     subprocess.run([sys.executable, "-c", script, str(port), exchange, routing_key, text,
@@ -199,3 +260,42 @@ def amqp_exchange():
     require(AMQP, "RabbitMQ")
     require_spec()
     return "test-" + secrets.token_hex(4)
+
+
+def private_ca(folder: Path) -> None:
+    """A CA of the test's own (``ca.crt``/``.key``); a server certificate for localhost
+    (``server.*``) and a client one (``client.*``), written to ``folder``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(text):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def issue(subject, key, issuer, issuer_key, ca=False, dns=None):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True))
+        if dns:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(dns)]), False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(stem, cert, key):
+        (folder / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (folder / f"{stem}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue(name("test CA"), ca_key, name("test CA"), ca_key, ca=True)
+    write("ca", ca, ca_key)
+    for stem, dns in (("server", "localhost"), ("client", None)):
+        key = ec.generate_private_key(ec.SECP256R1())
+        write(stem, issue(name(stem), key, name("test CA"), ca_key, dns=dns), key)

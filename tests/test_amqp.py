@@ -1,6 +1,9 @@
 """The AMQP broker against a real RabbitMQ, with real daemons."""
 
-from tests.daemon import Daemon, SSEClient
+import subprocess
+import sys
+
+from tests.daemon import DEADLINE, ROOT, Daemon, SSEClient
 from tests.services import AMQP, TcpCut, amqp_exchange, amqp_publish  # noqa: F401
 
 
@@ -82,3 +85,50 @@ def test_cut_off_from_rabbitmq_streams_stay_and_nothing_is_lost(
     finally:
         daemon.stop()
         cut.cut()
+
+
+def test_amqps_with_a_private_ca_and_a_client_certificate(tmp_path):
+    """A RabbitMQ of the test's own speaking only TLS and requiring client certificates:
+    daemons that trust its CA and present a certificate carry events between them; one
+    that does not trust it, and one without a certificate, each log one line saying
+    why, answer 503, and never a traceback."""
+    from tests.services import PrivateRabbitMQ, private_ca
+    private_ca(tmp_path)
+    rabbit = PrivateRabbitMQ(tmp_path)
+    url = f"--amqp-url=amqps://guest:guest@localhost:{rabbit.port}/%2F"
+    trust = f"--amqp-ca-file={tmp_path / 'ca.crt'}"
+    identity = (f"--amqp-cert-file={tmp_path / 'client.crt'}",
+                f"--amqp-key-file={tmp_path / 'client.key'}")
+    daemons = {}
+    try:
+        for name, options in (("a", (trust, *identity)), ("b", (trust, *identity)),
+                              ("untrusting", identity), ("anonymous", (trust,))):
+            (tmp_path / name).mkdir()
+            daemons[name] = Daemon(tmp_path / name, "--broker=amqp", url,
+                                   "--amqp-exchange-type=fanout", *options)
+        a, b = daemons["a"], daemons["b"]
+        for daemon in (a, b):
+            daemon.wait_for(rf"amqp connection to amqps://localhost:{rabbit.port}/ is up")
+        on_b = SSEClient(b.port, "channels=a")
+        assert a.publish_form("channel=a&message=over+tls")[0] == 200
+        assert on_b.events(1)[0]["data"] == "over tls"  # a -> RabbitMQ (TLS) -> b
+        subprocess.run([sys.executable, "extras/publisher.py", "amqp", "a", "from the cli",
+                        "--url", url.partition("=")[2], "--ca-file", str(tmp_path / "ca.crt"),
+                        "--cert-file", str(tmp_path / "client.crt"),
+                        "--key-file", str(tmp_path / "client.key")],
+                       cwd=ROOT, check=True, timeout=DEADLINE, capture_output=True)
+        assert on_b.events(2)[1]["data"] == "from the cli"
+        on_b.close()
+        daemons["untrusting"].wait_for("amqp connection .*certificate verify "
+                                       "failed")
+        daemons["anonymous"].wait_for("amqp connection .*certificate required")
+        for name in ("untrusting", "anonymous"):
+            assert daemons[name].publish_form("channel=a&message=x")[0] == 503
+            assert daemons[name].request("GET", "/readyz")[0] == 503
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+        rabbit.stop()
+    for name in ("untrusting", "anonymous"):
+        log = "".join(daemons[name].log)
+        assert log.count("amqp connection") == 1 and "Traceback" not in log, log

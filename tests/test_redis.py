@@ -396,47 +396,9 @@ def test_two_daemons_share_one_port_with_reuse_port(tmp_path, redis_prefix):  # 
         b.stop()
 
 
-def _private_ca(folder):
-    """A CA of the test's own; a server certificate for localhost and a client one."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(text):
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-    def issue(subject, key, issuer, issuer_key, ca=False, dns=None):
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True))
-        if dns:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName(dns)]), False)
-        return builder.sign(issuer_key, hashes.SHA256())
-
-    def write(stem, cert, key):
-        (folder / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (folder / f"{stem}.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = issue(name("test CA"), ca_key, name("test CA"), ca_key, ca=True)
-    write("ca", ca, ca_key)
-    for stem, dns in (("server", "localhost"), ("client", None)):
-        key = ec.generate_private_key(ec.SECP256R1())
-        write(stem, issue(name(stem), key, name("test CA"), ca_key, dns=dns), key)
-
-
 def test_redis_over_tls_with_a_private_ca_and_a_client_certificate(tmp_path):
-    from tests.services import free_port
-    _private_ca(tmp_path)
+    from tests.services import free_port, private_ca
+    private_ca(tmp_path)
     tls_port = free_port()
     redis = PrivateRedis(tmp_path, "--port", "0", "--tls-port", str(tls_port),
                          "--tls-cert-file", str(tmp_path / "server.crt"),

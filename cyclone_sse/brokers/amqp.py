@@ -24,7 +24,8 @@ from cyclone_sse.brokers.base import Broker, Published
 from cyclone_sse.channels import check_channel, is_pattern
 from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import check_field
-from cyclone_sse.links.amqp import AmqpLink, find_spec, make_content
+from cyclone_sse.links.amqp import AmqpAddress, AmqpLink, find_spec, make_content
+from cyclone_sse.links.tls import check_files
 
 log = Logger()
 
@@ -50,9 +51,8 @@ class AmqpBroker(Broker):
         self.received = 0
         self.rejected = 0
         self._warned_patterns = False
-        self.link = AmqpLink(self.reactor, settings.amqp_host, settings.amqp_port,
-                             settings.amqp_vhost, settings.amqp_username,
-                             settings.amqp_password, find_spec(settings.amqp_spec or None),
+        self.link = AmqpLink(self.reactor, AmqpAddress.from_settings(settings),
+                             find_spec(settings.amqp_spec or None),
                              on_up=self._up, on_down=self._down)
         self.link.setServiceParent(self)
 
@@ -65,6 +65,13 @@ class AmqpBroker(Broker):
             find_spec(settings.amqp_spec or None)
         except FileNotFoundError as exc:
             raise ValueError(str(exc)) from None
+        if settings.amqp_url:
+            try:
+                AmqpAddress.from_url(settings.amqp_url)
+            except ValueError as exc:
+                raise ValueError(f"--amqp-url: {exc}") from None
+        check_files("amqp", settings.amqp_ca_file, settings.amqp_cert_file,
+                    settings.amqp_key_file)
 
     @property
     def connected(self) -> bool:
@@ -132,6 +139,8 @@ class AmqpBroker(Broker):
                                   routing_key=key).addErrback(self._binding_failed, channel)
 
     def _binding_failed(self, failure: Any, channel: str) -> None:
+        if not self.running or not self.link.ready:
+            return  # the connection went: the link reports it, and _up binds anew
         log.warn("amqp binding for {channel} failed: {error}", channel=channel,
                  error=failure.getErrorMessage())
 

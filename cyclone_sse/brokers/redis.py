@@ -33,6 +33,7 @@ from cyclone_sse.event import Event, EventId
 from cyclone_sse.interfaces import IRedisHistory
 from cyclone_sse.links.reconnect import READY_WAIT
 from cyclone_sse.links.redis import RedisAddress, RedisLink, ReplyTimeout
+from cyclone_sse.links.tls import check_files
 
 log = Logger()
 
@@ -174,6 +175,8 @@ class RedisBroker(Broker):
                 RedisAddress.from_url(settings.redis_url)
             except ValueError as exc:
                 raise ValueError(f"--redis-url: {exc}") from None
+        check_files("redis", settings.redis_ca_file, settings.redis_cert_file,
+                    settings.redis_key_file)
 
     @property
     def connected(self) -> bool:

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime
 from txamqp import connection as _connection
 from txamqp.client import TwistedDelegate
 from txamqp.content import Content
-from txamqp.endpoint import AMQEndpoint
 from txamqp.factory import AMQFactory
 from txamqp.protocol import AMQClient
 from txamqp.queue import Closed
 
 from cyclone_sse.links.reconnect import Link
+from cyclone_sse.links.tls import client_tls
 
 #: Where the 0-9-1 spec is looked for when --amqp-spec is not given.
 SPEC_CANDIDATES = (
@@ -36,6 +39,65 @@ HEARTBEAT = 10
 # completes.  A body is bytes: read it as bytes.
 _connection.Body.decode = staticmethod(  # type: ignore[method-assign]
     lambda spec, dec: _connection.Body(dec.decode_longbytes()))
+
+
+@dataclass
+class AmqpAddress:
+    """Where a RabbitMQ (AMQP 0-9-1) server is and how to log in."""
+
+    host: str = "127.0.0.1"
+    port: int = 5672
+    vhost: str = "/"
+    username: str = "guest"
+    password: str = "guest"
+    tls: bool = False
+    ca_file: str = ""    # PEM certificates to trust instead of the system's
+    cert_file: str = ""  # a client certificate (PEM), with ...
+    key_file: str = ""   # ... its private key (PEM)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AmqpAddress:
+        """From the ``--amqp-*`` options; ``--amqp-url`` wins over the others."""
+        address = cls(settings.amqp_host, settings.amqp_port, settings.amqp_vhost,
+                      settings.amqp_username, settings.amqp_password, settings.amqp_tls)
+        if settings.amqp_url:
+            address = cls.from_url(settings.amqp_url, address)
+        elif address.tls and address.port == 5672:
+            address.port = 5671  # AMQP's TLS port
+        address.ca_file = settings.amqp_ca_file
+        address.cert_file = settings.amqp_cert_file
+        address.key_file = settings.amqp_key_file
+        return address
+
+    @classmethod
+    def from_url(cls, url: str, base: AmqpAddress | None = None) -> AmqpAddress:
+        """``amqp://[user:password@]host[:port][/vhost]`` (the vhost URL-encoded:
+        ``%2F`` is ``/``), or ``amqps://`` for TLS (port 5671)."""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("amqp", "amqps"):
+            raise ValueError(f"{url!r}: expected amqp:// or amqps://")
+        base = base or cls()
+        tls = parsed.scheme == "amqps"
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ValueError(f"{url!r}: the port must be a number") from None
+        vhost = unquote(parsed.path[1:]) if len(parsed.path) > 1 else base.vhost
+        return cls(parsed.hostname or base.host, port or (5671 if tls else 5672), vhost,
+                   unquote(parsed.username) if parsed.username else base.username,
+                   unquote(parsed.password) if parsed.password else base.password, tls)
+
+    def tls_options(self) -> Any:
+        return client_tls(self.host, self.ca_file, self.cert_file, self.key_file)
+
+    def endpoint(self, reactor: Any, timeout: float = 5) -> Any:
+        """A TCP (or TLS) client endpoint to the server."""
+        endpoint: Any = HostnameEndpoint(reactor, self.host, self.port, timeout=timeout)
+        return wrapClientTLS(self.tls_options(), endpoint) if self.tls else endpoint
+
+    def __str__(self) -> str:
+        vhost = self.vhost if self.vhost.startswith("/") else "/" + self.vhost
+        return f"{'amqps' if self.tls else 'amqp'}://{self.host}:{self.port}{vhost}"
 
 
 def find_spec(path: str | None = None) -> str:
@@ -82,16 +144,24 @@ class _Factory(AMQFactory):
 class AmqpLink(Link):
     """One AMQP connection, re-made with backoff; ``on_up(client)`` sets it up."""
 
-    def __init__(self, reactor: IReactorTime, host: str, port: int, vhost: str,
-                 username: str, password: str, spec: str,
+    def __init__(self, reactor: IReactorTime, address: AmqpAddress, spec: str,
                  on_up: Callable[[Any], object], on_down: Callable[[], object]) -> None:
-        self.address = f"amqp://{host}:{port}{vhost if vhost.startswith('/') else '/' + vhost}"
-        endpoint = AMQEndpoint(reactor, host, port, username=username, password=password,
-                               vhost=vhost, heartbeat=HEARTBEAT, timeout=5)
+        self.address = address
         factory = _Factory(reactor, spec)
-        super().__init__(reactor, f"amqp connection to {self.address}", endpoint, factory,
-                         on_up, on_down)
+        factory.set_vhost(address.vhost)
+        factory.set_heartbeat(HEARTBEAT)
+        # Logging in is part of the set-up, not of connecting (as txamqp's AMQEndpoint
+        # does): a TLS handshake refused meanwhile is then an ordinary lost connection.
+        super().__init__(reactor, f"amqp connection to {address}",
+                         address.endpoint(reactor), factory, self._logged_in(on_up), on_down)
         factory.link = self
+
+    def _logged_in(self, on_up: Callable[[Any], object]) -> Callable[[Any], object]:
+        @defer.inlineCallbacks
+        def up(client: Any) -> Any:
+            yield client.authenticate(self.address.username, self.address.password)
+            yield on_up(client)
+        return up
 
     @staticmethod
     @defer.inlineCallbacks
@@ -119,17 +189,17 @@ def make_content(data: str | bytes, name: str | None = None,
     return content
 
 
-def publish_once(host: str, port: int, vhost: str, username: str, password: str,
-                 exchange: str, routing_key: str, data: str | bytes, name: str | None = None,
-                 spec: str | None = None) -> None:
+def publish_once(address: AmqpAddress, exchange: str, routing_key: str, data: str | bytes,
+                 name: str | None = None, spec: str | None = None) -> None:
     """Connect, publish one message, disconnect (for ``extras/publisher.py amqp``)."""
     from twisted.internet import task
 
     @defer.inlineCallbacks
     def run(reactor: Any) -> Any:
-        endpoint = AMQEndpoint(reactor, host, port, username=username, password=password,
-                               vhost=vhost, timeout=5)
-        client = yield endpoint.connect(AMQFactory(spec=find_spec(spec), clock=reactor))
+        factory = AMQFactory(spec=find_spec(spec), clock=reactor)
+        factory.set_vhost(address.vhost)
+        client = yield address.endpoint(reactor).connect(factory)
+        yield client.authenticate(address.username, address.password)
         channel = yield client.channel(1)
         yield channel.channel_open()
         channel.basic_publish(exchange=exchange, routing_key=routing_key,

@@ -14,12 +14,13 @@ from urllib.parse import unquote, urlparse
 
 import txredisapi
 from twisted.application.internet import TimerService
-from twisted.internet import defer, ssl
+from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
 from cyclone_sse.links.reconnect import Link
+from cyclone_sse.links.tls import client_tls
 
 MessageHandler = Callable[[bytes | None, bytes, bytes], None]  # (pattern, channel, message)
 #: Seconds a Redis reply may take before the connection counts as lost (--redis-timeout).
@@ -57,16 +58,7 @@ class RedisAddress:
     def tls_options(self) -> Any:
         """Client TLS: the server's name is checked against ``host``; the CA file, when
         given, is what is trusted."""
-        trust = None
-        if self.ca_file:
-            with open(self.ca_file, "rb") as handle:
-                trust = ssl.trustRootFromCertificates(
-                    [ssl.Certificate.loadPEM(pem) for pem in _pem_blocks(handle.read())])
-        client = None
-        if self.cert_file:
-            with open(self.cert_file, "rb") as cert, open(self.key_file, "rb") as key:
-                client = ssl.PrivateCertificate.loadPEM(cert.read() + b"\n" + key.read())
-        return ssl.optionsForClientTLS(self.host, trustRoot=trust, clientCertificate=client)
+        return client_tls(self.host, self.ca_file, self.cert_file, self.key_file)
 
     @classmethod
     def from_url(cls, url: str, base: RedisAddress | None = None) -> RedisAddress:
@@ -86,11 +78,6 @@ class RedisAddress:
 
     def __str__(self) -> str:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
-
-
-def _pem_blocks(data: bytes) -> list[bytes]:
-    marker = b"-----BEGIN CERTIFICATE-----"
-    return [marker + part for part in data.split(marker)[1:]]
 
 
 class _Commands(txredisapi.RedisProtocol):
