@@ -294,12 +294,12 @@ def main(argv: list[str] | None = None) -> int:
             redis.close()
         else:
             from cyclone_sse.links.amqp import AmqpAddress, publish_once
+            from cyclone_sse.links.tls import ClientTls
             address = AmqpAddress(args.host, args.port or 5672, args.vhost, args.user,
                                   args.password)
             if args.url:
                 address = AmqpAddress.from_url(args.url, address)
-            address.ca_file, address.cert_file, address.key_file = (
-                args.ca_file, args.cert_file, args.key_file)
+            address.files = ClientTls(args.ca_file, args.cert_file, args.key_file)
             publish_once(address, args.exchange, args.channel, args.data, args.event)
             print("published")
     except (PublishError, OSError, ValueError) as exc:

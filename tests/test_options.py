@@ -129,6 +129,11 @@ def test_the_history_default_follows_the_broker_and_is_derived_once():
     (["--broker=redis", "--redis-url=http://x"], "--redis-url"),
     (["--broker=amqp", "--amqp-spec=/no/such/spec.xml"], "--amqp-spec"),
     (["--broker=amqp", "--history=redis"], "--history"),
+    (["--broker=amqp", "--amqp-url=amqps://h:port/"], "--amqp-url"),
+    (["--broker=amqp", "--amqp-url=redis://h/"], "--amqp-url"),
+    (["--broker=amqp", "--amqp-ca-file=/no/such/ca.pem"], "--amqp-ca-file"),
+    (["--broker=redis", "--redis-key-file=/etc/hostname"], "--redis-key-file"),
+    (["--broker=redis", "--redis-cert-file=/no/such.pem"], "--redis-cert-file"),
     (["--cors-origin=a,,b"], "--cors-origin"),
 ])
 def test_each_broker_checks_its_own_options(argv, named):

@@ -25,7 +25,7 @@ from cyclone_sse.channels import check_channel, is_pattern
 from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import check_field
 from cyclone_sse.links.amqp import AmqpAddress, AmqpLink, find_spec, make_content
-from cyclone_sse.links.tls import check_files
+from cyclone_sse.links.tls import check_link_options
 
 log = Logger()
 
@@ -61,17 +61,11 @@ class AmqpBroker(Broker):
         if settings.history != "memory":
             raise ValueError(f"--history={settings.history}: with --broker=amqp each "
                              "daemon keeps its own history in memory")
+        check_link_options(settings, "amqp", AmqpAddress.from_url)
         try:
             find_spec(settings.amqp_spec or None)
         except FileNotFoundError as exc:
             raise ValueError(str(exc)) from None
-        if settings.amqp_url:
-            try:
-                AmqpAddress.from_url(settings.amqp_url)
-            except ValueError as exc:
-                raise ValueError(f"--amqp-url: {exc}") from None
-        check_files("amqp", settings.amqp_ca_file, settings.amqp_cert_file,
-                    settings.amqp_key_file)
 
     @property
     def connected(self) -> bool:

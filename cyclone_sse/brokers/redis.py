@@ -33,7 +33,7 @@ from cyclone_sse.event import Event, EventId
 from cyclone_sse.interfaces import IRedisHistory
 from cyclone_sse.links.reconnect import READY_WAIT
 from cyclone_sse.links.redis import RedisAddress, RedisLink, ReplyTimeout
-from cyclone_sse.links.tls import check_files
+from cyclone_sse.links.tls import check_link_options
 
 log = Logger()
 
@@ -170,13 +170,7 @@ class RedisBroker(Broker):
         if settings.history != "redis":
             raise ValueError(f"--history={settings.history}: the Redis broker shares its "
                              "history through Redis; use --history=redis")
-        if settings.redis_url:
-            try:
-                RedisAddress.from_url(settings.redis_url)
-            except ValueError as exc:
-                raise ValueError(f"--redis-url: {exc}") from None
-        check_files("redis", settings.redis_ca_file, settings.redis_cert_file,
-                    settings.redis_key_file)
+        check_link_options(settings, "redis", RedisAddress.from_url)
 
     @property
     def connected(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -24,7 +24,7 @@ from txamqp.protocol import AMQClient
 from txamqp.queue import Closed
 
 from cyclone_sse.links.reconnect import Link
-from cyclone_sse.links.tls import client_tls
+from cyclone_sse.links.tls import ClientTls
 
 #: Where the 0-9-1 spec is looked for when --amqp-spec is not given.
 SPEC_CANDIDATES = (
@@ -51,9 +51,7 @@ class AmqpAddress:
     username: str = "guest"
     password: str = "guest"
     tls: bool = False
-    ca_file: str = ""    # PEM certificates to trust instead of the system's
-    cert_file: str = ""  # a client certificate (PEM), with ...
-    key_file: str = ""   # ... its private key (PEM)
+    files: ClientTls = field(default_factory=ClientTls)
 
     @classmethod
     def from_settings(cls, settings: Any) -> AmqpAddress:
@@ -64,9 +62,7 @@ class AmqpAddress:
             address = cls.from_url(settings.amqp_url, address)
         elif address.tls and address.port == 5672:
             address.port = 5671  # AMQP's TLS port
-        address.ca_file = settings.amqp_ca_file
-        address.cert_file = settings.amqp_cert_file
-        address.key_file = settings.amqp_key_file
+        address.files = ClientTls.from_settings(settings, "amqp")
         return address
 
     @classmethod
@@ -88,7 +84,7 @@ class AmqpAddress:
                    unquote(parsed.password) if parsed.password else base.password, tls)
 
     def tls_options(self) -> Any:
-        return client_tls(self.host, self.ca_file, self.cert_file, self.key_file)
+        return self.files.options(self.host)
 
     def endpoint(self, reactor: Any, timeout: float = 5) -> Any:
         """A TCP (or TLS) client endpoint to the server."""

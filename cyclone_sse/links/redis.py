@@ -8,7 +8,7 @@ pub/sub messages to a callback.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
 from cyclone_sse.links.reconnect import Link
-from cyclone_sse.links.tls import client_tls
+from cyclone_sse.links.tls import ClientTls
 
 MessageHandler = Callable[[bytes | None, bytes, bytes], None]  # (pattern, channel, message)
 #: Seconds a Redis reply may take before the connection counts as lost (--redis-timeout).
@@ -39,9 +39,7 @@ class RedisAddress:
     password: str | None = None
     username: str | None = None
     tls: bool = False
-    ca_file: str = ""    # PEM certificates to trust instead of the system's
-    cert_file: str = ""  # a client certificate (PEM), with ...
-    key_file: str = ""   # ... its private key (PEM)
+    files: ClientTls = field(default_factory=ClientTls)
 
     @classmethod
     def from_settings(cls, settings: Any) -> RedisAddress:
@@ -50,15 +48,13 @@ class RedisAddress:
                       settings.redis_password or None, None, settings.redis_tls)
         if settings.redis_url:
             address = cls.from_url(settings.redis_url, address)
-        address.ca_file = settings.redis_ca_file
-        address.cert_file = settings.redis_cert_file
-        address.key_file = settings.redis_key_file
+        address.files = ClientTls.from_settings(settings, "redis")
         return address
 
     def tls_options(self) -> Any:
         """Client TLS: the server's name is checked against ``host``; the CA file, when
         given, is what is trusted."""
-        return client_tls(self.host, self.ca_file, self.cert_file, self.key_file)
+        return self.files.options(self.host)
 
     @classmethod
     def from_url(cls, url: str, base: RedisAddress | None = None) -> RedisAddress:
