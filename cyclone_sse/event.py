@@ -30,8 +30,10 @@ HEARTBEAT = b":\n\n"
 GAP_EVENT = "history-gap"
 #: Named event sent just before a stream whose token expires is closed.
 TOKEN_EXPIRED_EVENT = "token-expired"
+#: Named event giving a client with no events yet its resume point (see encode_position).
+POSITION_EVENT = "stream-open"
 #: Event names only the daemon sends.
-RESERVED_EVENTS = frozenset({GAP_EVENT, TOKEN_EXPIRED_EVENT})
+RESERVED_EVENTS = frozenset({GAP_EVENT, TOKEN_EXPIRED_EVENT, POSITION_EVENT})
 
 
 def check_field(name: str, value: str) -> str:
@@ -53,10 +55,11 @@ def encode(event_id: str | None, data: str, name: str | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
-def encode_id_only(event_id: str) -> bytes:
-    """A block with an id and no data: EventSource records it as its last event id
-    without dispatching anything, so even a quiet stream resumes from here."""
-    return f"id: {check_field('id', event_id)}\n\n".encode()
+def encode_position(event_id: str) -> bytes:
+    """The resume point of a client that has no event yet, as a named event with data:
+    browsers record an ``id:`` even without data, but clients such as npm's
+    ``eventsource`` only when an event is dispatched, so it carries the id as data too."""
+    return encode(event_id, json.dumps({"lastEventId": event_id}), POSITION_EVENT)
 
 
 def encode_retry(milliseconds: int) -> bytes:
@@ -115,18 +118,30 @@ class Event:
     bytes object.  ``seq`` orders events across all channels of one history ``epoch``.
     """
 
-    __slots__ = ("_json", "channel", "data", "epoch", "frame", "id", "name", "seq")
+    __slots__ = ("_json", "_tagged", "channel", "data", "epoch", "frame", "id", "name", "seq")
 
     def __init__(self, channel: str, data: str, event_id: EventId,
                  name: str | None = None) -> None:
         self.channel = channel
-        self.data = data
+        # Line breaks as EventSource delivers them (LF), so every transport hands the
+        # page the same text.
+        self.data = data if "\r" not in data else "\n".join(_LINE_BREAK.split(data))
         self.name = name
         self.epoch = event_id.epoch
         self.seq = event_id.seq
         self.id = str(event_id)
         self.frame = encode(self.id, data, name)
         self._json: dict[str, object] | None = None
+        self._tagged: bytes | None = None
+
+    @property
+    def tagged_frame(self) -> bytes:
+        """The frame for channel-aware streams (``?channelEvents=1``): the event type is
+        ``"<channel> <name>"`` (name ``message`` when the publisher gave none).  Built
+        on first use, once per event."""
+        if self._tagged is None:
+            self._tagged = encode(self.id, self.data, f"{self.channel} {self.name or 'message'}")
+        return self._tagged
 
     @property
     def event_id(self) -> EventId:
@@ -141,6 +156,27 @@ class Event:
 
     def __repr__(self) -> str:
         return f"Event(channel={self.channel!r}, id={self.id!r}, name={self.name!r})"
+
+
+_last_batch: tuple[list[Event] | None, bytes] = (None, b"")
+
+
+def tagged_frames(events: list[Event]) -> bytes:
+    """The channel-aware frames of a fan-out batch, joined once for all the streams
+    that asked for them (the registry hands every subscriber the same list)."""
+    global _last_batch
+    batch, frames = _last_batch
+    if batch is not events:
+        frames = b"".join(e.tagged_frame for e in events)
+        _last_batch = (events, frames)
+    return frames
+
+
+def frames(events: list[Event], tagged: bool = False) -> bytes:
+    """Some events' frames, plain or channel-aware, for one client."""
+    if tagged:
+        return b"".join(e.tagged_frame for e in events)
+    return b"".join(e.frame for e in events)
 
 
 def parse_stream(text: str) -> Iterator[dict[str, str]]:

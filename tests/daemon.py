@@ -153,9 +153,11 @@ class SSEClient:
         return text
 
     def events(self, count: int) -> list[dict[str, str]]:
-        """Wait until ``count`` events (not counting retry/id-only blocks) arrived."""
+        """Wait until ``count`` events (not counting retry blocks and the
+        ``stream-open`` resume point) arrived."""
         while True:
-            parsed = [e for e in parse_stream(self._complete()) if "data" in e]
+            parsed = [e for e in parse_stream(self._complete())
+                      if "data" in e and e["event"] != "stream-open"]
             if len(parsed) >= count:
                 return parsed
             self.buffer += self._recv()

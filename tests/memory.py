@@ -60,8 +60,10 @@ class Connection:
         return status, json.loads(body)
 
     def events(self) -> list[dict[str, str]]:
-        """What an EventSource would have dispatched so far."""
-        return [e for e in parse_stream(self.head_and_body()[2].decode()) if "data" in e]
+        """What an EventSource would have dispatched so far (but the ``stream-open``
+        resume point, which a page rarely listens to)."""
+        return [e for e in parse_stream(self.head_and_body()[2].decode())
+                if "data" in e and e["event"] != "stream-open"]
 
     def close(self) -> None:
         from twisted.internet.error import ConnectionDone

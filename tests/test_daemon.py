@@ -56,7 +56,8 @@ def test_long_poll_over_a_real_socket(daemon):
     assert status == 200 and first["gap"] == "unknown"
     daemon.publish_form("message=x&channel=a")
     status, body = daemon.request("GET", "/?channels=a", headers={
-        "X-Requested-With": "XMLHttpRequest", "Last-Event-Id": first["lastEventId"]})
+        "X-Requested-With": "XMLHttpRequest", "Accept": "application/json",
+        "Last-Event-Id": first["lastEventId"]})
     assert [e["data"] for e in body["events"]] == ["x"]
 
 

@@ -3,7 +3,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cyclone_sse.errors import InvalidEvent
-from cyclone_sse.event import Event, EventId, encode, encode_id_only, parse_stream
+from cyclone_sse.event import (
+    Event,
+    EventId,
+    encode,
+    encode_position,
+    frames,
+    parse_stream,
+    tagged_frames,
+)
 
 text = st.text(st.characters(blacklist_categories=("Cs",)))
 field_text = st.text(st.characters(blacklist_categories=("Cs",),
@@ -38,9 +46,29 @@ def test_field_injection_through_id_or_event_is_refused(bad):
         encode("1", "data", bad)
 
 
-def test_an_id_only_block_moves_the_last_id_without_an_event():
-    stream = (encode_id_only("5") + encode(None, "x")).decode()
-    assert list(parse_stream(stream)) == [{"id": "5", "event": "message", "data": "x"}]
+def test_the_position_event_carries_the_id_in_its_data_too():
+    stream = (encode_position("ep-5") + encode(None, "x")).decode()
+    assert list(parse_stream(stream)) == [
+        {"id": "ep-5", "event": "stream-open", "data": '{"lastEventId": "ep-5"}'},
+        {"id": "ep-5", "event": "message", "data": "x"}]
+
+
+def test_line_breaks_reach_every_transport_as_eventsource_delivers_them():
+    event = Event("c", "a\r\nb\rc\nd", EventId("e", 1))
+    assert event.data == "a\nb\nc\nd" and event.as_json()["data"] == "a\nb\nc\nd"
+    assert [e["data"] for e in parse_stream(event.frame.decode())] == ["a\nb\nc\nd"]
+
+
+def test_channel_aware_frames_name_the_channel_and_are_built_once_per_batch():
+    named = Event("news.eu", "x", EventId("e", 1), "score")
+    plain = Event("user:42", "y", EventId("e", 2))
+    assert named.tagged_frame == b"id: e-1\nevent: news.eu score\ndata: x\n\n"
+    assert plain.tagged_frame == b"id: e-2\nevent: user:42 message\ndata: y\n\n"
+    assert named.tagged_frame is named.tagged_frame
+    batch = [named, plain]
+    assert tagged_frames(batch) is tagged_frames(batch)  # one join for every stream
+    assert tagged_frames(batch) == frames(batch, tagged=True)
+    assert frames(batch) == named.frame + plain.frame
 
 
 def test_utf8_payloads_are_encoded_once_in_the_event():

@@ -12,13 +12,15 @@ def test_stream_headers_are_sent_at_once():
     status, headers, body = conn.head_and_body()
     assert status == 200
     assert headers["content-type"] == "text/event-stream; charset=utf-8"
-    assert headers["cache-control"] == "no-cache"
+    assert headers["cache-control"] == "no-store"
     assert headers["access-control-allow-origin"] == "*"
     assert headers["x-accel-buffering"] == "no"
     assert body.startswith(b"retry: 3000\n\n")
-    # a quiet stream still gets a resume point
-    assert list(parse_stream(body.decode())) == [{"retry": "3000"}]
-    assert b"id: " in body
+    # a quiet stream still gets a resume point, as an event every client records
+    retry, position = parse_stream(body.decode())
+    assert retry == {"retry": "3000"} and position["event"] == "stream-open"
+    assert json.loads(position["data"]) == {"lastEventId": position["id"]}
+    assert "etag" not in headers
 
 
 def test_no_channel_is_a_readable_400():
@@ -188,7 +190,8 @@ def test_preflight_allows_last_event_id():
 
 class TestLongPoll:
     def poll(self, app, query="channels=a", headers=None):
-        headers = {"X-Requested-With": "XMLHttpRequest", **(headers or {})}
+        headers = {"X-Requested-With": "XMLHttpRequest", "Accept": "application/json",
+                   **(headers or {})}
         return subscribe(app, query, headers)
 
     def test_held_until_an_event_then_answered_as_json(self):
@@ -262,3 +265,69 @@ def test_an_event_replayed_and_fanned_out_in_the_same_turn_arrives_once():
     publish(app, channel="a", data="later")
     assert [e["data"] for e in conn.events()] == ["new", "later"]
     assert [e["data"] for e in fresh.events()] == ["new", "later"]
+
+
+class TestLongPollAsEventStream:
+    """What the 2013 jquery.eventsource.js polyfill does: an XHR (``X-Requested-With``
+    on the same origin; only jQuery's ``_=`` cache-buster across origins) with
+    ``Accept: */*``, reading the answer as event-stream text, then polling again with
+    ``Last-Event-Id``."""
+
+    HEADERS = {"X-Requested-With": "XMLHttpRequest", "Accept": "*/*"}
+
+    def test_answered_as_event_stream_text_and_never_cacheable(self):
+        app = make_app()
+        conn = subscribe(app, "channels=a&_=1700000000000", self.HEADERS)
+        publish(app, channel="a", data="line 1\r\nline 2")
+        app.clock.advance(0)
+        status, headers, body = conn.head_and_body()
+        assert status == 200 and headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert "etag" not in headers and headers["cache-control"] == "no-store"
+        retry, event = parse_stream(body.decode())
+        assert retry == {"retry": "3000"}
+        assert event["data"] == "line 1\nline 2"  # as EventSource and JSON polls give it
+        # revalidating gets the same answer, never a 304
+        again = subscribe(app, "channels=a", {**self.HEADERS, "If-None-Match": "*",
+                                               "Last-Event-Id": "nope"})
+        assert again.head_and_body()[0] == 200
+
+    def test_across_origins_the_cache_buster_is_enough_and_nothing_is_lost(self):
+        app = make_app(poll_timeout=10)
+        first = subscribe(app, "channels=a&_=1", {"Accept": "*/*", "Origin": "http://x"})
+        app.clock.advance(10)
+        blocks = list(parse_stream(first.head_and_body()[2].decode()))
+        position = blocks[-1]
+        assert position["event"] == "stream-open"  # a resume point, though no event
+        publish(app, channel="a", data="between polls")
+        second = subscribe(app, "channels=a&_=2", {"Accept": "*/*",
+                                                    "Last-Event-Id": position["id"]})
+        assert [e["data"] for e in second.events()] == ["between polls"]
+        # an EventSource (Accept: text/event-stream) with the same argument streams
+        stream = subscribe(app, "channels=a&_=3", {"Accept": "text/event-stream"})
+        publish(app, channel="a", data="live")
+        assert [e["data"] for e in stream.events()] == ["live"]
+        assert b"Content-Length" not in stream.raw.split(b"\r\n\r\n")[0]
+
+    def test_a_gap_is_signalled_in_the_text_too(self):
+        app = make_app()
+        publish(app, channel="a", data="x")
+        conn = subscribe(app, "channels=a", {**self.HEADERS, "Last-Event-Id": "bogus"})
+        blocks = [b for b in parse_stream(conn.head_and_body()[2].decode()) if "data" in b]
+        assert [b["event"] for b in blocks] == ["history-gap", "message"]
+        assert json.loads(blocks[0]["data"])["reason"] == "unknown"
+
+
+def test_channel_aware_events_name_the_channel_on_streams_and_polls():
+    app = make_app()
+    stream = subscribe(app, "channels=a,b&channelEvents=1")
+    plain = subscribe(app, "channels=a,b")
+    poll = subscribe(app, "channels=a,b&channelEvents=1",
+                     {"X-Requested-With": "XMLHttpRequest"})
+    publish(app, channel="a", data="1")
+    publish(app, channel="b", data="2", event="score")
+    app.clock.advance(0)
+    assert [(e["event"], e["data"]) for e in stream.events()] == [
+        ("a message", "1"), ("b score", "2")]
+    assert [(e["event"], e["data"]) for e in plain.events()] == [
+        ("message", "1"), ("score", "2")]
+    assert [(e["event"], e["data"]) for e in poll.events()] == [("a message", "1")]

@@ -78,6 +78,11 @@ class BaseHandler(cyclone.web.RequestHandler):
                 self.set_header("Access-Control-Allow-Credentials", "true")
                 self.set_header("Vary", "Origin")
 
+    def compute_etag(self) -> None:
+        """No ETags on dynamic answers: a revalidating client or proxy must never be
+        told ``304`` for a poll or a stream (static files set their own)."""
+        return None
+
     def options(self, *args: Any) -> None:
         """CORS preflight: EventSource never needs one, fetch/XHR clients may."""
         self.set_status(204)

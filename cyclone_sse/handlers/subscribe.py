@@ -80,8 +80,28 @@ class SubscribeHandler(BaseHandler):
         return value.strip() if value else None
 
     def wants_poll(self) -> bool:
+        """A long-poll: ``?transport=poll``, or an XHR (jQuery marks same-origin ones
+        with ``X-Requested-With``; across origins it drops that header, but its ``_=``
+        cache-buster stays, and EventSource always asks for ``text/event-stream``)."""
+        headers = self.request.headers
         return (self.get_argument("transport", "") == "poll"
-                or self.request.headers.get("X-Requested-With") == "XMLHttpRequest")
+                or headers.get("X-Requested-With") == "XMLHttpRequest"
+                or ("_" in self.request.arguments
+                    and "text/event-stream" not in headers.get("Accept", "")))
+
+    def poll_as_sse(self) -> bool:
+        """Answer a poll as event-stream text (what XHR polyfills such as the 2013
+        ``jquery.eventsource.js`` parse) rather than JSON: unless the client asked for
+        JSON with ``?transport=poll`` or ``Accept: application/json``."""
+        accept = self.request.headers.get("Accept", "")
+        if "text/event-stream" in accept:
+            return True
+        return self.get_argument("transport", "") != "poll" and "application/json" not in accept
+
+    def channel_events(self) -> bool:
+        """``?channelEvents=1``: each event's type names its channel (see
+        ``Event.tagged_frame``)."""
+        return self.get_argument("channelEvents", "") in ("1", "true", "yes")
 
     # flow ----------------------------------------------------------------------------
 
@@ -118,6 +138,7 @@ class SubscribeHandler(BaseHandler):
                                                                      left)
             sub: ISubscriber = PollSubscriber(app.clock, self._answer_poll, timeout,
                                               settings.retry, last_id)
+            self.set_header("Cache-Control", "no-store")
         else:
             stream = self._open_stream()
             if left is not None:
@@ -134,6 +155,7 @@ class SubscribeHandler(BaseHandler):
         connection = self.request.connection
         transport = connection.transport
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
         self.set_header("Connection", "close")
         # nginx: do not buffer this response, whatever proxy_buffering says.
         self.set_header("X-Accel-Buffering", "no")
@@ -144,12 +166,17 @@ class SubscribeHandler(BaseHandler):
         if hasattr(transport, "setTcpNoDelay"):
             transport.setTcpNoDelay(True)
         return StreamSubscriber(transport, app.registry.counters,
-                                app.settings_obj.max_pending, head)
+                                app.settings_obj.max_pending, head, self.channel_events())
 
-    def _answer_poll(self, body: dict[str, object]) -> None:
+    def _answer_poll(self, poll: PollSubscriber) -> None:
         self._leave()
-        if not self._finished:
-            self.write_json(body)
+        if self._finished:
+            return
+        if self.poll_as_sse():
+            self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.finish(poll.answer_sse(self.channel_events()))
+        else:
+            self.write_json(poll.answer())
 
     def _leave(self) -> None:
         sub, self.subscriber = self.subscriber, None

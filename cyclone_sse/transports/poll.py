@@ -1,5 +1,6 @@
-"""The long-poll transport: a held request answered, as JSON, with the first batch of
-events (or at its timeout), carrying the id to resume from on the next poll."""
+"""The long-poll transport: a held request answered with the first batch of events (or
+at its timeout) and the id to resume from on the next poll: as JSON, or as the same
+Server-Sent Events text a stream would have carried (for XHR polyfills that parse it)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from typing import Any
 
 from zope.interface import implementer
 
-from cyclone_sse.event import Event
+from cyclone_sse.event import Event, encode_gap, encode_position, encode_retry, frames
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.subscription import Subscriber
 
-#: Called once with the JSON answer: ``{events, lastEventId, gap, retry}``.
-Responder = Callable[[dict[str, object]], None]
+#: Called once with the subscriber, when it is time to answer (``answer()`` or
+#: ``answer_sse()`` make the body).
+Responder = Callable[["PollSubscriber"], None]
 
 
 @implementer(ISubscriber)
@@ -70,18 +72,33 @@ class PollSubscriber(Subscriber):
     def finish(self) -> None:
         if not self.done:
             self.disconnected()
-            self.respond(self.answer())
+            self.respond(self)
+
+    def resume(self) -> str | None:
+        """The id the next poll resumes from."""
+        events, replay = self.events, self.replay
+        if events:
+            return events[-1].id
+        if replay is None or replay.head is None or (self.last_id and not replay.gap):
+            # Nothing new (or the history could not be asked): stay where the client was.
+            return self.last_id
+        return str(replay.head)
 
     def answer(self) -> dict[str, object]:
         """The JSON body: the events, and the id the next poll resumes from."""
-        events, replay = self.events, self.replay
-        resume: str | None
-        if events:
-            resume = events[-1].id
-        elif replay is None or replay.head is None or (self.last_id and not replay.gap):
-            # Nothing new (or the history could not be asked): stay where the client was.
-            resume = self.last_id
-        else:
-            resume = str(replay.head)
-        return {"events": [e.as_json() for e in events], "lastEventId": resume,
+        replay = self.replay
+        return {"events": [e.as_json() for e in self.events], "lastEventId": self.resume(),
                 "gap": replay.gap if replay is not None else None, "retry": self.retry}
+
+    def answer_sse(self, tagged: bool = False) -> bytes:
+        """The same answer as event-stream text: ``retry``, the gap signal, the events
+        (channel-aware when ``tagged``), and the resume point when there is no event to
+        carry it."""
+        parts = [encode_retry(self.retry)]
+        if self.replay is not None and self.replay.gap:
+            parts.append(encode_gap(self.replay.gap, self.last_id))
+        parts.append(frames(self.events, tagged))
+        resume = self.resume()
+        if not self.events and resume and resume != self.last_id:
+            parts.append(encode_position(resume))
+        return b"".join(parts)

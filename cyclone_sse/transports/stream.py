@@ -13,8 +13,10 @@ from cyclone_sse.event import (
     HEARTBEAT,
     Event,
     encode_gap,
-    encode_id_only,
+    encode_position,
     encode_token_expired,
+    frames,
+    tagged_frames,
 )
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
@@ -39,9 +41,11 @@ class StreamSubscriber(Subscriber):
     """
 
     def __init__(self, transport: Any, counters: Counters,
-                 max_pending: int = DEFAULT_MAX_PENDING, head: bytes = b"") -> None:
+                 max_pending: int = DEFAULT_MAX_PENDING, head: bytes = b"",
+                 tagged: bool = False) -> None:
         super().__init__()
         self.head = head
+        self.tagged = tagged  # channel-aware frames (Event.tagged_frame)
         self.transport = transport
         self.counters = counters
         self.max_pending = max_pending
@@ -58,9 +62,9 @@ class StreamSubscriber(Subscriber):
         if self.live:
             rest = self.unseen(events)
             if rest is None:
-                self.write(frame)
+                self.write(tagged_frames(events) if self.tagged else frame)
             elif rest:
-                self.write(b"".join(e.frame for e in rest))
+                self.write(frames(rest, self.tagged))
         elif not self.hold(events):
             self._overflow()
 
@@ -100,10 +104,10 @@ class StreamSubscriber(Subscriber):
         if replay.gap:
             parts.append(encode_gap(replay.gap, last_id))
         events = self.release(replay)
-        parts.extend(event.frame for event in events)
-        if not last_id and not events and replay.head is not None:
-            # Give even a quiet stream a resume point (see encode_id_only).
-            parts.append(encode_id_only(str(replay.head)))
+        parts.append(frames(events, self.tagged))
+        if not events and replay.head is not None and (not last_id or replay.gap):
+            # Give even a quiet stream a resume point (see encode_position).
+            parts.append(encode_position(str(replay.head)))
         if parts and not self.closed:
             self.write(b"".join(parts))
 
@@ -144,3 +148,4 @@ class StreamSubscriber(Subscriber):
 
     def stopProducing(self) -> None:
         self.closed = True
+
