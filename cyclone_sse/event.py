@@ -32,8 +32,10 @@ GAP_EVENT = "history-gap"
 TOKEN_EXPIRED_EVENT = "token-expired"
 #: Named event giving a client with no events yet its resume point (see encode_position).
 POSITION_EVENT = "stream-open"
+#: Named event naming the channel of the event that follows it (``?channelEvents=1``).
+CHANNEL_EVENT = "channel"
 #: Event names only the daemon sends.
-RESERVED_EVENTS = frozenset({GAP_EVENT, TOKEN_EXPIRED_EVENT, POSITION_EVENT})
+RESERVED_EVENTS = frozenset({GAP_EVENT, TOKEN_EXPIRED_EVENT, POSITION_EVENT, CHANNEL_EVENT})
 
 
 def check_field(name: str, value: str) -> str:
@@ -136,11 +138,13 @@ class Event:
 
     @property
     def tagged_frame(self) -> bytes:
-        """The frame for channel-aware streams (``?channelEvents=1``): the event type is
-        ``"<channel> <name>"`` (name ``message`` when the publisher gave none).  Built
-        on first use, once per event."""
+        """The frame for channel-aware streams (``?channelEvents=1``): a ``channel``
+        event whose data is the channel name, then the event itself, unchanged.  A page
+        listens to ``channel`` once, whatever its channels and patterns, and reads it
+        in the ``message`` (or named) listener that runs next.  Built on first use,
+        once per event."""
         if self._tagged is None:
-            self._tagged = encode(self.id, self.data, f"{self.channel} {self.name or 'message'}")
+            self._tagged = encode(None, self.channel, CHANNEL_EVENT) + self.frame
         return self._tagged
 
     @property

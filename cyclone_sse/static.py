@@ -34,8 +34,12 @@ class StaticFile:
     etag: str
 
 
+#: Names the 2013 pages loaded that are now another file's.
+ALIASES = {"jquery.sse.simple.js": "jquery.sse.js"}
+
+
 def load_static(folder: Path | None) -> dict[str, StaticFile]:
-    """Every regular file directly in ``folder``, by name."""
+    """Every regular file directly in ``folder``, by name (and by ``ALIASES``)."""
     files: dict[str, StaticFile] = {}
     if folder is None:
         return files
@@ -46,4 +50,7 @@ def load_static(folder: Path | None) -> dict[str, StaticFile]:
                 mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
             files[path.name] = StaticFile(body, content_type, etag)
+    for alias, name in ALIASES.items():
+        if name in files and alias not in files:
+            files[alias] = files[name]
     return files

@@ -3,7 +3,7 @@
  *
  *   const stream = CycloneSSE.connect("http://127.0.0.1:8888/", {
  *     channels: ["base", "news.*"],
- *     onmessage: (e) => console.log(e.data, e.lastEventId),
+ *     onmessage: (e) => console.log(e.channel, e.data, e.lastEventId),
  *   });
  *   stream.on("score", (e) => ...);          // named events
  *   stream.on("history-gap", (e) => ...);    // replay could not be complete
@@ -94,15 +94,19 @@
     var self = this;
     this.source.addEventListener(name, function (e) {
       self.lastEventId = e.lastEventId || self.lastEventId;
-      self._emit(name, {type: name, data: e.data, lastEventId: self.lastEventId});
+      self._emit(name, {type: name, data: e.data, lastEventId: self.lastEventId,
+                        channel: self._channel});
     });
   };
 
   Stream.prototype._eventSource = function () {
     var self = this;
     this.transport = "eventsource";
+    // channelEvents: the daemon names each event's channel in a "channel" event
+    // just before it (read here; every event handed to the page carries .channel)
     var source = new global.EventSource(
-      buildUrl(this.url, this.channels, {lastEventId: this.lastEventId, token: this.token}),
+      buildUrl(this.url, this.channels, {lastEventId: this.lastEventId, token: this.token,
+                                         channelEvents: 1}),
       {withCredentials: this.withCredentials});
     this.source = source;
     source.onopen = function () { self._emit("open", {type: "open"}); };
@@ -121,9 +125,14 @@
       self.lastEventId = e.lastEventId || self.lastEventId;
       self._reopen(0);
     });
+    source.addEventListener("channel", function (e) { self._channel = e.data; });
+    source.addEventListener("stream-open", function (e) {
+      self.lastEventId = e.lastEventId || self.lastEventId;
+    });
     this.source.onmessage = function (e) {
       self.lastEventId = e.lastEventId || self.lastEventId;
-      self._emit("message", {type: "message", data: e.data, lastEventId: self.lastEventId});
+      self._emit("message", {type: "message", data: e.data, lastEventId: self.lastEventId,
+                             channel: self._channel});
     };
     Object.keys(this.handlers).forEach(function (name) {
       if (name !== "open" && name !== "error" && name !== "message") { self._listen(name); }

@@ -62,32 +62,14 @@ def test_line_breaks_reach_every_transport_as_eventsource_delivers_them():
 def test_channel_aware_frames_name_the_channel_and_are_built_once_per_batch():
     named = Event("news.eu", "x", EventId("e", 1), "score")
     plain = Event("user:42", "y", EventId("e", 2))
-    assert named.tagged_frame == b"id: e-1\nevent: news.eu score\ndata: x\n\n"
-    assert plain.tagged_frame == b"id: e-2\nevent: user:42 message\ndata: y\n\n"
+    assert named.tagged_frame == b"event: channel\ndata: news.eu\n\n" + named.frame
+    assert list(parse_stream((named.tagged_frame + plain.tagged_frame).decode())) == [
+        {"id": "", "event": "channel", "data": "news.eu"},
+        {"id": "e-1", "event": "score", "data": "x"},
+        {"id": "e-1", "event": "channel", "data": "user:42"},
+        {"id": "e-2", "event": "message", "data": "y"}]
     assert named.tagged_frame is named.tagged_frame
     batch = [named, plain]
     assert tagged_frames(batch) is tagged_frames(batch)  # one join for every stream
     assert tagged_frames(batch) == frames(batch, tagged=True)
     assert frames(batch) == named.frame + plain.frame
-
-
-def test_utf8_payloads_are_encoded_once_in_the_event():
-    event = Event("c", "ünïcødé ✓", EventId("e", 1), "greeting")
-    assert event.frame == "id: e-1\nevent: greeting\ndata: ünïcødé ✓\n\n".encode()
-    assert event.as_json() is event.as_json()
-    assert event.as_json() == {"id": "e-1", "channel": "c", "event": "greeting",
-                               "data": "ünïcødé ✓"}
-
-
-def test_event_ids_are_values_spelled_epoch_dash_seq():
-    assert str(EventId("5f3a9c", 1042)) == "5f3a9c-1042"
-    assert EventId.parse("5f3a9c-1042") == EventId("5f3a9c", 1042)
-    # an epoch may itself contain dashes: the sequence is after the last one
-    assert EventId.parse("a-b-7") == EventId("a-b", 7)
-    event = Event("c", "x", EventId("ep", 3))
-    assert (event.id, event.epoch, event.seq, event.event_id) == ("ep-3", "ep", 3, EventId("ep", 3))
-
-
-def test_text_that_is_no_id_parses_to_none():
-    for text in (None, "", "7", "-7", "ep-", "ep-x", "ep-1.5", "ep-" + "9" * 16):
-        assert EventId.parse(text) is None, text

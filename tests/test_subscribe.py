@@ -327,7 +327,10 @@ def test_channel_aware_events_name_the_channel_on_streams_and_polls():
     publish(app, channel="b", data="2", event="score")
     app.clock.advance(0)
     assert [(e["event"], e["data"]) for e in stream.events()] == [
-        ("a message", "1"), ("b score", "2")]
+        ("channel", "a"), ("message", "1"), ("channel", "b"), ("score", "2")]
     assert [(e["event"], e["data"]) for e in plain.events()] == [
         ("message", "1"), ("score", "2")]
-    assert [(e["event"], e["data"]) for e in poll.events()] == [("a message", "1")]
+    assert [(e["event"], e["data"]) for e in poll.events()] == [
+        ("channel", "a"), ("message", "1")]
+    # publishers cannot forge it
+    assert publish(app, channel="a", data="x", event="channel")[0] == 400
