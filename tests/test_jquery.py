@@ -83,7 +83,7 @@ def page_html(daemon_url: str, jquery_url: str, body: str, script: str) -> str:
             f"<script>{script}</script>")
 
 
-def open_page(browser, url, html=None, same_origin_with=None, no_eventsource=False,
+def open_page(browser, url, html=None, same_origin_with=None, no_eventsource=False,  # noqa: F811
               node_modules=None, jquery="3"):
     """A new page at ``url``.  With ``same_origin_with`` (the daemon's URL) the page
     itself and jQuery are answered by the browser for that origin, so the page shares
@@ -150,8 +150,8 @@ def test_one_connection_for_many_elements_each_gets_only_its_events(
         assert got["weather"] == [["weather", parse('{"t": 21}')]]
         general = [["general", {"n": 1}]] if kind == "json" else \
             [["general", '["general", {"n": 1}]']]  # text: no 2013 unwrapping
-        assert got["general"] == general + [["score", parse('{"goal": 1}')],
-                                            ["general", parse('{"x": 2}')]]
+        assert got["general"] == [*general, ["score", parse('{"goal": 1}')],
+                                  ["general", parse('{"x": 2}')]]
         # a pattern element gets its room; "general" lists room.* but no event of it
         assert got["rooms"] == [["message", parse('"hi"')]]
     finally:

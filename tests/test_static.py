@@ -44,7 +44,7 @@ def test_only_files_of_media_exist():
 def test_the_jquery_plugins_are_served_under_their_2013_names_too():
     app = make_app()
     for name in ("jquery.eventsource.js", "jquery.sse.js"):
-        status, headers, body = Connection(app).send("GET", f"/static/{name}").head_and_body()
+        status, _, body = Connection(app).send("GET", f"/static/{name}").head_and_body()
         assert status == 200 and body == (MEDIA / name).read_bytes()
     simple = Connection(app).send("GET", "/static/jquery.sse.simple.js").head_and_body()
     assert simple[0] == 200 and simple[2] == (MEDIA / "jquery.sse.js").read_bytes()
