@@ -25,6 +25,7 @@ from cyclone_sse.brokers import BROKERS, Broker
 from cyclone_sse.connection import HTTPConnection
 from cyclone_sse.handlers import (
     ChannelStatsHandler,
+    DashboardHandler,
     HealthHandler,
     MetricsHandler,
     NotFoundHandler,
@@ -32,6 +33,7 @@ from cyclone_sse.handlers import (
     ReadyHandler,
     StaticHandler,
     StatsHandler,
+    StatsStreamHandler,
     SubscribeHandler,
 )
 from cyclone_sse.history import MemoryHistory
@@ -92,11 +94,15 @@ class App(cyclone.web.Application):
         return [(r"/healthz", HealthHandler), (r"/readyz", ReadyHandler)]
 
     def internal_handlers(self) -> list[tuple[Any, ...]]:
+        """Publish, statistics and the dashboard (``--dashboard``)."""
+        dashboard = [(r"/dashboard", DashboardHandler), (r"/stats/stream", StatsStreamHandler)] \
+            if self.settings_obj.dashboard else []
         return [
             (r"/publish", PublishHandler),
             (r"/stats", StatsHandler),
             (r"/stats/channels", ChannelStatsHandler),
             (r"/metrics", MetricsHandler),
+            *dashboard,
         ]
 
     def build_gate(self) -> Gate:
@@ -211,7 +217,9 @@ class InternalSite(cyclone.web.Application):
 
     def __init__(self, app: App) -> None:
         self.app = app
-        super().__init__([*app.internal_handlers(), *app.health_handlers()],
+        # the dashboard's live tail subscribes here like any client (same gate)
+        tail = [(r"/", SubscribeHandler)] if app.settings_obj.dashboard else []
+        super().__init__([*tail, *app.internal_handlers(), *app.health_handlers()],
                          error_handler=NotFoundHandler, log_function=app._log_request)
 
     def __getattr__(self, name: str) -> Any:

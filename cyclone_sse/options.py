@@ -234,6 +234,8 @@ class Settings:
                                   "non-loopback address", _bool)
     access_log: bool = option(False, "log every HTTP request (0: only errors)", _bool,
                               group="operating")
+    dashboard: bool = option(True, "serve the live dashboard at /dashboard (beside /stats: "
+                             "on the internal listener when there is one)", _bool)
     hide_version: bool = option(False, "send 'Server: cyclone-sse' without the version",
                                 _bool)
     reuse_port: bool = option(False, "listen with SO_REUSEPORT: several daemons share "

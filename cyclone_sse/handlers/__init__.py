@@ -2,6 +2,7 @@
 the statistics.  ``--app`` subclasses them (see README "Extending")."""
 
 from cyclone_sse.handlers.base import Application, BaseHandler, NotFoundHandler
+from cyclone_sse.handlers.dashboard import DashboardHandler, StatsStreamHandler
 from cyclone_sse.handlers.publish import PublishHandler
 from cyclone_sse.handlers.static import StaticHandler
 from cyclone_sse.handlers.stats import (
@@ -13,6 +14,7 @@ from cyclone_sse.handlers.stats import (
 )
 from cyclone_sse.handlers.subscribe import SubscribeHandler
 
-__all__ = ["Application", "BaseHandler", "ChannelStatsHandler", "HealthHandler",
-           "MetricsHandler", "NotFoundHandler", "PublishHandler", "ReadyHandler",
-           "StaticHandler", "StatsHandler", "SubscribeHandler"]
+__all__ = ["Application", "BaseHandler", "ChannelStatsHandler", "DashboardHandler",
+           "HealthHandler", "MetricsHandler", "NotFoundHandler", "PublishHandler",
+           "ReadyHandler", "StaticHandler", "StatsHandler", "StatsStreamHandler",
+           "SubscribeHandler"]
