@@ -332,3 +332,21 @@ def test_a_page_resumes_exactly_across_a_daemon_restart_with_the_redis_history(
             second.stop()
     finally:
         page.context.close()
+
+
+def test_the_demo_runs_as_the_readme_says(tmp_path, browser, node_modules,  # noqa: F811
+                                          monkeypatch):
+    monkeypatch.setenv("CYCLONE_SSE_DEMO_JQUERY",
+                       str(node_modules / "jquery3" / "dist" / "jquery.min.js"))
+    daemon = Daemon(tmp_path, "--app=extras.demo.app.App")
+    page = open_page(browser, f"http://127.0.0.1:{daemon.port}/demo")
+    try:
+        wait(page, "$('#weather .now').text().indexOf('°C') > 0")
+        wait(page, "$('#general li').length >= 1")
+        assert daemon.request("GET", "/stats")[1]["connections"] == 1  # two widgets
+        page.fill("#text", "hello from the page")
+        page.click("#note button")
+        wait(page, "$('#general li').first().text() === 'hello from the page'")
+    finally:
+        page.context.close()
+        daemon.stop()
