@@ -1,7 +1,8 @@
 """The seed-001 page, live: two widgets on two channels through ``$.sse``, on one
 connection.  One command (README "The browser side")::
 
-    npm install --prefix extras/demo jquery@3 && uv run twistd -n cyclone-sse --app=extras.demo.app.App
+    npm install --prefix extras/demo jquery@3 && \
+        uv run twistd -n cyclone-sse --app=extras.demo.app.App
 
 then open http://127.0.0.1:8888/demo.  The daemon serves the page, jQuery (from the
 npm install above, or the file named by ``$CYCLONE_SSE_DEMO_JQUERY``) and the plugins;
