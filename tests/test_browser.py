@@ -33,14 +33,10 @@ def browser():
 MEDIA = Path(__file__).resolve().parent.parent / "media"
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path == "/cyclone-sse.js":
-            body, kind = (MEDIA / "cyclone-sse.js").read_bytes(), "text/javascript"
-        else:
-            body = (b"<!doctype html><meta charset=utf-8><title>app</title>"
-                    b"<script src=/cyclone-sse.js></script>")
-            kind = "text/html"
+class QuietPages(http.server.BaseHTTPRequestHandler):
+    """A web application's origin for the browser tests: ``answer`` sends a body."""
+
+    def answer(self, body, kind):
         self.send_response(200)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
@@ -49,6 +45,15 @@ class _Page(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class _Page(QuietPages):
+    def do_GET(self):
+        if self.path == "/cyclone-sse.js":
+            self.answer((MEDIA / "cyclone-sse.js").read_bytes(), "text/javascript")
+        else:
+            self.answer(b"<!doctype html><meta charset=utf-8><title>app</title>"
+                        b"<script src=/cyclone-sse.js></script>", "text/html")
 
 
 @pytest.fixture(scope="module")

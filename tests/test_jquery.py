@@ -19,7 +19,7 @@ import pytest
 from extras.publisher import RedisPublisher
 from tests.daemon import DEADLINE, Daemon
 from tests.services import REDIS, TcpCut, free_port, redis_prefix, require  # noqa: F401
-from tests.test_browser import browser, pytestmark  # noqa: F401
+from tests.test_browser import QuietPages, browser, pytestmark  # noqa: F401
 
 JS = Path(__file__).resolve().parent / "js"
 JQUERY = {"1": "jquery1/dist/jquery.min.js", "3": "jquery3/dist/jquery.min.js"}
@@ -40,7 +40,7 @@ def node_modules():
     return modules
 
 
-class _Pages(http.server.BaseHTTPRequestHandler):
+class _Pages(QuietPages):
     """The web application's origin: pages registered by the tests, and jQuery."""
 
     pages: dict[str, str] = {}
@@ -49,20 +49,11 @@ class _Pages(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         path = self.path.split("?")[0]
         if path.startswith("/jquery"):
-            body, kind = (self.modules / JQUERY[path[7]]).read_bytes(), "text/javascript"
+            self.answer((self.modules / JQUERY[path[7]]).read_bytes(), "text/javascript")
         elif path in self.pages:
-            body, kind = self.pages[path].encode(), "text/html; charset=utf-8"
+            self.answer(self.pages[path].encode(), "text/html; charset=utf-8")
         else:
             self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
