@@ -82,6 +82,15 @@ class App(cyclone.web.Application):
 
     # building blocks (override in a subclass) -------------------------------------
 
+    @property
+    def websockets(self) -> Any:
+        """The WebSocket protocol factory (built on the first upgrade)."""
+        factory = self.__dict__.get("_websockets")
+        if factory is None:
+            from cyclone_sse.transports.websocket import SubscriberFactory
+            factory = self.__dict__["_websockets"] = SubscriberFactory(self)
+        return factory
+
     def build_handlers(self) -> list[tuple[Any, ...]]:
         """Subscribe and static files; publish and statistics too unless they have an
         internal listener of their own (``--internal-port``)."""

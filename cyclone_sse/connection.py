@@ -54,6 +54,7 @@ class HTTPConnection(httpserver.HTTPConnection):
 
     streaming = False   # a response now owns the connection (see start_streaming)
     closing = False     # rejected: whatever else arrives is ignored
+    upgraded: Any = None  # the WebSocket protocol this connection now carries (upgrade)
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -76,6 +77,8 @@ class HTTPConnection(httpserver.HTTPConnection):
         self._arm(self.settings.header_timeout, "request headers")
 
     def connectionLost(self, reason: Any) -> None:
+        if self.upgraded is not None:
+            self.upgraded.connectionLost(reason)
         self._disarm()
         self.limits.release(self.address)
         super().connectionLost(reason)
@@ -83,6 +86,9 @@ class HTTPConnection(httpserver.HTTPConnection):
     # input ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self.upgraded is not None:
+            self.upgraded.dataReceived(data)
+            return
         if self.closing:
             return
         if self.streaming:
@@ -207,6 +213,17 @@ class HTTPConnection(httpserver.HTTPConnection):
         self._disarm()
         if self._buffer.strip(b"\r\n"):
             self._refuse_behind_stream()
+
+    def upgrade(self, protocol: Any, handshake: bytes) -> None:
+        """Carry ``protocol`` (a WebSocket server protocol) from now on: it gets the
+        request's ``handshake`` bytes, then whatever the client sends.  This connection
+        stays the transport's protocol (its limits are released when it closes)."""
+        self.streaming = True
+        self._disarm()
+        self.upgraded = protocol
+        rest = self.clearLineBuffer()  # what the client sent after its handshake
+        protocol.makeConnection(self.transport)
+        protocol.dataReceived(handshake + rest)
 
     def _refuse_behind_stream(self) -> None:
         self.counters.refused_pipelined += 1

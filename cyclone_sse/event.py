@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from cyclone_sse.errors import InvalidEvent
 
@@ -120,7 +121,8 @@ class Event:
     bytes object.  ``seq`` orders events across all channels of one history ``epoch``.
     """
 
-    __slots__ = ("_json", "_tagged", "channel", "data", "epoch", "frame", "id", "name", "seq")
+    __slots__ = ("_json", "_tagged", "channel", "data", "epoch", "frame", "id", "name", "seq",
+                 "ws")
 
     def __init__(self, channel: str, data: str, event_id: EventId,
                  name: str | None = None) -> None:
@@ -135,6 +137,8 @@ class Event:
         self.frame = encode(self.id, data, name)
         self._json: dict[str, object] | None = None
         self._tagged: bytes | None = None
+        # its WebSocket message, framed once by transports/websocket.py when first sent
+        self.ws: Any = None
 
     @property
     def tagged_frame(self) -> bytes:

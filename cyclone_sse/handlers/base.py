@@ -50,6 +50,7 @@ class Application(Protocol):
     gate: Gate
     internal: bool
     pattern_replays: TokenBucket | None
+    websockets: Any  # the WebSocket protocol factory (transports/websocket.py)
 
     def allowed_origin(self, origin: str | None) -> str | None: ...
 

@@ -105,8 +105,14 @@ class SubscribeHandler(BaseHandler):
 
     # flow ----------------------------------------------------------------------------
 
+    def wants_websocket(self) -> bool:
+        return self.request.headers.get("Upgrade", "").lower() == "websocket"
+
     @cyclone.web.asynchronous
-    def get(self) -> defer.Deferred[object]:
+    def get(self) -> defer.Deferred[object] | None:
+        if self.wants_websocket():
+            self._upgrade()
+            return None
         channels = self.get_channels()
         budget = self.application.pattern_replays
         if budget is not None and self.get_last_event_id() and \
@@ -149,6 +155,18 @@ class SubscribeHandler(BaseHandler):
             sub.access = access  # type: ignore[attr-defined]
         self.subscriber = sub
         return app.subscriptions.open(sub, channels, last_id)
+
+    def _upgrade(self) -> None:
+        """Hand the connection to the WebSocket protocol, which answers the handshake
+        itself (subscriptions then come as messages: transports/websocket.py)."""
+        request = self.request
+        head = [f"{request.method} {request.uri} HTTP/1.1"]
+        head.extend(f"{name}: {value}" for name, value in request.headers.get_all())
+        handshake = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+        self._headers_written = True  # cyclone writes nothing for this request
+        self._finished = True
+        protocol = self.application.websockets.buildProtocol(request.connection.transport.getPeer())
+        request.connection.upgrade(protocol, handshake)
 
     def _open_stream(self) -> StreamSubscriber:
         app = self.application

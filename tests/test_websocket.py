@@ -1,0 +1,211 @@
+"""The WebSocket transport over real sockets: the Python ``websockets`` client for the
+protocol, raw frames for what a well-behaved client never sends."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.daemon import DEADLINE, Daemon, SSEClient
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    daemon = Daemon(tmp_path)
+    yield daemon
+    daemon.stop()
+    assert "Traceback" not in "".join(daemon.log)
+
+
+def ws(daemon, **kw):
+    return connect(f"ws://127.0.0.1:{daemon.port}/", open_timeout=DEADLINE, **kw)
+
+
+def ask(conn, message):
+    conn.send(json.dumps(message))
+    return json.loads(conn.recv(timeout=DEADLINE))
+
+
+def receive(conn, count):
+    return [json.loads(conn.recv(timeout=DEADLINE)) for _ in range(count)]
+
+
+def test_subscribe_and_receive_beside_an_event_stream(daemon):
+    with ws(daemon) as conn:
+        assert ask(conn, {"type": "ping", "id": 7}) == {"type": "pong", "id": 7}
+        subscribed = ask(conn, {"type": "subscribe", "id": 1, "channels": ["a", "news.*"]})
+        assert subscribed["type"] == "subscribed" and subscribed["id"] == 1
+        assert subscribed["channels"] == ["a", "news.*"] and subscribed["lastEventId"]
+        stream = SSEClient(daemon.port, "channels=a")  # the same port, the same channel
+        assert daemon.request("GET", "/stats")[1]["connections"] == 2
+        daemon.publish_form("channel=a&message=line+1%0D%0Aline+2")
+        daemon.request("POST", "/publish", json.dumps(
+            {"channel": "news.eu", "message": "goal", "event": "score"}),
+            {"Content-Type": "application/json"})
+        first, second = receive(conn, 2)
+        assert first == {"type": "event", "channel": "a", "id": first["id"],
+                         "event": "message", "data": "line 1\nline 2"}
+        assert (second["channel"], second["event"], second["data"]) == ("news.eu", "score",
+                                                                        "goal")
+        assert stream.events(1)[0] == {"id": first["id"], "event": "message",
+                                       "data": "line 1\nline 2"}  # the same payload
+        assert ask(conn, {"type": "subscribe", "id": 2, "channels": ["b"]})["code"] == 409
+        assert ask(conn, {"type": "dance", "id": 3})["code"] == 400
+
+
+def test_resume_after_a_lost_connection_replays_exactly_what_was_missed(daemon):
+    with ws(daemon) as conn:
+        ask(conn, {"type": "subscribe", "id": 1, "channels": ["a", "b"]})
+        daemon.publish_form("channel=a&message=seen")
+        last = receive(conn, 1)[0]["id"]
+    for n in range(3):
+        daemon.publish_form(f"channel={'ab'[n % 2]}&message=missed+{n}")
+    with ws(daemon) as conn:
+        subscribed = ask(conn, {"type": "subscribe", "id": 1, "channels": ["a", "b"],
+                                "lastEventId": last})
+        replayed = receive(conn, 3)
+        assert [e["data"] for e in replayed] == ["missed 0", "missed 1", "missed 2"]
+        assert subscribed["lastEventId"] == replayed[-1]["id"]
+        daemon.publish_form("channel=a&message=live")
+        assert receive(conn, 1)[0]["data"] == "live"  # once: not replayed, not doubled
+    with ws(daemon) as conn:
+        ask(conn, {"type": "subscribe", "id": 1, "channels": ["a"], "lastEventId": "bogus-9"})
+        gap = json.loads(conn.recv(timeout=DEADLINE))
+        assert gap == {"type": "gap", "reason": "unknown", "lastEventId": "bogus-9"}
+    # every closed WebSocket gave its connection back (only this request is open)
+    stats = daemon.request("GET", "/stats")[1]
+    assert stats["open_connections"] == 1 and stats["connections"] == 0
+
+
+def test_policies_and_tokens_apply_as_for_event_streams(tmp_path):
+    import jwt
+    daemon = Daemon(tmp_path, "--policies=secret.*=token", "--jwt-secret=" + "k" * 32)
+    with ws(daemon) as conn:
+        refused = ask(conn, {"type": "subscribe", "id": 1, "channels": ["secret.x"]})
+        assert refused["type"] == "error" and refused["code"] == 401
+    exp = int(time.time()) + 600
+    token = jwt.encode({"sub": "ann", "channels": ["secret.x"], "exp": exp}, "k" * 32)
+    with ws(daemon) as conn:
+        answer = ask(conn, {"type": "subscribe", "id": 1, "channels": ["secret.x"],
+                            "token": token})
+        assert answer["type"] == "subscribed", answer
+    url = f"ws://127.0.0.1:{daemon.port}/?token={token}"  # or in the URL, as for streams
+    with connect(url, open_timeout=DEADLINE) as conn:
+        answer = ask(conn, {"type": "subscribe", "id": 1, "channels": ["secret.x"]})
+        assert answer["type"] == "subscribed", answer
+    with ws(daemon) as conn:
+        other = jwt.encode({"sub": "bob", "channels": ["secret.y"], "exp": exp}, "k" * 32)
+        refused = ask(conn, {"type": "subscribe", "id": 1, "channels": ["secret.x"],
+                             "token": other})
+        assert refused["code"] == 403
+    daemon.stop()
+    assert "Traceback" not in "".join(daemon.log)
+
+
+def test_a_foreign_origin_is_refused_when_origins_are_listed(tmp_path):
+    daemon = Daemon(tmp_path, "--cors-origin=https://app.example")
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            ws(daemon, origin="https://evil.example")
+        assert refused.value.response.status_code == 403
+        with ws(daemon, origin="https://app.example") as conn:
+            assert ask(conn, {"type": "ping", "id": 1})["type"] == "pong"
+    finally:
+        daemon.stop()
+
+
+def raw_socket(port):
+    """A WebSocket connection made by hand, for frames no library would send."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                  f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def frame(opcode, payload, masked=True):
+    head = bytes([0x80 | opcode])
+    length = len(payload)
+    flag = 0x80 if masked else 0
+    if length < 126:
+        head += bytes([flag | length])
+    elif length < 65536:
+        head += bytes([flag | 126]) + struct.pack("!H", length)
+    else:
+        head += bytes([flag | 127]) + struct.pack("!Q", length)
+    if not masked:
+        return head + payload
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def close_code(sock):
+    """The code of the close frame the daemon sends (None if it just dropped us)."""
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) >= 4 and data[0] & 0x0F == 8:
+                return struct.unpack("!H", data[2:4])[0]
+    except OSError:
+        pass
+    return None
+
+
+@pytest.mark.parametrize("bad,code", [
+    (frame(1, b"x" * 70000), 1009),                    # larger than a client may send
+    (frame(1, b"\xff\xfe not utf-8"), 1007),            # invalid UTF-8 in a text message
+    (frame(1, b'{"type": "ping"}', masked=False), 1002),  # clients must mask
+    (frame(5, b"?"), 1002),                             # an opcode that does not exist
+    (frame(1, b"{garbage"), 1008),                      # not JSON
+    (frame(1, b"[1, 2]"), 1008),                        # JSON, not an object
+])
+def test_bad_frames_are_closed_with_the_code_that_says_why(daemon, bad, code):
+    with ws(daemon) as healthy:
+        ask(healthy, {"type": "subscribe", "id": 1, "channels": ["a"]})
+        sock = raw_socket(daemon.port)
+        sock.sendall(bad)
+        assert close_code(sock) == code
+        sock.close()
+        daemon.publish_form("channel=a&message=still+here")
+        assert receive(healthy, 1)[0]["data"] == "still here"
+
+
+def test_the_daemon_stopping_closes_with_going_away(tmp_path):
+    daemon = Daemon(tmp_path)
+    with ws(daemon) as conn:
+        ask(conn, {"type": "subscribe", "id": 1, "channels": ["a"]})
+        daemon.stop()
+        with pytest.raises(ConnectionClosed) as closed:
+            conn.recv(timeout=DEADLINE)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+def test_an_event_is_framed_once_for_every_subscriber():
+    from cyclone_sse.event import Event, EventId
+    from cyclone_sse.transports.websocket import SubscriberFactory, prepared
+    from tests.memory import make_app
+    factory = SubscriberFactory(make_app())
+    event = Event("a", "x" * 200, EventId("e", 1))
+    message = prepared(event, factory)
+    assert prepared(event, factory) is message  # the same object, the same bytes
+    frame = message.payloadHybi  # (the autobahn attribute the slow-reader bound counts)
+    assert frame[0] == 0x81 and frame[1] == 126  # FIN + text, unmasked, 16-bit length
+    assert json.loads(frame[4:]) == {"type": "event", "channel": "a", "id": "e-1",
+                                     "event": "message", "data": "x" * 200}
