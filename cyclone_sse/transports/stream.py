@@ -28,35 +28,76 @@ from cyclone_sse.subscription import Subscriber
 DEFAULT_MAX_PENDING = 512 * 1024
 
 
-@implementer(ISubscriber, IPushProducer)
-class StreamSubscriber(Subscriber):
-    """An open ``text/event-stream`` response written straight to the transport.
+@implementer(IPushProducer)
+class BoundedSubscriber(Subscriber):
+    """A subscriber writing to a transport whose client may stop reading.
 
-    ``head`` (the HTTP response head and ``retry:``) goes out with the replay, once the
-    subscription is live upstream: a client that sees the stream open misses nothing
-    published afterwards.  Registered as the transport's streaming producer: Twisted
-    pauses it when the kernel and the transport buffer are full, and from then on
-    writes are counted; past ``max_pending`` bytes the client is too slow and the
-    stream is aborted.
-    """
+    Registered as the transport's streaming producer: Twisted pauses it when the kernel
+    and the transport buffer are full; from then on ``queued`` counts what is written,
+    and past ``max_pending`` bytes the client is too slow and the connection is aborted
+    (``slow_disconnects``; the client replays on reconnect)."""
 
-    def __init__(self, transport: Any, counters: Counters,
-                 max_pending: int = DEFAULT_MAX_PENDING, head: bytes = b"",
-                 tagged: bool = False) -> None:
+    def __init__(self, transport: Any, counters: Counters, max_pending: int) -> None:
         super().__init__()
-        self.head = head
-        self.tagged = tagged  # channel-aware frames (Event.tagged_frame)
         self.transport = transport
         self.counters = counters
         self.max_pending = max_pending
         self.paused = False
         self.pending = 0
         self.closed = False
+        transport.registerProducer(self, True)
+
+    def queued(self, size: int) -> bool:
+        """Account ``size`` bytes about to be written; False when the client is too
+        slow (and is cut off)."""
+        if self.paused:
+            self.pending += size
+            if self.pending > self.max_pending:
+                self._overflow()
+                return False
+        return True
+
+    def disconnected(self) -> None:
+        self.closed = True
+
+    def _overflow(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.counters.slow_disconnects += 1
+            self.transport.unregisterProducer()
+            self.transport.abortConnection()
+
+    # IPushProducer: called by the transport.
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.pending = 0
+
+    def stopProducing(self) -> None:
+        self.closed = True
+
+
+@implementer(ISubscriber)
+class StreamSubscriber(BoundedSubscriber):
+    """An open ``text/event-stream`` response written straight to the transport.
+
+    ``head`` (the HTTP response head and ``retry:``) goes out with the replay, once the
+    subscription is live upstream: a client that sees the stream open misses nothing
+    published afterwards.  Bounded like every ``BoundedSubscriber``.
+    """
+
+    def __init__(self, transport: Any, counters: Counters,
+                 max_pending: int = DEFAULT_MAX_PENDING, head: bytes = b"",
+                 tagged: bool = False) -> None:
         # A plain TCP transport's socket, for the direct-send fast path.  TLS wrappers
         # (which forward attribute lookups to the TCP transport below them!) and test
         # transports always go through transport.write.
         self.socket = transport.socket if type(transport) is tcp.Server else None
-        transport.registerProducer(self, True)
+        super().__init__(transport, counters, max_pending)
+        self.head = head
+        self.tagged = tagged  # channel-aware frames (Event.tagged_frame)
 
     def deliver(self, events: list[Event], frame: bytes) -> None:
         if self.live:
@@ -89,12 +130,8 @@ class StreamSubscriber(Subscriber):
             if sent == len(data):
                 return
             data = data[sent:]
-        if self.paused:
-            self.pending += len(data)
-            if self.pending > self.max_pending:
-                self._overflow()
-                return
-        transport.write(data)
+        if self.queued(len(data)):
+            transport.write(data)
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
         """Write the response head, the replay (and the gap signal), and switch to live
@@ -121,31 +158,9 @@ class StreamSubscriber(Subscriber):
             self.transport.unregisterProducer()
             self.transport.loseConnection()
 
-    def disconnected(self) -> None:
-        self.closed = True
-
     def expire(self) -> None:
         """The token expired: say so (with the id to resume from), then close."""
         if not self.closed:
             if self.live:  # (before that, not even the response head went out)
                 self.write(encode_token_expired(self.resume_id()))
             self.close()
-
-    def _overflow(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.counters.slow_disconnects += 1
-            self.transport.unregisterProducer()
-            self.transport.abortConnection()
-
-    # IPushProducer: called by the transport.
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.pending = 0
-
-    def stopProducing(self) -> None:
-        self.closed = True
-

@@ -24,11 +24,10 @@ a message the protocol does not know), 1009 (too big), 1007 (invalid UTF-8), 100
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -38,7 +37,7 @@ from cyclone_sse.errors import TooManyRequests
 from cyclone_sse.event import Event
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
-from cyclone_sse.subscription import Subscriber
+from cyclone_sse.transports.stream import BoundedSubscriber
 
 log = Logger()
 
@@ -59,21 +58,16 @@ def prepared(event: Event, factory: WebSocketServerFactory) -> Any:
     return event.ws
 
 
-@implementer(ISubscriber, IPushProducer)
-class WebSocketSubscriber(Subscriber):
+@implementer(ISubscriber)
+class WebSocketSubscriber(BoundedSubscriber):
     """One WebSocket connection's subscription; bounded like a slow SSE stream."""
 
     def __init__(self, protocol: SubscriberProtocol, request_id: object,
                  max_pending: int) -> None:
-        super().__init__()
+        super().__init__(protocol.transport, protocol.factory.app.registry.counters,
+                         max_pending)
         self.protocol = protocol
         self.request_id = request_id
-        self.max_pending = max_pending
-        self.paused = False
-        self.pending = 0
-        self.closed = False
-        self.transport: Any = cast(Any, protocol.transport)
-        self.transport.registerProducer(self, True)
 
     def deliver(self, events: list[Event], frame: bytes) -> None:
         if self.closed:
@@ -87,14 +81,10 @@ class WebSocketSubscriber(Subscriber):
             self._send(prepared(event, self.protocol.factory))
 
     def _send(self, message: Any) -> None:
-        if self.paused:
-            # payloadHybi: the framed bytes autobahn's PreparedMessage keeps (an attribute
-            # it does not document; tests/test_websocket.py checks it is still there)
-            self.pending += len(message.payloadHybi)
-            if self.pending > self.max_pending:
-                self._overflow()
-                return
-        self.protocol.sendPreparedMessage(message)
+        # payloadHybi: the framed bytes autobahn's PreparedMessage keeps (an attribute it
+        # does not document; tests/test_websocket.py checks it is still there)
+        if self.queued(len(message.payloadHybi)):
+            self.protocol.sendPreparedMessage(message)
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
         events = self.release(replay)
@@ -114,27 +104,6 @@ class WebSocketSubscriber(Subscriber):
         if not self.closed:
             self.closed = True
             self.protocol.close_with(1001, "the daemon is stopping")
-
-    def disconnected(self) -> None:
-        self.closed = True
-
-    def _overflow(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.protocol.factory.app.registry.counters.slow_disconnects += 1
-            self.transport.unregisterProducer()
-            self.transport.abortConnection()
-
-    # IPushProducer: called by the transport.
-    def pauseProducing(self) -> None:
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.pending = 0
-
-    def stopProducing(self) -> None:
-        self.closed = True
 
 
 class SubscriberProtocol(WebSocketServerProtocol):
