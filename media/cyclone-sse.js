@@ -18,7 +18,9 @@
  * Uses the browser's EventSource when there is one (it reconnects and resumes by
  * itself), and otherwise long-polls the daemon (?transport=poll), sending the last
  * event id with every poll so nothing published between two polls is missed.
- * Force long-polling with {transport: "poll"}.
+ * Force long-polling with {transport: "poll"}.  {transport: "websocket"} speaks the
+ * daemon's WebSocket protocol (same callbacks, same resume), and falls back to
+ * EventSource, then long-polling, when no WebSocket connection can be made.
  */
 (function (global) {
   "use strict";
@@ -51,13 +53,65 @@
     if (options.onerror) { this.on("error", options.onerror); }
     var wanted = options.transport || "auto";
     this._freshToken(function () {
-      if (wanted !== "poll" && typeof global.EventSource === "function") {
-        self._eventSource();
+      if (wanted === "websocket" && typeof global.WebSocket === "function") {
+        self._websocket();
       } else {
-        self._poll(self.retry);
+        self._fallback(wanted);
       }
     });
   }
+
+  Stream.prototype._fallback = function (wanted) {
+    if (wanted !== "poll" && typeof global.EventSource === "function") {
+      this._eventSource();
+    } else {
+      this._poll(this.retry);
+    }
+  };
+
+  Stream.prototype._websocket = function () {
+    var self = this;
+    this.transport = "websocket";
+    var socket = new global.WebSocket(this.url.replace(/^http/, "ws"));
+    this.socket = socket;
+    socket.onopen = function () {
+      socket.send(JSON.stringify({type: "subscribe", id: 1, channels: self.channels,
+                                  lastEventId: self.lastEventId || undefined,
+                                  token: self.token || undefined}));
+    };
+    socket.onmessage = function (m) {
+      var message = JSON.parse(m.data);
+      if (message.type === "subscribed") {
+        self._wsWorked = true;
+        self.lastEventId = message.lastEventId || self.lastEventId;
+        self._emit("open", {type: "open"});
+      } else if (message.type === "event") {
+        self.lastEventId = message.id;
+        self._emit(message.event, {type: message.event, data: message.data,
+                                   lastEventId: message.id, channel: message.channel});
+      } else if (message.type === "gap") {
+        self._emit("history-gap", {type: "history-gap", lastEventId: self.lastEventId,
+          data: JSON.stringify({reason: message.reason, lastEventId: message.lastEventId})});
+      } else if (message.type === "error") {
+        self._emit("error", {type: "error", status: message.code, reason: message.reason});
+        if (message.code === 401 && typeof self.tokenSource === "function") {
+          socket.close();  // reconnects below with a fresh token
+        }
+      }
+    };
+    socket.onclose = function (e) {
+      if (self.closed) { return; }
+      self.socket = null;
+      if (!self._wsWorked) {  // no WebSocket here (a proxy, an old server): fall back
+        self._fallback("auto");
+        return;
+      }
+      self._emit("error", {type: "error", code: e.code});
+      self._timer = global.setTimeout(function () {
+        self._freshToken(function () { self._websocket(); });
+      }, self.retry);
+    };
+  };
 
   // Ask the page for a token (a string, or a function returning one or a Promise).
   Stream.prototype._freshToken = function (then) {
@@ -202,6 +256,7 @@
   Stream.prototype.close = function () {
     this.closed = true;
     if (this.source) { this.source.close(); }
+    if (this.socket) { this.socket.close(); }
     if (this._request) { this._request.abort(); }
     if (this._timer) { global.clearTimeout(this._timer); }
   };

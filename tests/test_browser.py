@@ -153,8 +153,9 @@ CLIENT = """([url, transport, lastEventId]) => {
 }"""
 
 
-@pytest.mark.parametrize("transport,expected", [("auto", "eventsource"), ("poll", "poll")])
-def test_media_client_receives_everything_over_both_transports(tmp_path, page, transport,
+@pytest.mark.parametrize("transport,expected", [("auto", "eventsource"), ("poll", "poll"),
+                                                ("websocket", "websocket")])
+def test_media_client_receives_everything_over_every_transport(tmp_path, page, transport,
                                                                expected):
     daemon = Daemon(tmp_path, "--poll-timeout=1")
     try:

@@ -34,7 +34,8 @@ def node_modules():
             pytest.fail("npm is not installed (CI never skips)")
         pytest.skip("npm is not installed")
     modules = JS / "node_modules"
-    if not all((modules / name).is_dir() for name in ("eventsource", "jquery1", "jquery3")):
+    if not all((modules / name).is_dir() for name in ("eventsource", "jquery1", "jquery3",
+                                                       "ws")):
         subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
                        cwd=JS, check=True, timeout=300)
     return modules
@@ -340,4 +341,53 @@ def test_the_demo_runs_as_the_readme_says(tmp_path, browser, node_modules,  # no
         wait(page, "$('#general li').first().text() === 'hello from the page'")
     finally:
         page.context.close()
+        daemon.stop()
+
+
+WS_CLIENT = """([url]) => {
+    window.got = []; window.opened = 0;
+    window.stream = CycloneSSE.connect(url, {
+        channels: ["a"], transport: "websocket", retry: 200,
+        onopen: () => { window.opened += 1; },
+        onmessage: (e) => window.got.push([e.channel, e.data, e.lastEventId])});
+    return window.stream.transport;
+}"""
+
+
+def test_websocket_resume_across_a_cut_with_chromium_and_node_ws(
+        tmp_path, browser, node_modules):  # noqa: F811
+    daemon = Daemon(tmp_path)
+    relay = TcpCut(("127.0.0.1", daemon.port))
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{daemon.port}/static/cyclone-sse.js")  # the daemon's origin
+    page.add_script_tag(url=f"http://127.0.0.1:{daemon.port}/static/cyclone-sse.js")
+    node = subprocess.Popen(["node", str(JS / "ws-follow.mjs"),
+                             f"ws://127.0.0.1:{daemon.port}/", "a"], cwd=JS,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        lines = _lines_of(node)
+        assert json.loads(next(lines))["type"] == "subscribed"
+        assert page.evaluate(WS_CLIENT, [f"http://127.0.0.1:{relay.port}/"]) == "websocket"
+        wait(page, "window.opened >= 1")
+        daemon.publish_form("channel=a&message=one")
+        wait(page, "window.got.length >= 1")
+        relay.cut()  # the browser's connection dies; Node's (direct) stays
+        daemon.publish_form("channel=a&message=two")
+        relay.restore()
+        wait(page, "window.opened >= 2 && window.got.length >= 2")
+        daemon.publish_form("channel=a&message=three")
+        wait(page, "window.got.length >= 3")
+        got = page.evaluate("window.got")
+        assert [g[:2] for g in got] == [["a", "one"], ["a", "two"], ["a", "three"]]
+        assert page.evaluate("window.stream.transport") == "websocket"
+        node_got = [json.loads(next(lines)) for _ in range(3)]
+        assert [(m["type"], m["data"]) for m in node_got] == [
+            ("event", "one"), ("event", "two"), ("event", "three")]
+        assert [m["id"] for m in node_got] == [g[2] for g in got]  # the same ids
+    finally:
+        node.kill()
+        node.wait(DEADLINE)
+        context.close()
+        relay.cut()
         daemon.stop()

@@ -88,9 +88,12 @@ class WebSocketSubscriber(BoundedSubscriber):
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
         events = self.release(replay)
+        # The position the client holds once it has this message: its own while a
+        # replay follows (each event then moves it), else where this subscription
+        # starts (the head, or past a gap with nothing retained).
         self.protocol.send_json({"type": "subscribed", "id": self.request_id,
                                  "channels": self.protocol.channels,
-                                 "lastEventId": self.resume_id()})
+                                 "lastEventId": last_id if events else self.resume_id()})
         if replay.gap:
             self.protocol.send_json({"type": "gap", "reason": replay.gap,
                                      "lastEventId": last_id})
