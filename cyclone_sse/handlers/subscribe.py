@@ -60,6 +60,10 @@ class SubscribeHandler(BaseHandler):
             return bool(outcome) and not isinstance(outcome[0], Failure)
         return True
 
+    def has_authorize_hook(self) -> bool:
+        """Does a subclass (``--app``) decide through ``authorize``?"""
+        return type(self).authorize is not SubscribeHandler.authorize
+
     def credentials(self) -> Credentials:
         """A token from ``?token=``, ``Authorization: Bearer`` or the ``--auth-cookie``
         cookie, and what the auth callback is forwarded."""
@@ -119,7 +123,7 @@ class SubscribeHandler(BaseHandler):
                 any(is_pattern(c) for c in channels) and not budget.take():
             # a pattern replay walks many channels: a flood of them is refused early
             raise TooManyRequests("too many pattern replays at once: retry in a second")
-        hook = None if type(self).authorize is SubscribeHandler.authorize else self.can_read
+        hook = self.can_read if self.has_authorize_hook() else None
         d: defer.Deferred[Any] = self.application.gate.check(self.credentials(), channels,
                                                              hook)
         d.addCallback(self._authorized, channels)
@@ -166,6 +170,8 @@ class SubscribeHandler(BaseHandler):
         self._headers_written = True  # cyclone writes nothing for this request
         self._finished = True
         protocol = self.application.websockets.buildProtocol(request.connection.transport.getPeer())
+        # its subscriptions pass this handler's authorize hook too (--app)
+        protocol.handler = self
         request.connection.upgrade(protocol, handshake)
 
     def _open_stream(self) -> StreamSubscriber:

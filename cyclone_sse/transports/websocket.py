@@ -28,6 +28,7 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -114,6 +115,7 @@ class SubscriberProtocol(WebSocketServerProtocol):
 
     factory: SubscriberFactory
     subscriber: WebSocketSubscriber | None = None
+    handler: Any = None  # the SubscribeHandler that upgraded (its authorize hook)
     channels: list[str]
 
     def onConnect(self, request: Any) -> None:
@@ -178,7 +180,13 @@ class SubscriberProtocol(WebSocketServerProtocol):
         credentials = Credentials(token or self.query_token, self.cookies, None,
                                   self.remote_ip)
         self.channels = channels
-        d = app.gate.check(credentials, channels, None)
+        handler = self.handler
+        hooked = handler is not None and handler.has_authorize_hook()
+        d = app.gate.check(credentials, channels, handler.can_read if hooked else None)
+        if hooked:  # --app's hook decides too, as for streams
+            names = [c for c in channels if not is_pattern(c)]
+            d.addCallback(lambda access: defer.maybeDeferred(handler.authorize, names)
+                          .addCallback(lambda _: access))
         d.addCallback(self._allowed, channels, last_id, request_id)
         d.addErrback(lambda failure: self.error(
             request_id, getattr(failure.value, "status", 500), failure.getErrorMessage()))
