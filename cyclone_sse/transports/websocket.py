@@ -38,6 +38,7 @@ from cyclone_sse.errors import TooManyRequests
 from cyclone_sse.event import Event
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
+from cyclone_sse.registry import SHUTDOWN_GRACE
 from cyclone_sse.transports.stream import BoundedSubscriber
 
 log = Logger()
@@ -110,8 +111,19 @@ class WebSocketSubscriber(BoundedSubscriber):
             self.protocol.close_with(1001, "the daemon is stopping")
 
 
+class _Quiet:
+    """A logger that says nothing: Autobahn logs a line per connection for events that
+    come in floods (a peer that does not finish the closing handshake, a bad frame);
+    the daemon's counters and close codes tell those instead."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 class SubscriberProtocol(WebSocketServerProtocol):
     """The JSON protocol of one WebSocket client."""
+
+    log = _Quiet()  # (Autobahn's per-connection logger, replaced: see _Quiet)
 
     factory: SubscriberFactory
     subscriber: WebSocketSubscriber | None = None
@@ -220,4 +232,6 @@ class SubscriberFactory(WebSocketServerFactory):
             maxFramePayloadSize=MAX_CLIENT_MESSAGE, maxMessagePayloadSize=MAX_CLIENT_MESSAGE,
             autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT,
             perMessageCompressionAccept=lambda offers: None,  # off by default
-            requireMaskedClientFrames=True, failByDrop=False)
+            requireMaskedClientFrames=True, failByDrop=False,
+            # a peer gets as long to answer our close as a stopping daemon waits
+            closeHandshakeTimeout=SHUTDOWN_GRACE)
