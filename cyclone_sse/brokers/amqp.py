@@ -39,6 +39,7 @@ class AmqpBroker(Broker):
     """Fan-out through an AMQP exchange; each daemon keeps its own history."""
 
     name = "amqp"
+    confirms_subscriptions = True
 
     def __init__(self, registry: Any, history: Any, settings: Any, reactor: Any = None) -> None:
         super().__init__(registry, history, settings, reactor)
@@ -121,7 +122,9 @@ class AmqpBroker(Broker):
                                        routing_key=key)
 
     def subscribe(self, channel: str) -> None:
-        self._bind(channel).addErrback(self._binding_failed, channel)
+        d = self._bind(channel)
+        d.addErrback(self._binding_failed, channel)
+        d.addBoth(self._subscribed, channel)  # bound: published events now reach us
 
     def unsubscribe(self, channel: str) -> None:
         key = self._binding_key(channel)

@@ -12,6 +12,7 @@ from zope.interface import implementer
 
 from cyclone_sse.event import Event
 from cyclone_sse.interfaces import IBroker, IHistory, IStats
+from cyclone_sse.links.reconnect import READY_WAIT
 from cyclone_sse.registry import ChannelRegistry
 
 
@@ -47,6 +48,8 @@ class Broker(MultiService):
         self.settings = settings
         self.reactor: Any = reactor if reactor is not None else registry.clock
         registry.listeners.append(self._on_channel)
+        # channels subscribed upstream but not yet confirmed: who waits for each
+        self._pending: dict[str, list[defer.Deferred[None]]] = {}
 
     @classmethod
     def check_options(cls, settings: Any) -> None:
@@ -60,6 +63,8 @@ class Broker(MultiService):
 
     def _on_channel(self, channel: str, first: bool) -> None:
         if first:
+            if self.confirms_subscriptions:
+                self._pending.setdefault(channel, [])
             self.subscribe(channel)
         else:
             self.unsubscribe(channel)
@@ -82,8 +87,30 @@ class Broker(MultiService):
     def unsubscribe(self, channel: str) -> None:
         pass
 
+    #: Upstream brokers set this and call ``_subscribed`` once the broker confirmed a
+    #: subscription, so that a stream goes live only when nothing can slip past it.
+    confirms_subscriptions = False
+
+    def _subscribed(self, result: Any, channel: str) -> None:
+        for waiting in self._pending.pop(channel, []):
+            if not waiting.called:
+                waiting.callback(None)
+
     def when_subscribed(self, channels: list[str]) -> defer.Deferred[None]:
-        return defer.succeed(None)
+        """Fires once the upstream broker confirmed the subscriptions, so that reading
+        the history afterwards cannot miss an event announced in between."""
+        waits = []
+        for channel in channels:
+            if channel in self._pending:
+                d: defer.Deferred[None] = defer.Deferred()
+                self._pending[channel].append(d)
+                waits.append(d)
+        if not waits:
+            return defer.succeed(None)
+        gathered: defer.Deferred[Any] = defer.gatherResults(waits, consumeErrors=True)
+        # Never hold a subscriber through an outage: go on (READY_WAIT, as a link would).
+        gathered.addTimeout(READY_WAIT, self.reactor, onTimeoutCancel=lambda *_: None)
+        return gathered.addCallback(lambda _: None)
 
     def stats(self) -> dict[str, object]:
         return {"name": self.name, "connected": self.connected}

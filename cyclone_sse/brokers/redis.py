@@ -31,7 +31,6 @@ from cyclone_sse.channels import check_channel, is_pattern
 from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import Event, EventId
 from cyclone_sse.interfaces import IRedisHistory
-from cyclone_sse.links.reconnect import READY_WAIT
 from cyclone_sse.links.redis import RedisAddress, RedisLink, ReplyTimeout
 from cyclone_sse.links.tls import check_link_options
 
@@ -136,6 +135,7 @@ class RedisBroker(Broker):
 
     name = "redis"
     default_history = "redis"
+    confirms_subscriptions = True
 
     def __init__(self, registry: Any, history: Any, settings: Any, reactor: Any = None) -> None:
         super().__init__(registry, history, settings, reactor)
@@ -153,7 +153,6 @@ class RedisBroker(Broker):
         self.epoch = ""
         self.last_seq = 0
         self._catching_up: list[Event] | None = None
-        self._pending: dict[str, list[defer.Deferred[None]]] = {}
         self.link = RedisLink(self.reactor, history.link.address, "pubsub", on_up=self._up,
                               on_down=self._down, on_message=self.message,
                               timeout=settings.redis_timeout)
@@ -218,37 +217,11 @@ class RedisBroker(Broker):
             self._topic(channel))
         d.addBoth(self._subscribed, channel)
 
-    def _subscribed(self, result: Any, channel: str) -> None:
-        for waiting in self._pending.pop(channel, []):
-            if not waiting.called:
-                waiting.callback(None)
-
     def unsubscribe(self, channel: str) -> None:
         connection = self.link.connection
         if connection is not None:
             (connection.punsubscribe if is_pattern(channel) else connection.unsubscribe)(
                 self._topic(channel)).addErrback(lambda _: None)
-
-    def when_subscribed(self, channels: list[str]) -> defer.Deferred[None]:
-        """Fires once Redis confirmed the subscriptions, so that reading the history
-        afterwards cannot miss an event announced in between."""
-        waits = []
-        for channel in channels:
-            if channel in self._pending:
-                d: defer.Deferred[None] = defer.Deferred()
-                self._pending[channel].append(d)
-                waits.append(d)
-        if not waits:
-            return defer.succeed(None)
-        gathered: defer.Deferred[Any] = defer.gatherResults(waits, consumeErrors=True)
-        # Never hold a subscriber through an outage: go on, the catch-up covers it.
-        gathered.addTimeout(READY_WAIT, self.reactor, onTimeoutCancel=lambda *_: None)
-        return gathered.addCallback(lambda _: None)
-
-    def _on_channel(self, channel: str, first: bool) -> None:
-        if first:
-            self._pending.setdefault(channel, [])
-        super()._on_channel(channel, first)
 
     # the link comes and goes -----------------------------------------------------
 
