@@ -22,7 +22,9 @@ from cyclone_sse.auth.callback import AuthCallback
 from cyclone_sse.auth.policy import PolicyTable
 from cyclone_sse.auth.tokens import TokenVerifier
 from cyclone_sse.brokers import BROKERS, Broker
+from cyclone_sse.channels import is_pattern
 from cyclone_sse.connection import HTTPConnection
+from cyclone_sse.errors import TooManyRequests
 from cyclone_sse.handlers import (
     ChannelStatsHandler,
     DashboardHandler,
@@ -194,6 +196,14 @@ class App(cyclone.web.Application):
         if IStats.providedBy(self.history):
             stats["history"] = IStats(self.history).stats()
         return stats
+
+    def admit_replay(self, channels: list[str], last_id: str | None) -> None:
+        """Raise ``TooManyRequests`` past ``--pattern-replays``: a pattern replay walks
+        many channels, so a flood of them is refused early (streams and WebSockets)."""
+        budget = self.pattern_replays
+        if budget is not None and last_id and any(is_pattern(c) for c in channels) \
+                and not budget.take():
+            raise TooManyRequests("too many pattern replays at once: retry in a second")
 
     def not_ready(self) -> list[str]:
         """Why this daemon should not get traffic now (empty: it should)."""

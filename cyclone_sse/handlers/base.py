@@ -58,6 +58,8 @@ class Application(Protocol):
 
     def not_ready(self) -> list[str]: ...
 
+    def admit_replay(self, channels: list[str], last_id: str | None) -> None: ...
+
 
 class BaseHandler(cyclone.web.RequestHandler):
     """JSON errors, CORS, and no per-request logging on success."""

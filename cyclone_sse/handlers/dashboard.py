@@ -60,10 +60,9 @@ class StatsStreamHandler(BaseHandler):
 
     def _snapshot(self) -> None:
         app = self.application
-        stats = app.stats(with_channels=False)
-        busiest = sorted(app.registry.subscriber_counts(), key=lambda pair: -pair[1])
-        stats["subscriptions"] = [list(pair) for pair in busiest[:STATS_CHANNELS]] \
-            if self.visible else []
+        stats = app.stats(self.visible)
+        counts: Any = stats["subscriptions"]  # [[channel, subscribers]], sorted by name
+        stats["subscriptions"] = sorted(counts, key=lambda pair: -pair[1])[:STATS_CHANNELS]
         stats["time"] = app.clock.seconds()
         self.transport.write(encode(None, dumps(stats).decode("utf-8"), "stats"))
 

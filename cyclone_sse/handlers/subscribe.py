@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 
 from cyclone_sse.auth.access import Access, Credentials
 from cyclone_sse.channels import is_pattern, split_channels
-from cyclone_sse.errors import Forbidden, TooManyRequests
+from cyclone_sse.errors import Forbidden
 from cyclone_sse.event import encode_retry
 from cyclone_sse.handlers.base import BaseHandler
 from cyclone_sse.interfaces import ISubscriber
@@ -118,11 +118,7 @@ class SubscribeHandler(BaseHandler):
             self._upgrade()
             return None
         channels = self.get_channels()
-        budget = self.application.pattern_replays
-        if budget is not None and self.get_last_event_id() and \
-                any(is_pattern(c) for c in channels) and not budget.take():
-            # a pattern replay walks many channels: a flood of them is refused early
-            raise TooManyRequests("too many pattern replays at once: retry in a second")
+        self.application.admit_replay(channels, self.get_last_event_id())
         hook = self.can_read if self.has_authorize_hook() else None
         d: defer.Deferred[Any] = self.application.gate.check(self.credentials(), channels,
                                                              hook)

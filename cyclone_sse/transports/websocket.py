@@ -34,7 +34,6 @@ from zope.interface import implementer
 
 from cyclone_sse.auth.access import Credentials
 from cyclone_sse.channels import is_pattern, split_channels
-from cyclone_sse.errors import TooManyRequests
 from cyclone_sse.event import Event
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
@@ -134,7 +133,8 @@ class SubscriberProtocol(WebSocketServerProtocol):
         origin = request.headers.get("origin")
         if origin and self.factory.app.allowed_origin(origin) is None:
             raise ConnectionDeny(403, "this Origin may not connect (--cors-origin)")
-        self.remote_ip = request.peer.split(":")[1] if ":" in request.peer else request.peer
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self.remote_ip = str(getattr(peer, "host", ""))
         self.query_token = (request.params.get("token") or [None])[0]
         self.cookies = request.headers.get("cookie")
 
@@ -181,10 +181,7 @@ class SubscriberProtocol(WebSocketServerProtocol):
             last_id = message.get("lastEventId")
             if last_id is not None and not isinstance(last_id, str):
                 raise ValueError("lastEventId: a string")
-            budget = app.pattern_replays
-            if budget is not None and last_id and any(is_pattern(c) for c in channels) \
-                    and not budget.take():
-                raise TooManyRequests("too many pattern replays at once: retry in a second")
+            app.admit_replay(channels, last_id)
         except Exception as exc:
             self.error(request_id, getattr(exc, "status", 400), str(exc))
             return
