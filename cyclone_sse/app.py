@@ -42,6 +42,7 @@ from cyclone_sse.history import MemoryHistory
 from cyclone_sse.interfaces import IHistory, IStats
 from cyclone_sse.limits import ConnectionLimits, TokenBucket
 from cyclone_sse.options import Settings
+from cyclone_sse.presence import Presence
 from cyclone_sse.registry import ChannelRegistry
 from cyclone_sse.static import load_static, media_dir
 from cyclone_sse.subscription import Subscriptions
@@ -71,6 +72,7 @@ class App(cyclone.web.Application):
         self.subscriptions = Subscriptions(self.registry, self.broker, self.history,
                                            self.settings_obj.replay_limit)
         self.gate = self.build_gate()
+        self.presence: Presence = self.build_presence()
         self.connection_limits = ConnectionLimits(self.settings_obj.max_connections,
                                                   self.settings_obj.max_per_address)
         rate = self.settings_obj.pattern_replays
@@ -125,6 +127,17 @@ class App(cyclone.web.Application):
             if s.auth_url else None
         return Gate(PolicyTable.parse(s.policies, s.default_policy), verifier, callback)
 
+    def build_presence(self) -> Presence:
+        """Who is on the ``+presence`` channels: shared through Redis when the history
+        is there (every daemon of that Redis sees every member), else this daemon's."""
+        s = self.settings_obj
+        if s.history == "redis" and self.gate.policies.keeps_presence:
+            from cyclone_sse.links.redis import RedisAddress
+            from cyclone_sse.presence.redis import RedisPresence
+            return RedisPresence(self.clock, RedisAddress.from_settings(s), s.redis_prefix,
+                                 s.redis_timeout)
+        return Presence()
+
     def internal_site(self) -> InternalSite:
         return InternalSite(self)
 
@@ -149,10 +162,10 @@ class App(cyclone.web.Application):
         return BROKERS[name](self.registry, self.history, self.settings_obj, self.clock)
 
     def build_service(self) -> MultiService:
-        """History and broker (with their links and timers, when they are services),
-        then the registry: stopping closes the streams first."""
+        """History, broker and presence (with their links and timers, when they are
+        services), then the registry: stopping closes the streams first."""
         tree = MultiService()
-        for part in (self.history, self.broker, self.registry):
+        for part in (self.history, self.broker, self.presence, self.registry):
             if IService.providedBy(part):
                 IService(part).setServiceParent(tree)
         return tree
@@ -195,6 +208,8 @@ class App(cyclone.web.Application):
         stats.update(registry.counters.as_dict())
         if IStats.providedBy(self.history):
             stats["history"] = IStats(self.history).stats()
+        if self.gate.policies.keeps_presence:
+            stats["presence"] = self.presence.stats()
         return stats
 
     def admit_replay(self, channels: list[str], last_id: str | None) -> None:

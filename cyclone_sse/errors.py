@@ -76,3 +76,17 @@ class BrokerUnavailable(CycloneSSEError):
     """The upstream broker is down: publishing would silently lose the event."""
 
     status = 503
+
+
+class NotFound(CycloneSSEError):
+    """Something asked for that is not there (a WebSocket unsubscribe of a channel the
+    connection does not hold)."""
+
+    status = 404
+
+
+class Conflict(CycloneSSEError):
+    """A request that clashes with the state it meets (a channel subscribed twice on
+    one WebSocket connection)."""
+
+    status = 409

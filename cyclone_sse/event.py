@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from cyclone_sse.errors import InvalidEvent
+from cyclone_sse.errors import BadRequest, InvalidEvent
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORBIDDEN_IN_FIELD = re.compile(r"[\r\n\x00]")
@@ -39,11 +39,45 @@ CHANNEL_EVENT = "channel"
 RESERVED_EVENTS = frozenset({GAP_EVENT, TOKEN_EXPIRED_EVENT, POSITION_EVENT, CHANNEL_EVENT})
 
 
+#: Longest ``id`` a publisher may attach (it is kept for de-duplication).
+MAX_PUBLISHER_ID = 200
+
+
 def check_field(name: str, value: str) -> str:
     """Reject a value that would break out of its SSE field line."""
     if _FORBIDDEN_IN_FIELD.search(value):
         raise InvalidEvent(f"{name} must not contain CR, LF or NUL", field=name)
     return value
+
+
+def check_publish(name: str | None, publisher_id: str | None) -> None:
+    """What any publisher (HTTP or a WebSocket client) may name an event and id it."""
+    if name is not None:
+        check_field("event", name)
+        if name in RESERVED_EVENTS:
+            raise InvalidEvent(f"event name {name!r} is reserved", field="event")
+    if publisher_id is not None:
+        check_field("id", publisher_id)
+        if len(publisher_id) > MAX_PUBLISHER_ID:
+            raise InvalidEvent(f"'id' longer than {MAX_PUBLISHER_ID} characters", field="id")
+
+
+def check_text(value: str, field: str) -> str:
+    """JSON may smuggle lone surrogates (``"\\ud800"``), which no UTF-8 stream carries."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"'{field}' is not valid Unicode (lone surrogate)",
+                         field=field) from None
+    return value
+
+
+def as_data(value: object) -> str:
+    """A published JSON payload as event data: a string as it is, any other value as
+    its compact JSON text."""
+    if not isinstance(value, str):
+        value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return check_text(value, "data")
 
 
 def encode(event_id: str | None, data: str, name: str | None = None) -> bytes:
@@ -166,18 +200,27 @@ class Event:
         return f"Event(channel={self.channel!r}, id={self.id!r}, name={self.name!r})"
 
 
-_last_batch: tuple[list[Event] | None, bytes] = (None, b"")
+_last_batch: tuple[list[Event] | None, object, bytes] = (None, None, b"")
+
+
+def joined(events: list[Event], part: Callable[[Event], bytes]) -> bytes:
+    """``part`` of each event of a fan-out batch, joined once for every subscriber that
+    wants that form (the registry hands every subscriber the same list)."""
+    global _last_batch
+    batch, made_by, data = _last_batch
+    if batch is not events or made_by is not part:
+        data = b"".join(part(e) for e in events)
+        _last_batch = (events, part, data)
+    return data
+
+
+def _tagged(event: Event) -> bytes:
+    return event.tagged_frame
 
 
 def tagged_frames(events: list[Event]) -> bytes:
-    """The channel-aware frames of a fan-out batch, joined once for all the streams
-    that asked for them (the registry hands every subscriber the same list)."""
-    global _last_batch
-    batch, frames = _last_batch
-    if batch is not events:
-        frames = b"".join(e.tagged_frame for e in events)
-        _last_batch = (events, frames)
-    return frames
+    """The channel-aware frames of a fan-out batch (see ``joined``)."""
+    return joined(events, _tagged)
 
 
 def frames(events: list[Event], tagged: bool = False) -> bytes:

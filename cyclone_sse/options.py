@@ -213,8 +213,19 @@ class Settings:
     max_per_address: int = option(0, "open connections from one client address (0: no "
                                   "limit; a balancer is one address)", _count)
     cors_origin: str = option("*", "* or a comma list of allowed origins")
-    policies: str = option("", "channel policies, PATTERN=KIND[+publish] comma separated; "
-                           "KIND: public, token, callback or deny", group="security")
+    ws_max_message: int = option(64 * 1024, "largest message (and frame) a WebSocket "
+                                 "client may send, bytes", _int(125), group="websocket")
+    ws_max_subscriptions: int = option(16, "subscriptions one WebSocket connection may "
+                                       "hold", _int(1))
+    ws_publish_rate: float = option(10.0, "publishes per second one WebSocket connection "
+                                    "may make, to channels whose policy allows them "
+                                    "(burst: twice as many; 0: none)", _rate)
+    ws_ping: float = option(20.0, "seconds between WebSocket pings, and the wait for a "
+                            "pong before a silent peer is dropped (0: no pings)", _seconds)
+    ws_deflate: bool = option(False, "accept permessage-deflate (compresses each message "
+                              "per connection: costs CPU on every delivery)", _bool)
+    policies: str = option("", "channel policies, PATTERN=KIND[+publish][+presence] comma "
+                           "separated; KIND: public, token, callback or deny", group="security")
     default_policy: str = option("public", "policy of channels no rule matches")
     jwt_secret: str = option("", "HMAC secret of subscriber and publisher tokens (HS256/384/512)")
     jwt_secret_file: str = option("", "file holding that secret (keeps it out of ps)")

@@ -45,6 +45,8 @@ class Counters:
     connections_total: int = 0
     request_timeouts: int = 0
     refused_pipelined: int = 0
+    client_publishes: int = 0
+    refused_client_publishes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -125,22 +127,36 @@ class ChannelRegistry(Service):
 
     def detach(self, subscriber: ISubscriber) -> None:
         for name in self._subscriptions.pop(subscriber, ()):
-            if is_pattern(name):
-                _, subs = self._patterns[name]
-                subs.discard(subscriber)
-                if not subs:
-                    del self._patterns[name]
-                    self._pattern_cache.clear()
-                    self._notify(name, False)
-            else:
-                subs = self._channels[name]
-                subs.discard(subscriber)
-                if not subs:
-                    del self._channels[name]
-                    self._notify(name, False)
+            self._drop(subscriber, name)
         if self._drained is not None and not self._subscriptions:
             drained, self._drained = self._drained, None
             drained.callback(None)
+
+    def leave(self, subscriber: ISubscriber, names: Iterable[str]) -> None:
+        """Stop ``subscriber`` listening to some of its channels (a WebSocket
+        unsubscribe); the rest stay.  ``detach`` ends the whole subscription."""
+        held = self._subscriptions.get(subscriber)
+        if held is None:
+            return
+        gone = set(names).intersection(held)
+        self._subscriptions[subscriber] = tuple(n for n in held if n not in gone)
+        for name in gone:
+            self._drop(subscriber, name)
+
+    def _drop(self, subscriber: ISubscriber, name: str) -> None:
+        if is_pattern(name):
+            _, subs = self._patterns[name]
+            subs.discard(subscriber)
+            if not subs:
+                del self._patterns[name]
+                self._pattern_cache.clear()
+                self._notify(name, False)
+        else:
+            subs = self._channels[name]
+            subs.discard(subscriber)
+            if not subs:
+                del self._channels[name]
+                self._notify(name, False)
 
     def is_attached(self, subscriber: ISubscriber) -> bool:
         return subscriber in self._subscriptions

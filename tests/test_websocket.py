@@ -58,8 +58,10 @@ def test_subscribe_and_receive_beside_an_event_stream(daemon):
                                                                         "goal")
         assert stream.events(1)[0] == {"id": first["id"], "event": "message",
                                        "data": "line 1\nline 2"}  # the same payload
-        assert ask(conn, {"type": "subscribe", "id": 2, "channels": ["b"]})["code"] == 409
+        # a channel twice on one connection would deliver its events twice: refused
+        assert ask(conn, {"type": "subscribe", "id": 2, "channels": ["b", "a"]})["code"] == 409
         assert ask(conn, {"type": "dance", "id": 3})["code"] == 400
+        assert ask(conn, {"type": "subscribe", "id": 4, "channels": 7})["code"] == 400
 
 
 def test_resume_after_a_lost_connection_replays_exactly_what_was_missed(daemon):
@@ -206,17 +208,22 @@ def test_the_daemon_stopping_closes_with_going_away(tmp_path):
 
 
 def test_an_event_is_framed_once_for_every_subscriber():
-    from cyclone_sse.event import Event, EventId
-    from cyclone_sse.transports.websocket import SubscriberFactory, prepared
-    from tests.memory import make_app
-    factory = SubscriberFactory(make_app())
+    from cyclone_sse.event import Event, EventId, joined
+    from cyclone_sse.transports.websocket import event_frame
     event = Event("a", "x" * 200, EventId("e", 1))
-    message = prepared(event, factory)
-    assert prepared(event, factory) is message  # the same object, the same bytes
-    frame = message.payloadHybi  # (the autobahn attribute the slow-reader bound counts)
+    frame = event_frame(event)
+    assert event_frame(event) is frame  # the same bytes object for every subscriber
     assert frame[0] == 0x81 and frame[1] == 126  # FIN + text, unmasked, 16-bit length
+    assert struct.unpack("!H", frame[2:4])[0] == len(frame) - 4
     assert json.loads(frame[4:]) == {"type": "event", "channel": "a", "id": "e-1",
                                      "event": "message", "data": "x" * 200}
+    small, big = Event("a", "y", EventId("e", 2)), Event("a", "z" * 70000, EventId("e", 3))
+    assert event_frame(small)[1] == len(event_frame(small)) - 2  # 7-bit length
+    assert event_frame(big)[1] == 127 and \
+        struct.unpack("!Q", event_frame(big)[2:10])[0] == len(event_frame(big)) - 10
+    batch = [small, big]
+    assert joined(batch, event_frame) is joined(batch, event_frame)  # once per fan-out
+    assert joined(batch, event_frame) == event_frame(small) + event_frame(big)
 
 
 def test_an_apps_authorize_hook_guards_websocket_subscriptions_too(tmp_path):

@@ -1,8 +1,8 @@
 """Channel policies: which channels are public, which need a token, which are asked of
-the application (the auth callback), which are closed to subscribers, and which accept
-publishes from subscribers (``--policies``, ``--default-policy``).
+the application (the auth callback), which are closed to subscribers, which accept
+publishes from subscribers and which keep presence (``--policies``, ``--default-policy``).
 
-A rule is ``PATTERN=KIND[+publish]``; rules are tried in order and the first whose
+A rule is ``PATTERN=KIND[+publish][+presence]``; rules are tried in order and the first whose
 pattern matches the channel decides; ``--default-policy`` covers the rest.  With no rule
 and the default ``public`` every channel is public, as in 2013.
 
@@ -23,6 +23,10 @@ TOKEN = "token"
 CALLBACK = "callback"
 DENY = "deny"
 KINDS = (PUBLIC, TOKEN, CALLBACK, DENY)
+#: What may follow a kind: WebSocket clients publish, and presence is kept.
+PUBLISH = "publish"
+PRESENCE = "presence"
+MODIFIERS = (PUBLISH, PRESENCE)
 #: Separates a user-limited channel's name from the one user who may read it.
 USER_MARK = "#"
 
@@ -34,21 +38,29 @@ def user_of(channel: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class Rule:
-    """One ``PATTERN=KIND[+publish]``."""
-
-    pattern: str
-    matcher: re.Pattern[str]
-    kind: str
-    client_publish: bool
-
-
-@dataclass(frozen=True)
 class Policy:
     """What a channel's rule says."""
 
     kind: str
     client_publish: bool = False
+    presence: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> Policy | None:
+        """``KIND[+publish][+presence]`` (None: not that)."""
+        kind, *modifiers = spec.split("+")
+        if kind not in KINDS or any(m not in MODIFIERS for m in modifiers):
+            return None
+        return cls(kind, PUBLISH in modifiers, PRESENCE in modifiers)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``PATTERN=KIND[+publish][+presence]``."""
+
+    pattern: str
+    matcher: re.Pattern[str]
+    policy: Policy
 
 
 class PolicyTable:
@@ -61,35 +73,41 @@ class PolicyTable:
 
     @classmethod
     def parse(cls, text: str, default: str = PUBLIC) -> PolicyTable:
-        """``"public.*=public, user.*=token, chat.*=token+publish"``; ValueError names
-        the rule it cannot read."""
+        """``"public.*=public, user.*=token, chat.*=token+publish+presence"``;
+        ValueError names the rule it cannot read."""
         rules = []
         for item in re.split(r"[,\s]+", text.strip()):
             if not item:
                 continue
             pattern, eq, spec = item.partition("=")
-            kind, plus, modifier = spec.partition("+")
-            if not eq or kind not in KINDS or (plus and modifier != "publish"):
-                raise ValueError(f"--policies: cannot read {item!r}: write PATTERN=KIND or "
-                                 f"PATTERN=KIND+publish, KIND one of {', '.join(KINDS)}")
+            policy = Policy.parse(spec) if eq else None
+            if policy is None:
+                raise ValueError(f"--policies: cannot read {item!r}: write "
+                                 f"PATTERN=KIND[+publish][+presence], KIND one of "
+                                 f"{', '.join(KINDS)}")
             try:
                 check_subscription(pattern, "policies")
             except InvalidChannel as exc:
                 raise ValueError(f"--policies: {item!r}: {exc}") from None
-            rules.append(Rule(pattern, compile_pattern(pattern), kind, bool(plus)))
-        kind, plus, modifier = default.partition("+")
-        if kind not in KINDS or (plus and modifier != "publish"):
+            rules.append(Rule(pattern, compile_pattern(pattern), policy))
+        default_policy = Policy.parse(default)
+        if default_policy is None:
             raise ValueError(f"--default-policy={default}: choose one of {', '.join(KINDS)} "
-                             "(optionally +publish)")
-        return cls(rules, Policy(kind, bool(plus)))
+                             "(optionally +publish, +presence)")
+        return cls(rules, default_policy)
 
     @property
     def all_public(self) -> bool:
-        return self.default.kind == PUBLIC and all(r.kind == PUBLIC for r in self.rules)
+        return self.default.kind == PUBLIC and all(r.policy.kind == PUBLIC for r in self.rules)
 
     @property
     def uses(self) -> set[str]:
-        return {self.default.kind, *(r.kind for r in self.rules)}
+        return {self.default.kind, *(r.policy.kind for r in self.rules)}
+
+    @property
+    def keeps_presence(self) -> bool:
+        """Whether any channel keeps presence (then the daemon tracks it)."""
+        return self.default.presence or any(r.policy.presence for r in self.rules)
 
     def of(self, channel: str) -> Policy:
         """The policy of one concrete channel."""
@@ -98,7 +116,7 @@ class PolicyTable:
             found = self.default
             for rule in self.rules:
                 if rule.matcher.match(channel):
-                    found = Policy(rule.kind, rule.client_publish)
+                    found = rule.policy
                     break
             if len(self._cache) >= 10000:
                 self._cache.clear()

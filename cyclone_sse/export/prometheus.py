@@ -33,6 +33,9 @@ _COUNTERS = {
     "request_timeouts": ("request_timeouts", "Connections closed: a request phase timed out."),
     "refused_pipelined": ("refused_pipelined", "Streams closed: a request was sent on them."),
     "refused_connections": ("refused_connections", "Connections answered 503: over a limit."),
+    "client_publishes": ("client_publishes", "Events published by WebSocket clients."),
+    "refused_client_publishes": ("refused_client_publishes",
+                                 "WebSocket client publishes refused (policy, rate, input)."),
 }
 
 

@@ -10,12 +10,10 @@ from twisted.internet import defer
 
 from cyclone_sse.auth.tokens import Claims
 from cyclone_sse.channels import check_channel
-from cyclone_sse.errors import BadRequest, Forbidden, InvalidEvent, Unauthorized
-from cyclone_sse.event import RESERVED_EVENTS, check_field
+from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
+from cyclone_sse.event import as_data, check_publish, check_text
 from cyclone_sse.handlers.base import BaseHandler
 
-#: Longest ``id`` a publisher may attach (it is kept for de-duplication).
-MAX_PUBLISHER_ID = 200
 #: Deepest nesting of arrays and objects in a JSON body.
 MAX_JSON_DEPTH = 32
 
@@ -109,16 +107,13 @@ class PublishHandler(BaseHandler):
                              field="channel")
         if "data" not in body and "message" not in body:
             raise BadRequest("missing field 'data'", field="data")
-        data = body["data"] if "data" in body else body["message"]
-        if not isinstance(data, str):
-            data = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        _check_utf8(data, "data")
+        data = as_data(body["data"] if "data" in body else body["message"])
         fields = []
         for name in ("event", "id", "key"):
             value = body.get(name)
             if value is not None and not isinstance(value, str):
                 raise BadRequest(f"'{name}' must be a string", field=name)
-            fields.append(_check_utf8(value, name) if value else None)
+            fields.append(check_text(value, name) if value else None)
         return channels, data, fields[0], fields[1], fields[2]
 
     def post(self) -> defer.Deferred[object]:
@@ -133,14 +128,7 @@ class PublishHandler(BaseHandler):
                              field="channel")
         for channel in channels:
             check_channel(channel)
-        if name is not None:
-            check_field("event", name)
-            if name in RESERVED_EVENTS:
-                raise InvalidEvent(f"event name {name!r} is reserved", field="event")
-        if publisher_id is not None:
-            check_field("id", publisher_id)
-            if len(publisher_id) > MAX_PUBLISHER_ID:
-                raise InvalidEvent(f"'id' longer than {MAX_PUBLISHER_ID} characters", field="id")
+        check_publish(name, publisher_id)
         broker = self.application.broker
         unique = dict.fromkeys(channels)
         d = defer.gatherResults(
@@ -154,11 +142,3 @@ class PublishHandler(BaseHandler):
         self.write_json({"status": "ok", "events": [r.as_json() for r in results],
                          "subscribers": sum(r.subscribers for r in results)})
 
-
-def _check_utf8(value: str, field: str) -> str:
-    """JSON may smuggle lone surrogates (``"\\ud800"``), which no UTF-8 stream can carry."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(f"'{field}' is not valid Unicode (lone surrogate)", field=field) from None
-    return value

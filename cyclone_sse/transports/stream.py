@@ -29,16 +29,21 @@ DEFAULT_MAX_PENDING = 512 * 1024
 
 
 @implementer(IPushProducer)
-class BoundedSubscriber(Subscriber):
-    """A subscriber writing to a transport whose client may stop reading.
+class BoundedWriter:
+    """Writes to a transport whose client may stop reading, straight to the socket when
+    it can.
 
     Registered as the transport's streaming producer: Twisted pauses it when the kernel
     and the transport buffer are full; from then on ``queued`` counts what is written,
     and past ``max_pending`` bytes the client is too slow and the connection is aborted
-    (``slow_disconnects``; the client replays on reconnect)."""
+    (``slow_disconnects``; the client replays on reconnect).  One per connection: an
+    SSE stream is one, a WebSocket's subscriptions share theirs."""
 
     def __init__(self, transport: Any, counters: Counters, max_pending: int) -> None:
-        super().__init__()
+        # A plain TCP transport's socket, for the direct-send fast path.  TLS wrappers
+        # (which forward attribute lookups to the TCP transport below them!) and test
+        # transports always go through transport.write.
+        self.socket = transport.socket if type(transport) is tcp.Server else None
         self.transport = transport
         self.counters = counters
         self.max_pending = max_pending
@@ -46,6 +51,32 @@ class BoundedSubscriber(Subscriber):
         self.pending = 0
         self.closed = False
         transport.registerProducer(self, True)
+
+    def write(self, data: bytes) -> None:
+        """Send now if the socket takes it all; otherwise let Twisted buffer the rest.
+
+        Going through ``transport.write`` costs two ``epoll_ctl`` calls and a reactor
+        dispatch per write; a fan-out to thousands of idle connections rarely needs
+        them, as their socket buffers are empty.  Order is kept: the direct path is only
+        taken while Twisted holds nothing for this connection.  (``dataBuffer`` and
+        ``_tempDataLen`` are Twisted's private write buffer: tests/test_quality.py checks
+        they still exist.)
+        """
+        transport = self.transport
+        sock = self.socket
+        if sock is not None and not transport.dataBuffer and not transport._tempDataLen \
+                and not transport.disconnecting:
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  # let the transport find and report the broken connection
+            if sent == len(data):
+                return
+            data = data[sent:]
+        if self.queued(len(data)):
+            transport.write(data)
 
     def queued(self, size: int) -> bool:
         """Account ``size`` bytes about to be written; False when the client is too
@@ -56,9 +87,6 @@ class BoundedSubscriber(Subscriber):
                 self._overflow()
                 return False
         return True
-
-    def disconnected(self) -> None:
-        self.closed = True
 
     def _overflow(self) -> None:
         if not self.closed:
@@ -80,22 +108,19 @@ class BoundedSubscriber(Subscriber):
 
 
 @implementer(ISubscriber)
-class StreamSubscriber(BoundedSubscriber):
+class StreamSubscriber(BoundedWriter, Subscriber):
     """An open ``text/event-stream`` response written straight to the transport.
 
     ``head`` (the HTTP response head and ``retry:``) goes out with the replay, once the
     subscription is live upstream: a client that sees the stream open misses nothing
-    published afterwards.  Bounded like every ``BoundedSubscriber``.
+    published afterwards.  Bounded like every ``BoundedWriter``.
     """
 
     def __init__(self, transport: Any, counters: Counters,
                  max_pending: int = DEFAULT_MAX_PENDING, head: bytes = b"",
                  tagged: bool = False) -> None:
-        # A plain TCP transport's socket, for the direct-send fast path.  TLS wrappers
-        # (which forward attribute lookups to the TCP transport below them!) and test
-        # transports always go through transport.write.
-        self.socket = transport.socket if type(transport) is tcp.Server else None
-        super().__init__(transport, counters, max_pending)
+        BoundedWriter.__init__(self, transport, counters, max_pending)
+        Subscriber.__init__(self)
         self.head = head
         self.tagged = tagged  # channel-aware frames (Event.tagged_frame)
 
@@ -109,29 +134,8 @@ class StreamSubscriber(BoundedSubscriber):
         elif not self.hold(events):
             self._overflow()
 
-    def write(self, data: bytes) -> None:
-        """Send now if the socket takes it all; otherwise let Twisted buffer the rest.
-
-        Going through ``transport.write`` costs two ``epoll_ctl`` calls and a reactor
-        dispatch per write; a fan-out to thousands of idle streams rarely needs them, as
-        their socket buffers are empty.  Order is kept: the direct path is only taken
-        while Twisted holds nothing for this connection.
-        """
-        transport = self.transport
-        sock = self.socket
-        if sock is not None and not transport.dataBuffer and not transport._tempDataLen \
-                and not transport.disconnecting:
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                sent = 0  # let the transport find and report the broken connection
-            if sent == len(data):
-                return
-            data = data[sent:]
-        if self.queued(len(data)):
-            transport.write(data)
+    def disconnected(self) -> None:
+        self.closed = True
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
         """Write the response head, the replay (and the gap signal), and switch to live

@@ -1,113 +1,201 @@
 """The WebSocket transport (RFC 6455, Autobahn): a connection on the subscribe URL that
-speaks a small JSON protocol, and receives events as text messages framed once per
-event and sent as the same bytes to every subscriber.
+speaks a small JSON protocol.  Each event is framed once, as an unmasked text frame,
+and the same bytes are written to every subscriber.
 
-Client to daemon::
+Client to daemon (``id`` is the client's, echoed in the answer)::
 
     {"type": "subscribe", "id": 1, "channels": ["a", "news.*"], "lastEventId": "…",
      "token": "…"}
-    {"type": "ping", "id": 2}
+    {"type": "unsubscribe", "id": 2, "channels": ["a"]}
+    {"type": "publish", "id": 3, "channel": "chat.1", "data": "…", "event": "…"}
+    {"type": "presence", "id": 4, "channel": "chat.1"}
+    {"type": "ping", "id": 5}
 
 Daemon to client::
 
-    {"type": "subscribed", "id": 1, "channels": […], "lastEventId": "<resume point>"}
+    {"type": "subscribed", "id": 1, "channels": […], "lastEventId": "…", "client": "…"}
     {"type": "gap", "reason": "expired", "lastEventId": "…"}   (replay not complete)
     {"type": "event", "channel": "a", "id": "…", "event": "message", "data": "…"}
-    {"type": "pong", "id": 2}
+    {"type": "unsubscribed", "id": 2, "channels": ["a"]}
+    {"type": "published", "id": 3, "channel": "chat.1", "eventId": "…", "subscribers": 2}
+    {"type": "presence", "id": 4, "channel": "chat.1", "clients": [{"client", "user"}…]}
+    {"type": "join" | "leave", "channel": "chat.1", "client": "…", "user": "…"}
+    {"type": "token-expired", "channels": […], "lastEventId": "…"}
+    {"type": "pong", "id": 5}
     {"type": "error", "id": 1, "code": 403, "reason": "…"}
 
-A connection holds one subscription.  Close codes: 1008 (policy: a refused Origin or
-a message the protocol does not know), 1009 (too big), 1007 (invalid UTF-8), 1002
-(protocol error), 1011 (a client too slow to read), 1001 (the daemon stops).
+Close codes: 1008 (policy: a message that is not a JSON object), 1009 (too big), 1007
+(invalid UTF-8), 1002 (protocol error: unmasked frame, unknown opcode), 1001 (the daemon
+stops).  A client too slow to read is dropped like a slow SSE stream (no close frame
+gets through a full buffer).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import struct
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from cyclone_sse.auth.access import Credentials
-from cyclone_sse.channels import is_pattern, split_channels
-from cyclone_sse.event import Event
+from cyclone_sse.auth.access import Access, Credentials
+from cyclone_sse.channels import check_channel, compile_pattern, is_pattern, split_channels
+from cyclone_sse.errors import (
+    BadRequest,
+    Conflict,
+    CycloneSSEError,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+)
+from cyclone_sse.event import Event, as_data, check_publish, joined
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
+from cyclone_sse.limits import TokenBucket
 from cyclone_sse.registry import SHUTDOWN_GRACE
-from cyclone_sse.transports.stream import BoundedSubscriber
+from cyclone_sse.subscription import Subscriber
+from cyclone_sse.transports.stream import BoundedWriter
 
 log = Logger()
 
-#: Largest message (and frame) a client may send, bytes: requests are small.
-MAX_CLIENT_MESSAGE = 64 * 1024
-#: Seconds between WebSocket pings (and the wait for a pong before giving up).
-PING_INTERVAL = 20.0
-PING_TIMEOUT = 20.0
+OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
-def prepared(event: Event, factory: WebSocketServerFactory) -> Any:
-    """The event's message, framed once (cached on the event for every subscriber)."""
-    if event.ws is None:
-        event.ws = factory.prepareMessage(json.dumps(
-            {"type": "event", "channel": event.channel, "id": event.id,
-             "event": event.name or "message", "data": event.data},
-            ensure_ascii=False).encode("utf-8"))
-    return event.ws
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked text frame (RFC 6455 section 5.2): what a server sends."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
+
+
+def event_message(event: Event) -> bytes:
+    """An event as the protocol's JSON text."""
+    return json.dumps({"type": "event", "channel": event.channel, "id": event.id,
+                       "event": event.name or "message", "data": event.data},
+                      ensure_ascii=False).encode("utf-8")
+
+
+def event_frame(event: Event) -> bytes:
+    """The event's frame, built once and kept on the event for every subscriber."""
+    frame = event.ws
+    if frame is None:
+        frame = event.ws = text_frame(event_message(event))
+    return frame  # type: ignore[no-any-return]
+
+
+def _json(message: dict[str, object]) -> bytes:
+    return json.dumps(message, ensure_ascii=False).encode("utf-8")
 
 
 @implementer(ISubscriber)
-class WebSocketSubscriber(BoundedSubscriber):
-    """One WebSocket connection's subscription; bounded like a slow SSE stream."""
+class WebSocketSubscriber(Subscriber):
+    """One subscription of a WebSocket connection (a connection may hold several),
+    writing through the connection's one ``BoundedWriter``."""
 
     def __init__(self, protocol: SubscriberProtocol, request_id: object,
-                 max_pending: int) -> None:
-        super().__init__(protocol.transport, protocol.factory.app.registry.counters,
-                         max_pending)
+                 channels: list[str], user: str | None) -> None:
+        super().__init__()
         self.protocol = protocol
+        self.out: BoundedWriter = protocol.out
         self.request_id = request_id
+        self.channels = channels
+        self.user = user
+        self.closed = False
+        self.presence: list[str] = []  # presence channels joined once live
+        self.expiry: Any = None  # the timer that ends it when its token expires
+        self._matchers = [compile_pattern(c) for c in channels if is_pattern(c)]
+
+    def reaches(self, channel: str) -> bool:
+        """Whether events of ``channel`` come through this subscription."""
+        if channel in self.channels:
+            return True
+        return any(m.match(channel) for m in self._matchers) and (
+            self.access is None or self.access.may_read(channel))
 
     def deliver(self, events: list[Event], frame: bytes) -> None:
         if self.closed:
             return
         if not self.live:
             if not self.hold(events):
-                self._overflow()
+                self.out._overflow()
             return
         rest = self.unseen(events)
-        for event in events if rest is None else rest:
-            self._send(prepared(event, self.protocol.factory))
+        if rest is None:
+            self.send_events(events, batch=True)
+        elif rest:
+            self.send_events(rest)
 
-    def _send(self, message: Any) -> None:
-        # payloadHybi: the framed bytes autobahn's PreparedMessage keeps (an attribute it
-        # does not document; tests/test_websocket.py checks it is still there)
-        if self.queued(len(message.payloadHybi)):
-            self.protocol.sendPreparedMessage(message)
+    def send_events(self, events: list[Event], batch: bool = False) -> None:
+        """Write events as frames: the shared bytes (joined once per fan-out ``batch``),
+        or compressed for this connection alone when it negotiated permessage-deflate."""
+        protocol = self.protocol
+        if protocol.state != OPEN or self.out.closed:
+            return
+        # Autobahn keeps the negotiated deflate in a private attribute (tests/
+        # test_quality.py checks it is still there): compressed frames are per connection
+        if protocol._perMessageCompress is not None:
+            for event in events:
+                payload = event_message(event)
+                if self.out.queued(len(payload)):
+                    protocol.sendMessage(payload)
+            return
+        if len(events) == 1:
+            self.out.write(event_frame(events[0]))
+        else:
+            self.out.write(joined(events, event_frame) if batch
+                           else b"".join(map(event_frame, events)))
+
+    def push(self, message: bytes) -> None:
+        """A message that is not an event (join, leave), bounded like events."""
+        if not self.closed and self.live and self.protocol.state == OPEN \
+                and self.out.queued(len(message)):
+            self.protocol.sendMessage(message)
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
+        protocol = self.protocol
         events = self.release(replay)
         # The position the client holds once it has this message: its own while a
         # replay follows (each event then moves it), else where this subscription
         # starts (the head, or past a gap with nothing retained).
-        self.protocol.send_json({"type": "subscribed", "id": self.request_id,
-                                 "channels": self.protocol.channels,
-                                 "lastEventId": last_id if events else self.resume_id()})
+        protocol.send_json({"type": "subscribed", "id": self.request_id,
+                            "channels": self.channels, "client": protocol.client_id,
+                            "lastEventId": last_id if events else self.resume_id()})
         if replay.gap:
-            self.protocol.send_json({"type": "gap", "reason": replay.gap,
-                                     "lastEventId": last_id})
-        for event in events:
-            self._send(prepared(event, self.protocol.factory))
+            protocol.send_json({"type": "gap", "reason": replay.gap, "lastEventId": last_id})
+        if events:
+            self.send_events(events)
+        protocol.went_live(self)
+
+    def expire(self) -> None:
+        """The token expired: say so, with where to resume, and end this subscription
+        (the connection stays: the client subscribes again with a fresh token)."""
+        self.expiry = None
+        if not self.closed:
+            self.protocol.send_json({"type": "token-expired", "channels": self.channels,
+                                     "lastEventId": self.resume_id()})
+            self.protocol.end(self)
 
     def heartbeat(self) -> None:
-        pass  # WebSocket pings (autobahn's auto-ping) keep the connection alive
+        pass  # WebSocket pings (Autobahn's auto-ping) keep the connection alive
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.protocol.close_with(1001, "the daemon is stopping")
+        """The daemon stops: close the whole connection with 1001 (going away)."""
+        self.protocol.close_with(1001, "the daemon is stopping")
+
+    def disconnected(self) -> None:
+        self.closed = True
+        if self.expiry is not None and self.expiry.active():
+            self.expiry.cancel()
+        self.expiry = None
 
 
 class _Quiet:
@@ -120,14 +208,15 @@ class _Quiet:
 
 
 class SubscriberProtocol(WebSocketServerProtocol):
-    """The JSON protocol of one WebSocket client."""
+    """The JSON protocol of one WebSocket client: its subscriptions, publishes and
+    presence questions."""
 
     log = _Quiet()  # (Autobahn's per-connection logger, replaced: see _Quiet)
 
     factory: SubscriberFactory
-    subscriber: WebSocketSubscriber | None = None
     handler: Any = None  # the SubscribeHandler that upgraded (its authorize hook)
-    channels: list[str]
+    out: BoundedWriter
+    subscriptions: list[WebSocketSubscriber]
 
     def onConnect(self, request: Any) -> None:
         origin = request.headers.get("origin")
@@ -138,12 +227,23 @@ class SubscriberProtocol(WebSocketServerProtocol):
         self.query_token = (request.params.get("token") or [None])[0]
         self.cookies = request.headers.get("cookie")
 
+    def onOpen(self) -> None:
+        app = self.factory.app
+        settings = app.settings_obj
+        self.client_id = secrets.token_hex(8)
+        self.out = BoundedWriter(self.transport, app.registry.counters, settings.max_pending)
+        self.subscriptions = []
+        self.asking: set[str] = set()  # channels of subscriptions being authorized
+        rate = settings.ws_publish_rate
+        self.publishes = TokenBucket(app.clock, rate, 2 * rate) if rate else None
+
     def close_with(self, code: int, reason: str) -> None:
         """Close with a protocol code (``sendClose`` only takes 1000 and 3000-4999)."""
-        self.sendCloseFrame(code, reason.encode("utf-8"), isReply=False)
+        if self.state == OPEN:
+            self.sendCloseFrame(code, reason.encode("utf-8"), isReply=False)
 
     def send_json(self, message: dict[str, object]) -> None:
-        self.sendMessage(json.dumps(message, ensure_ascii=False).encode("utf-8"))
+        self.sendMessage(_json(message))
 
     def error(self, request_id: object, code: int, reason: str) -> None:
         self.send_json({"type": "error", "id": request_id, "code": code, "reason": reason})
@@ -152,69 +252,203 @@ class SubscriberProtocol(WebSocketServerProtocol):
         try:
             message = json.loads(payload)
         except ValueError:
-            self.close_with(1008, "messages are JSON objects")
-            return
+            message = None
         if not isinstance(message, dict):
             self.close_with(1008, "messages are JSON objects")
             return
         kind, request_id = message.get("type"), message.get("id")
-        if kind == "ping":
-            self.send_json({"type": "pong", "id": request_id})
-        elif kind == "subscribe":
-            self.subscribe(message, request_id)
-        else:
-            self.error(request_id, 400, f"unknown message type {str(kind)[:50]!r}: "
-                                        "use subscribe or ping")
+        action = self._actions.get(kind) if isinstance(kind, str) else None
+        if action is None:
+            self.error(request_id, 400, f"unknown message type {str(kind)[:50]!r}: use "
+                                        "subscribe, unsubscribe, publish, presence or ping")
+            return
+        try:
+            action(self, message, request_id)
+        except CycloneSSEError as exc:
+            self.error(request_id, exc.status, str(exc))
+
+    # subscribe / unsubscribe --------------------------------------------------------
 
     def subscribe(self, message: dict[str, Any], request_id: object) -> None:
         app = self.factory.app
-        if self.subscriber is not None:
-            self.error(request_id, 409, "this connection is subscribed already")
-            return
-        try:
-            channels = message.get("channels")
-            if isinstance(channels, str):
-                channels = [channels]
-            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-                raise ValueError("channels: a list of channel names")
-            channels = split_channels(channels, app.settings_obj.max_channels)
-            last_id = message.get("lastEventId")
-            if last_id is not None and not isinstance(last_id, str):
-                raise ValueError("lastEventId: a string")
-            app.admit_replay(channels, last_id)
-        except Exception as exc:
-            self.error(request_id, getattr(exc, "status", 400), str(exc))
-            return
+        channels = split_channels(_names(message, "channels"), app.settings_obj.max_channels)
+        held = self.asking.union(*(s.channels for s in self.subscriptions))
+        twice = [c for c in channels if c in held]
+        if twice:
+            raise Conflict(f"already subscribed to {twice[0]} on this connection")
+        most = app.settings_obj.ws_max_subscriptions
+        if len(self.subscriptions) + bool(self.asking) >= most:
+            raise TooManyRequests(f"at most {most} subscriptions per connection "
+                                  "(--ws-max-subscriptions)")
+        last_id = message.get("lastEventId")
+        if last_id is not None and not isinstance(last_id, str):
+            raise BadRequest("lastEventId: a string")
+        app.admit_replay(channels, last_id)
         token = message.get("token") if isinstance(message.get("token"), str) else None
         credentials = Credentials(token or self.query_token, self.cookies, None,
                                   self.remote_ip)
-        self.channels = channels
         handler = self.handler
         hooked = handler is not None and handler.has_authorize_hook()
+        self.asking.update(channels)
         d = app.gate.check(credentials, channels, handler.can_read if hooked else None)
         if hooked:  # --app's hook decides too, as for streams
             names = [c for c in channels if not is_pattern(c)]
             d.addCallback(lambda access: defer.maybeDeferred(handler.authorize, names)
                           .addCallback(lambda _: access))
+        d.addBoth(self._asked, channels)
         d.addCallback(self._allowed, channels, last_id, request_id)
         d.addErrback(lambda failure: self.error(
             request_id, getattr(failure.value, "status", 500), failure.getErrorMessage()))
 
-    def _allowed(self, access: Any, channels: list[str], last_id: str | None,
+    def _asked(self, result: Any, channels: list[str]) -> Any:
+        self.asking.difference_update(channels)
+        return result
+
+    def _allowed(self, access: Access | None, channels: list[str], last_id: str | None,
                  request_id: object) -> None:
         app = self.factory.app
-        if self.transport is None or self.subscriber is not None:
+        if self.state != OPEN:
             return
-        sub = WebSocketSubscriber(self, request_id, app.settings_obj.max_pending)
+        claims = access.claims if access is not None else None
+        sub = WebSocketSubscriber(self, request_id, channels,
+                                  claims.sub if claims is not None else None)
         if access is not None and any(is_pattern(c) for c in channels):
             sub.access = access
-        self.subscriber = sub
+        if access is not None and access.expires is not None:
+            left = max(0.0, access.expires - app.clock.seconds())
+            sub.expiry = app.clock.callLater(left, sub.expire)
+        self.subscriptions.append(sub)
         app.subscriptions.open(sub, channels, last_id)
 
+    def went_live(self, sub: WebSocketSubscriber) -> None:
+        """Join the presence of its ``+presence`` channels (named, not by pattern)."""
+        app = self.factory.app
+        policies = app.gate.policies
+        sub.presence = [c for c in sub.channels
+                        if not is_pattern(c) and policies.of(c).presence]
+        for channel in sub.presence:
+            app.presence.join(channel, self.client_id, sub.user, sub)
+
+    def unsubscribe(self, message: dict[str, Any], request_id: object) -> None:
+        names = _names(message, "channels")
+        held = {c for s in self.subscriptions for c in s.channels}
+        missing = [c for c in names if c not in held]
+        if missing or not names:
+            raise NotFound(f"not subscribed to {missing[0] if missing else 'anything named'}"
+                           " on this connection")
+        app = self.factory.app
+        gone = set(names)
+        for sub in list(self.subscriptions):
+            if not gone.intersection(sub.channels):
+                continue
+            if gone.issuperset(sub.channels):
+                self.end(sub)
+                continue
+            for channel in gone.intersection(sub.presence):
+                app.presence.leave(channel, self.client_id, sub)
+            sub.presence = [c for c in sub.presence if c not in gone]
+            sub.channels = [c for c in sub.channels if c not in gone]
+            sub._matchers = [compile_pattern(c) for c in sub.channels if is_pattern(c)]
+            app.registry.leave(sub, gone)
+        self.send_json({"type": "unsubscribed", "id": request_id,
+                        "channels": list(dict.fromkeys(names))})
+
+    def end(self, sub: WebSocketSubscriber) -> None:
+        """One subscription is over: out of the registry and the presence lists."""
+        app = self.factory.app
+        if sub in self.subscriptions:
+            self.subscriptions.remove(sub)
+        for channel in sub.presence:
+            app.presence.leave(channel, self.client_id, sub)
+        sub.presence = []
+        app.subscriptions.close(sub)
+
+    # publish and presence ------------------------------------------------------------
+
+    def publish(self, message: dict[str, Any], request_id: object) -> None:
+        app = self.factory.app
+        counters = app.registry.counters
+        try:
+            channel, data, name = self._publishable(message)
+        except CycloneSSEError:
+            counters.refused_client_publishes += 1
+            raise
+        counters.client_publishes += 1
+        d = app.broker.publish(channel, data, name, None)
+        d.addCallback(lambda published: self.send_json({
+            "type": "published", "id": request_id, "channel": channel,
+            "eventId": published.id, "subscribers": published.subscribers}))
+        d.addErrback(lambda failure: self.error(
+            request_id, getattr(failure.value, "status", 500), failure.getErrorMessage()))
+
+    def _publishable(self, message: dict[str, Any]) -> tuple[str, str, str | None]:
+        """(channel, data, event name) of a publish this client may make, or the error."""
+        if self.publishes is None:
+            raise Forbidden("this daemon takes no publishes from clients "
+                            "(--ws-publish-rate=0)")
+        channel = message.get("channel")
+        if not isinstance(channel, str):
+            raise BadRequest("channel: a channel name")
+        check_channel(channel)
+        if "data" not in message:
+            raise BadRequest("data: missing")
+        data = as_data(message["data"])
+        name = message.get("event")
+        if name is not None and not isinstance(name, str):
+            raise BadRequest("event: a string")
+        check_publish(name or None, None)
+        if not self.factory.app.gate.policies.of(channel).client_publish:
+            raise Forbidden(f"channel {channel} takes no publishes from clients (its "
+                            "policy has no +publish)", channel)
+        if not any(s.live and s.reaches(channel) for s in self.subscriptions):
+            raise Forbidden(f"subscribe to {channel} before publishing to it", channel)
+        if not self.publishes.take():
+            raise TooManyRequests("publishing too fast on this connection "
+                                  "(--ws-publish-rate)")
+        return channel, data, name or None
+
+    def presence(self, message: dict[str, Any], request_id: object) -> None:
+        app = self.factory.app
+        channel = message.get("channel")
+        if not isinstance(channel, str):
+            raise BadRequest("channel: a channel name")
+        if not app.gate.policies.of(channel).presence:
+            raise Forbidden(f"channel {channel} keeps no presence (its policy has no "
+                            "+presence)", channel)
+        if not any(s.live and channel in s.channels for s in self.subscriptions):
+            raise Forbidden(f"subscribe to {channel} by name to see its presence", channel)
+        d = app.presence.who(channel)
+        d.addCallback(lambda clients: self.send_json({
+            "type": "presence", "id": request_id, "channel": channel, "clients": clients}))
+        d.addErrback(lambda failure: self.error(request_id, 503, failure.getErrorMessage()))
+
+    def ping(self, message: dict[str, Any], request_id: object) -> None:
+        self.send_json({"type": "pong", "id": request_id})
+
+    _actions = {"subscribe": subscribe, "unsubscribe": unsubscribe, "publish": publish,
+                "presence": presence, "ping": ping}
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        sub, self.subscriber = self.subscriber, None
-        if sub is not None:
-            self.factory.app.subscriptions.close(sub)
+        for sub in list(getattr(self, "subscriptions", ())):
+            self.end(sub)
+
+
+def _names(message: dict[str, Any], field: str) -> list[str]:
+    """A list of channel names (or one name) from a message."""
+    names = message.get(field)
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise BadRequest(f"{field}: a list of channel names")
+    return names
+
+
+def _accept_deflate(offers: list[Any]) -> Any:
+    """Accept the client's permessage-deflate offer (``--ws-deflate``)."""
+    for offer in offers:
+        if isinstance(offer, PerMessageDeflateOffer):
+            return PerMessageDeflateOfferAccept(offer)
+    return None
 
 
 class SubscriberFactory(WebSocketServerFactory):
@@ -225,10 +459,12 @@ class SubscriberFactory(WebSocketServerFactory):
     def __init__(self, app: Any) -> None:
         super().__init__()
         self.app = app
+        s = app.settings_obj
         self.setProtocolOptions(
-            maxFramePayloadSize=MAX_CLIENT_MESSAGE, maxMessagePayloadSize=MAX_CLIENT_MESSAGE,
-            autoPingInterval=PING_INTERVAL, autoPingTimeout=PING_TIMEOUT,
-            perMessageCompressionAccept=lambda offers: None,  # off by default
+            maxFramePayloadSize=s.ws_max_message, maxMessagePayloadSize=s.ws_max_message,
+            autoPingInterval=s.ws_ping, autoPingTimeout=s.ws_ping,
+            perMessageCompressionAccept=_accept_deflate if s.ws_deflate
+            else lambda offers: None,
             requireMaskedClientFrames=True, failByDrop=False,
             # a peer gets as long to answer our close as a stopping daemon waits
             closeHandshakeTimeout=SHUTDOWN_GRACE)
