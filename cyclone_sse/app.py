@@ -88,12 +88,13 @@ class App(cyclone.web.Application):
 
     @property
     def websockets(self) -> Any:
-        """The WebSocket protocol factory (built on the first upgrade)."""
-        factory = self.__dict__.get("_websockets")
-        if factory is None:
-            from cyclone_sse.transports.websocket import SubscriberFactory
-            factory = self.__dict__["_websockets"] = SubscriberFactory(self)
-        return factory
+        """The WebSocket side: handshakes, open connections, pings (built on the first
+        upgrade)."""
+        hub = self.__dict__.get("_websockets")
+        if hub is None:
+            from cyclone_sse.transports.websocket import WebSockets
+            hub = self.__dict__["_websockets"] = WebSockets(self)
+        return hub
 
     def build_handlers(self) -> list[tuple[Any, ...]]:
         """Subscribe and static files; publish and statistics too unless they have an

@@ -214,16 +214,19 @@ class HTTPConnection(httpserver.HTTPConnection):
         if self._buffer.strip(b"\r\n"):
             self._refuse_behind_stream()
 
-    def upgrade(self, protocol: Any, handshake: bytes) -> None:
-        """Carry ``protocol`` (a WebSocket server protocol) from now on: it gets the
-        request's ``handshake`` bytes, then whatever the client sends.  This connection
-        stays the transport's protocol (its limits are released when it closes)."""
+    def upgrade(self, protocol: Any, response: bytes) -> None:
+        """Carry ``protocol`` (a WebSocket connection) from now on: ``response`` (the
+        101) is written, then the protocol gets whatever the client sends.  This
+        connection stays the transport's protocol (its limits are released when it
+        closes)."""
         self.streaming = True
         self._disarm()
         self.upgraded = protocol
         rest = self.clearLineBuffer()  # what the client sent after its handshake
+        self.transport.write(response)
         protocol.makeConnection(self.transport)
-        protocol.dataReceived(handshake + rest)
+        if rest:
+            protocol.dataReceived(rest)
 
     def _refuse_behind_stream(self) -> None:
         self.counters.refused_pipelined += 1

@@ -90,3 +90,11 @@ class Conflict(CycloneSSEError):
     one WebSocket connection)."""
 
     status = 409
+
+
+class UpgradeRequired(BadRequest):
+    """A WebSocket handshake of a version this daemon does not speak (RFC 6455: 426,
+    naming the version it does)."""
+
+    status = 426
+    headers = {"Sec-WebSocket-Version": "13"}

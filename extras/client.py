@@ -1,4 +1,5 @@
-"""Load-test client: many SSE subscribers in one process, latency and completeness.
+"""Load-test client: many SSE (or WebSocket) subscribers in one process, latency and
+completeness.
 
     uv run python extras/client.py --url http://127.0.0.1:8888 --subscribers 5000 \
         --channels general,cats,dogs --duration 30
@@ -8,12 +9,17 @@ test's layout).  Payloads published with ``--publish`` (or by ``extras/bench``) 
 with ``<send time> `` so every delivery's latency is known; completeness counts every
 event.  asyncio with uvloop keeps 10,000+ streams on one core: each read only counts
 events (a C-level ``bytes.count``), and latency is parsed on a sample of streams.
+``--websocket`` subscribes over WebSocket instead (the daemon's JSON protocol).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
+import os
+import struct
 import time
 from collections.abc import Sequence
 from urllib.parse import urlparse
@@ -26,8 +32,19 @@ except ImportError:  # plain asyncio works, just slower
 EVENT_MARK = b"\ndata: "
 
 
+def masked_frame(payload: bytes) -> bytes:
+    """A client's text frame (RFC 6455: clients mask what they send)."""
+    size = len(payload)
+    head = bytes([0x81, 0x80 | size]) if size < 126 else \
+        bytes([0x81, 0x80 | 126]) + struct.pack("!H", size)
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 class Stream(asyncio.Protocol):
-    """One subscriber: counts events, and on sampled streams records latencies."""
+    """One SSE subscriber: counts events, and on sampled streams records latencies."""
+
+    MARK = EVENT_MARK
 
     def __init__(self, load: LoadClient, query: bytes, sample: bool) -> None:
         self.load = load
@@ -45,6 +62,15 @@ class Stream(asyncio.Protocol):
         transport.write(b"GET /?" + self.query + b" HTTP/1.1\r\nHost: load\r\n"  # type: ignore[attr-defined]
                         b"Accept: text/event-stream\r\n\r\n")
 
+    def opened(self, head: bytes) -> None:
+        """The response head is in."""
+        if not self.connected.done():
+            self.connected.set_result(head[9:12])
+
+    def stamp_at(self, text: bytes, at: int) -> int:
+        """Where the send time of the event whose mark is at ``at`` starts."""
+        return at + len(self.MARK)
+
     def data_received(self, data: bytes) -> None:
         if self.head:
             data = self.tail + data
@@ -54,11 +80,11 @@ class Stream(asyncio.Protocol):
                 return
             self.head = False
             self.tail = b""
-            if not self.connected.done():
-                self.connected.set_result(data[9:12])
+            self.opened(data[:end])
             data = data[end + 2:]
         text = self.tail + data
-        count = text.count(EVENT_MARK)
+        mark = self.MARK
+        count = text.count(mark)
         if count:
             self.events += count
             self.load.delivered += count
@@ -66,17 +92,20 @@ class Stream(asyncio.Protocol):
                 now = time.time()
                 start = 0
                 while True:
-                    at = text.find(EVENT_MARK, start)
+                    at = text.find(mark, start)
                     if at < 0:
                         break
-                    stamp_end = text.find(b" ", at + 7)
+                    stamp = self.stamp_at(text, at)
+                    stamp_end = text.find(b" ", stamp)
                     try:
-                        self.load.latencies.append(now - float(text[at + 7:stamp_end]))
+                        self.load.latencies.append(now - float(text[stamp:stamp_end]))
                     except ValueError:
                         pass
-                    start = at + 7
+                    start = at + len(mark)
         # keep just enough bytes that a mark split across two reads is found once
-        self.tail = text[1 - len(EVENT_MARK):]
+        self.tail = text[1 - len(mark):]
+        if not self.connected.done() and b'"type": "subscribed"' in text:
+            self.connected.set_result(b"101")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -85,7 +114,35 @@ class Stream(asyncio.Protocol):
         self.load.lost += 1
 
 
+class WebSocketStream(Stream):
+    """One WebSocket subscriber: the upgrade, one subscribe message, then events (the
+    daemon's frames are unmasked JSON text, counted by their opening bytes)."""
+
+    MARK = b'{"type": "event"'
+    DATA = b'"data": "'
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16))
+        transport.write(b"GET / HTTP/1.1\r\nHost: load\r\nUpgrade: websocket\r\n"  # type: ignore[attr-defined]
+                        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                        b"Sec-WebSocket-Key: " + key + b"\r\n\r\n")
+
+    def opened(self, head: bytes) -> None:
+        channels = [v.decode() for k, _, v in (p.partition(b"=")
+                                               for p in self.query.split(b"&"))]
+        assert self.transport is not None
+        self.transport.write(masked_frame(json.dumps(
+            {"type": "subscribe", "id": 1, "channels": channels}).encode()))
+
+    def stamp_at(self, text: bytes, at: int) -> int:
+        return text.find(self.DATA, at) + len(self.DATA)
+
+
 class LoadClient:
+    #: What each subscriber speaks: ``Stream`` (SSE) or ``WebSocketStream``.
+    stream_class: type[Stream] = Stream
+
     def __init__(self, url: str, channels: Sequence[str], sample_every: int = 10) -> None:
         parsed = urlparse(url)
         self.host = parsed.hostname or "127.0.0.1"
@@ -114,7 +171,8 @@ class LoadClient:
 
         async def one(n: int) -> None:
             async with gate:
-                stream = Stream(self, self.query_for(n), n % self.sample_every == 0)
+                stream = self.stream_class(self, self.query_for(n),
+                                           n % self.sample_every == 0)
                 await loop.create_connection(lambda: stream, self.host, self.port)
                 self.streams.append(stream)
                 await stream.connected
@@ -211,6 +269,8 @@ def summary(load: LoadClient, expected: int) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     load = LoadClient(args.url, args.channels.split(","), args.sample_every)
+    if args.websocket:
+        load.stream_class = WebSocketStream
     await load.connect(args.subscribers)
     print(f"connected {len(load.streams)} streams in {load.connect_seconds:.2f} s")
     expected = 0
@@ -242,6 +302,8 @@ def cli() -> None:
                         help="without --publish: seconds to listen")
     parser.add_argument("--sample-every", type=int, default=10,
                         help="parse latencies on one stream in this many")
+    parser.add_argument("--websocket", action="store_true",
+                        help="subscribe over WebSocket instead of SSE")
     args = parser.parse_args()
     if uvloop is not None:
         uvloop.install()

@@ -119,12 +119,6 @@ def test_private_internals_we_lean_on_are_still_there():
         assert hasattr(cyclone.httpserver.HTTPConnection, attribute), attribute
     # links/amqp.py: the body-frame decoder it replaces
     assert hasattr(connection.Body, "decode")
-    # transports/websocket.py: Autobahn's negotiated deflate, set when a connection opens
-    import inspect
-
-    from autobahn.websocket.protocol import WebSocketProtocol
-    assert "self._perMessageCompress = None" in inspect.getsource(
-        WebSocketProtocol._connectionMade)
 
 
 def test_the_readme_layout_is_a_true_map_of_the_package():

@@ -171,11 +171,21 @@ def close_code(sock):
     return None
 
 
+def fragment(opcode, payload, fin):
+    """A masked frame with FIN set or not (a fragment of a longer message)."""
+    whole = frame(opcode, payload)
+    return bytes([whole[0] & 0x7F | (0x80 if fin else 0)]) + whole[1:]
+
+
 @pytest.mark.parametrize("bad,code", [
     (frame(1, b"x" * 70000), 1009),                    # larger than a client may send
+    (fragment(1, b"x" * 40000, False) + fragment(0, b"x" * 40000, True), 1009),  # in parts
     (frame(1, b"\xff\xfe not utf-8"), 1007),            # invalid UTF-8 in a text message
     (frame(1, b'{"type": "ping"}', masked=False), 1002),  # clients must mask
     (frame(5, b"?"), 1002),                             # an opcode that does not exist
+    (frame(9, b"p" * 126), 1002),                       # a control frame over 125 bytes
+    (fragment(9, b"p", False), 1002),                   # a fragmented control frame
+    (frame(2, b'{"type": "ping"}'), 1003),              # binary: the protocol is text
     (frame(1, b"{garbage"), 1008),                      # not JSON
     (frame(1, b"[1, 2]"), 1008),                        # JSON, not an object
 ])
@@ -201,10 +211,7 @@ def test_the_daemon_stopping_closes_with_going_away(tmp_path):
     assert daemon.stop(signalled=True) == -signal.SIGTERM
     log = "".join(daemon.log)
     assert "closing 1 open connections" in log and "Traceback" not in log
-    # 1001 (going away) when the close frame reaches the client.  Under the full suite's
-    # load it was, twice in ~10 runs, not received at all (a bare TCP close): not
-    # understood yet, see the issue 12 note; the connection is closed either way.
-    assert code in (1001, None), (repr(closed.value), log)
+    assert code == 1001, (repr(closed.value), log)  # going away
 
 
 def test_an_event_is_framed_once_for_every_subscriber():
@@ -244,3 +251,61 @@ def test_an_apps_authorize_hook_guards_websocket_subscriptions_too(tmp_path):
     finally:
         daemon.stop()
     assert "Traceback" not in "".join(daemon.log)
+
+
+def test_fragments_pings_and_a_client_close_are_answered(daemon):
+    sock = raw_socket(daemon.port)
+    sock.sendall(fragment(1, b'{"type": "pi', False) + frame(9, b"hello")
+                 + fragment(0, b'ng", "id": 3}', True))
+    data = b""
+    while b'"pong"' not in data or not data.startswith(b"\x8a"):
+        data += sock.recv(65536)
+    assert data.startswith(b"\x8a\x05hello")  # its ping answered first, in between
+    assert json.loads(data[7 + 2:]) == {"type": "pong", "id": 3}
+    sock.sendall(frame(8, struct.pack("!H", 1000) + b"bye"))
+    assert close_code(sock) == 1000  # the close answered with its code, then EOF
+    sock.close()
+
+
+@pytest.mark.parametrize("headers,status", [
+    ("Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: " + "QUJDREVGR0hJSktMTU5PUA==", 426),
+    ("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short", 400),
+    ("Sec-WebSocket-Version: 13", 400),
+])
+def test_a_bad_handshake_gets_a_clear_http_error(daemon, headers, status):
+    sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+    sock.sendall((f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\n{headers}\r\n\r\n").encode())
+    answer = b""
+    while b"}" not in answer:
+        answer += sock.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status}".encode()), head
+    assert json.loads(body)["status"] == status
+    if status == 426:
+        assert b"Sec-WebSocket-Version: 13" in head
+    sock.close()
+
+
+def test_the_keep_alive_round_pings_and_drops_a_silent_peer():
+    import base64 as b64
+
+    from tests.memory import Connection, make_app
+    app = make_app(ws_ping=20)
+    alive, silent = Connection(app), Connection(app)
+    for conn in (alive, silent):
+        conn.send("GET", "/", headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                       "Sec-WebSocket-Version": "13",
+                                       "Sec-WebSocket-Key": b64.b64encode(os.urandom(16))
+                                       .decode()})
+        assert conn.raw.startswith(b"HTTP/1.1 101")
+        conn.transport.clear()
+    app.clock.advance(20)
+    assert alive.raw == silent.raw == b"\x89\x00"  # both pinged
+    alive.protocol.dataReceived(frame(10, b""))  # a pong
+    app.clock.advance(20)
+    assert alive.raw == b"\x89\x00" * 2 and not alive.transport.disconnecting
+    closing = silent.raw[2:]  # after its one ping: a close frame, 1011, and the close
+    assert closing[0] == 0x88 and closing[2:4] == struct.pack("!H", 1011)
+    assert silent.transport.disconnecting
+    assert app.websockets.dead_peers == 1

@@ -142,6 +142,8 @@ class BaseHandler(cyclone.web.RequestHandler):
                      status=status, message=message)
         self.clear()
         self.set_default_headers()
+        for name, value in getattr(error, "headers", {}).items():
+            self.set_header(name, value)
         if challenge:
             self.set_header("WWW-Authenticate", challenge)
         if retry_after:

@@ -157,18 +157,21 @@ class SubscribeHandler(BaseHandler):
         return app.subscriptions.open(sub, channels, last_id)
 
     def _upgrade(self) -> None:
-        """Hand the connection to the WebSocket protocol, which answers the handshake
-        itself (subscriptions then come as messages: transports/websocket.py)."""
+        """Answer the WebSocket handshake and hand the connection to the WebSocket
+        protocol (subscriptions then come as messages: transports/websocket.py)."""
+        from cyclone_sse.transports.websocket import SubscriberProtocol
         request = self.request
-        head = [f"{request.method} {request.uri} HTTP/1.1"]
-        head.extend(f"{name}: {value}" for name, value in request.headers.get_all())
-        handshake = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
-        self._headers_written = True  # cyclone writes nothing for this request
+        hub = self.application.websockets
+        response, extensions = hub.handshake(request)  # or the error to answer
+        self._headers_written = True  # cyclone writes nothing more for this request
         self._finished = True
-        protocol = self.application.websockets.buildProtocol(request.connection.transport.getPeer())
-        # its subscriptions pass this handler's authorize hook too (--app)
-        protocol.handler = self
-        request.connection.upgrade(protocol, handshake)
+        connection = request.connection
+        protocol = SubscriberProtocol(
+            hub, extensions, connection.address, self.get_argument("token", None),
+            request.headers.get("Cookie"),
+            # its subscriptions pass this handler's authorize hook too (--app)
+            self if self.has_authorize_hook() else None)
+        connection.upgrade(protocol, response)
 
     def _open_stream(self) -> StreamSubscriber:
         app = self.application

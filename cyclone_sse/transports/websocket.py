@@ -1,6 +1,11 @@
-"""The WebSocket transport (RFC 6455, Autobahn): a connection on the subscribe URL that
-speaks a small JSON protocol.  Each event is framed once, as an unmasked text frame,
-and the same bytes are written to every subscriber.
+"""The WebSocket transport (RFC 6455): a connection on the subscribe URL that speaks a
+small JSON protocol.  Each event is framed once, as an unmasked text frame, and the
+same bytes are written to every subscriber.
+
+wsproto (python-hyper's sans-I/O implementation) parses what clients send: masking,
+opcodes, UTF-8, fragments, control frames and the close handshake.  It holds ~2 KB per
+connection where Autobahn's Twisted protocol held ~9 KB; what the daemon sends, it frames
+itself (``text_frame``), so fan-out never goes through a library.
 
 Client to daemon (``id`` is the client's, echoed in the answer)::
 
@@ -24,24 +29,31 @@ Daemon to client::
     {"type": "pong", "id": 5}
     {"type": "error", "id": 1, "code": 403, "reason": "…"}
 
-Close codes: 1008 (policy: a message that is not a JSON object), 1009 (too big), 1007
-(invalid UTF-8), 1002 (protocol error: unmasked frame, unknown opcode), 1001 (the daemon
-stops).  A client too slow to read is dropped like a slow SSE stream (no close frame
-gets through a full buffer).
+Close codes: 1008 (a message that is not a JSON object), 1009 (a message over
+``--ws-max-message``), 1007 (invalid UTF-8), 1003 (a binary message), 1002 (protocol
+error: an unmasked frame, an unknown opcode, a bad control frame), 1001 (the daemon
+stops), 1011 (no answer to two pings in a row: the peer is gone).  A client too slow to
+read is dropped like a slow SSE stream (no close frame gets through a full buffer).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import secrets
 import struct
 from typing import Any
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
-from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.handshake import server_extensions_handshake
+from wsproto.utilities import generate_accept_token
 from zope.interface import implementer
 
 from cyclone_sse.auth.access import Access, Credentials
@@ -53,18 +65,20 @@ from cyclone_sse.errors import (
     Forbidden,
     NotFound,
     TooManyRequests,
+    UpgradeRequired,
 )
 from cyclone_sse.event import Event, as_data, check_publish, joined
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.limits import TokenBucket
-from cyclone_sse.registry import SHUTDOWN_GRACE
 from cyclone_sse.subscription import Subscriber
 from cyclone_sse.transports.stream import BoundedWriter
 
 log = Logger()
 
-OPEN = WebSocketServerProtocol.STATE_OPEN
+#: A ping with no payload: what the keep-alive round sends every ``--ws-ping`` seconds.
+PING_FRAME = b"\x89\x00"
+
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -138,27 +152,21 @@ class WebSocketSubscriber(Subscriber):
         """Write events as frames: the shared bytes (joined once per fan-out ``batch``),
         or compressed for this connection alone when it negotiated permessage-deflate."""
         protocol = self.protocol
-        if protocol.state != OPEN or self.out.closed:
+        if not protocol.open or self.out.closed:
             return
-        # Autobahn keeps the negotiated deflate in a private attribute (tests/
-        # test_quality.py checks it is still there): compressed frames are per connection
-        if protocol._perMessageCompress is not None:
+        if protocol.deflate:
             for event in events:
-                payload = event_message(event)
-                if self.out.queued(len(payload)):
-                    protocol.sendMessage(payload)
-            return
-        if len(events) == 1:
+                protocol.send_text(event_message(event))
+        elif len(events) == 1:
             self.out.write(event_frame(events[0]))
         else:
             self.out.write(joined(events, event_frame) if batch
                            else b"".join(map(event_frame, events)))
 
     def push(self, message: bytes) -> None:
-        """A message that is not an event (join, leave), bounded like events."""
-        if not self.closed and self.live and self.protocol.state == OPEN \
-                and self.out.queued(len(message)):
-            self.protocol.sendMessage(message)
+        """A message that is not an event (join, leave)."""
+        if not self.closed and self.live:
+            self.protocol.send_text(message)
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
         protocol = self.protocol
@@ -198,59 +206,97 @@ class WebSocketSubscriber(Subscriber):
         self.expiry = None
 
 
-class _Quiet:
-    """A logger that says nothing: Autobahn logs a line per connection for events that
-    come in floods (a peer that does not finish the closing handshake, a bad frame);
-    the daemon's counters and close codes tell those instead."""
+class SubscriberProtocol(Protocol):
+    """One WebSocket client, after the handshake: its frames (through wsproto), its JSON
+    messages, its subscriptions, publishes and presence questions."""
 
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
-
-
-class SubscriberProtocol(WebSocketServerProtocol):
-    """The JSON protocol of one WebSocket client: its subscriptions, publishes and
-    presence questions."""
-
-    log = _Quiet()  # (Autobahn's per-connection logger, replaced: see _Quiet)
-
-    factory: SubscriberFactory
-    handler: Any = None  # the SubscribeHandler that upgraded (its authorize hook)
-    out: BoundedWriter
-    subscriptions: list[WebSocketSubscriber]
-
-    def onConnect(self, request: Any) -> None:
-        origin = request.headers.get("origin")
-        if origin and self.factory.app.allowed_origin(origin) is None:
-            raise ConnectionDeny(403, "this Origin may not connect (--cors-origin)")
-        peer = self.transport.getPeer() if self.transport is not None else None
-        self.remote_ip = str(getattr(peer, "host", ""))
-        self.query_token = (request.params.get("token") or [None])[0]
-        self.cookies = request.headers.get("cookie")
-
-    def onOpen(self) -> None:
-        app = self.factory.app
-        settings = app.settings_obj
-        self.client_id = secrets.token_hex(8)
-        self.out = BoundedWriter(self.transport, app.registry.counters, settings.max_pending)
-        self.subscriptions = []
+    def __init__(self, hub: WebSockets, extensions: list[Extension], remote_ip: str,
+                 query_token: str | None, cookies: str | None, hook: Any) -> None:
+        self.hub = hub
+        self.app = hub.app
+        self.ws = Connection(ConnectionType.SERVER, extensions)
+        self.deflate = bool(extensions)
+        self.remote_ip = remote_ip
+        self.query_token = query_token
+        self.cookies = cookies
+        self.hook = hook  # the upgrading handler, when an --app has an authorize hook
+        self.open = True  # until a close frame is sent or received
+        self.heard = True  # anything received since the last keep-alive ping
+        self.parts: list[str] = []  # a fragmented message, so far
+        self.size = 0
+        self.subscriptions: list[WebSocketSubscriber] = []
         self.asking: set[str] = set()  # channels of subscriptions being authorized
-        rate = settings.ws_publish_rate
-        self.publishes = TokenBucket(app.clock, rate, 2 * rate) if rate else None
+        self.client_id = secrets.token_hex(8)
+        rate = self.app.settings_obj.ws_publish_rate
+        self.publishes = TokenBucket(self.app.clock, rate, 2 * rate) if rate else None
+
+    def connectionMade(self) -> None:
+        self.out = BoundedWriter(self.transport, self.app.registry.counters,
+                                 self.app.settings_obj.max_pending)
+        self.hub.opened(self)
+
+    # frames in and out --------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.ws.state is ConnectionState.CLOSED:
+            return
+        self.heard = True
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, TextMessage):
+                self.size += len(event.data)
+                if self.size > self.app.settings_obj.ws_max_message:
+                    self.close_with(1009, "message too big (--ws-max-message)")
+                    return
+                if not event.message_finished:
+                    self.parts.append(event.data)
+                    continue
+                text = "".join((*self.parts, event.data)) if self.parts else event.data
+                self.parts, self.size = [], 0
+                self.on_message(text)
+            elif isinstance(event, Ping):
+                self.out.write(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                # the client's close (answered in kind), or a frame wsproto refused
+                # (answered with the code it chose: 1002, 1007)
+                self.close_with(event.code, event.reason or "")
+                return
+            elif isinstance(event, BytesMessage):
+                self.close_with(1003, "messages are JSON text, not binary")
+                return
+            if not self.open:
+                return
 
     def close_with(self, code: int, reason: str) -> None:
-        """Close with a protocol code (``sendClose`` only takes 1000 and 3000-4999)."""
-        if self.state == OPEN:
-            self.sendCloseFrame(code, reason.encode("utf-8"), isReply=False)
+        """Send a close frame (or answer the client's) and close the connection once it
+        is written: no frame is read after it."""
+        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            self.out.write(self.ws.send(CloseConnection(code, reason[:100])))
+        self.open = False
+        transport: Any = self.transport
+        if transport is not None:
+            transport.unregisterProducer()
+            transport.loseConnection()
+
+    def send_text(self, message: bytes) -> None:
+        """One server message (JSON text), framed for this connection."""
+        if not self.open or self.out.closed:
+            return
+        if self.deflate:  # compressed with this connection's own context
+            frame = self.ws.send(TextMessage(message.decode("utf-8")))
+        else:
+            frame = text_frame(message)
+        self.out.write(frame)
 
     def send_json(self, message: dict[str, object]) -> None:
-        self.sendMessage(_json(message))
+        self.send_text(_json(message))
 
     def error(self, request_id: object, code: int, reason: str) -> None:
         self.send_json({"type": "error", "id": request_id, "code": code, "reason": reason})
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+    def on_message(self, text: str) -> None:
         try:
-            message = json.loads(payload)
+            message = json.loads(text)
         except ValueError:
             message = None
         if not isinstance(message, dict):
@@ -270,7 +316,7 @@ class SubscriberProtocol(WebSocketServerProtocol):
     # subscribe / unsubscribe --------------------------------------------------------
 
     def subscribe(self, message: dict[str, Any], request_id: object) -> None:
-        app = self.factory.app
+        app = self.app
         channels = split_channels(_names(message, "channels"), app.settings_obj.max_channels)
         held = self.asking.union(*(s.channels for s in self.subscriptions))
         twice = [c for c in channels if c in held]
@@ -287,8 +333,8 @@ class SubscriberProtocol(WebSocketServerProtocol):
         token = message.get("token") if isinstance(message.get("token"), str) else None
         credentials = Credentials(token or self.query_token, self.cookies, None,
                                   self.remote_ip)
-        handler = self.handler
-        hooked = handler is not None and handler.has_authorize_hook()
+        handler = self.hook
+        hooked = handler is not None
         self.asking.update(channels)
         d = app.gate.check(credentials, channels, handler.can_read if hooked else None)
         if hooked:  # --app's hook decides too, as for streams
@@ -306,8 +352,8 @@ class SubscriberProtocol(WebSocketServerProtocol):
 
     def _allowed(self, access: Access | None, channels: list[str], last_id: str | None,
                  request_id: object) -> None:
-        app = self.factory.app
-        if self.state != OPEN:
+        app = self.app
+        if not self.open:
             return
         claims = access.claims if access is not None else None
         sub = WebSocketSubscriber(self, request_id, channels,
@@ -322,7 +368,7 @@ class SubscriberProtocol(WebSocketServerProtocol):
 
     def went_live(self, sub: WebSocketSubscriber) -> None:
         """Join the presence of its ``+presence`` channels (named, not by pattern)."""
-        app = self.factory.app
+        app = self.app
         policies = app.gate.policies
         sub.presence = [c for c in sub.channels
                         if not is_pattern(c) and policies.of(c).presence]
@@ -336,7 +382,7 @@ class SubscriberProtocol(WebSocketServerProtocol):
         if missing or not names:
             raise NotFound(f"not subscribed to {missing[0] if missing else 'anything named'}"
                            " on this connection")
-        app = self.factory.app
+        app = self.app
         gone = set(names)
         for sub in list(self.subscriptions):
             if not gone.intersection(sub.channels):
@@ -355,7 +401,7 @@ class SubscriberProtocol(WebSocketServerProtocol):
 
     def end(self, sub: WebSocketSubscriber) -> None:
         """One subscription is over: out of the registry and the presence lists."""
-        app = self.factory.app
+        app = self.app
         if sub in self.subscriptions:
             self.subscriptions.remove(sub)
         for channel in sub.presence:
@@ -366,7 +412,7 @@ class SubscriberProtocol(WebSocketServerProtocol):
     # publish and presence ------------------------------------------------------------
 
     def publish(self, message: dict[str, Any], request_id: object) -> None:
-        app = self.factory.app
+        app = self.app
         counters = app.registry.counters
         try:
             channel, data, name = self._publishable(message)
@@ -397,7 +443,7 @@ class SubscriberProtocol(WebSocketServerProtocol):
         if name is not None and not isinstance(name, str):
             raise BadRequest("event: a string")
         check_publish(name or None, None)
-        if not self.factory.app.gate.policies.of(channel).client_publish:
+        if not self.app.gate.policies.of(channel).client_publish:
             raise Forbidden(f"channel {channel} takes no publishes from clients (its "
                             "policy has no +publish)", channel)
         if not any(s.live and s.reaches(channel) for s in self.subscriptions):
@@ -408,7 +454,7 @@ class SubscriberProtocol(WebSocketServerProtocol):
         return channel, data, name or None
 
     def presence(self, message: dict[str, Any], request_id: object) -> None:
-        app = self.factory.app
+        app = self.app
         channel = message.get("channel")
         if not isinstance(channel, str):
             raise BadRequest("channel: a channel name")
@@ -428,8 +474,10 @@ class SubscriberProtocol(WebSocketServerProtocol):
     _actions = {"subscribe": subscribe, "unsubscribe": unsubscribe, "publish": publish,
                 "presence": presence, "ping": ping}
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        for sub in list(getattr(self, "subscriptions", ())):
+    def connectionLost(self, reason: Any = None) -> None:
+        self.open = False
+        self.hub.closed(self)
+        for sub in list(self.subscriptions):
             self.end(sub)
 
 
@@ -443,28 +491,70 @@ def _names(message: dict[str, Any], field: str) -> list[str]:
     return names
 
 
-def _accept_deflate(offers: list[Any]) -> Any:
-    """Accept the client's permessage-deflate offer (``--ws-deflate``)."""
-    for offer in offers:
-        if isinstance(offer, PerMessageDeflateOffer):
-            return PerMessageDeflateOfferAccept(offer)
-    return None
-
-
-class SubscriberFactory(WebSocketServerFactory):
-    """Builds the protocol of each upgraded connection of one application."""
-
-    protocol = SubscriberProtocol  # type: ignore[assignment]  # (Factory's is looser)
+class WebSockets:
+    """The application's WebSocket side: the handshake, the open connections and the
+    keep-alive round that pings them (and drops those that stopped answering)."""
 
     def __init__(self, app: Any) -> None:
-        super().__init__()
         self.app = app
-        s = app.settings_obj
-        self.setProtocolOptions(
-            maxFramePayloadSize=s.ws_max_message, maxMessagePayloadSize=s.ws_max_message,
-            autoPingInterval=s.ws_ping, autoPingTimeout=s.ws_ping,
-            perMessageCompressionAccept=_accept_deflate if s.ws_deflate
-            else lambda offers: None,
-            requireMaskedClientFrames=True, failByDrop=False,
-            # a peer gets as long to answer our close as a stopping daemon waits
-            closeHandshakeTimeout=SHUTDOWN_GRACE)
+        self.connections: set[SubscriberProtocol] = set()
+        self._pinging: LoopingCall | None = None
+        self.dead_peers = 0
+
+    def handshake(self, request: Any) -> tuple[bytes, list[Extension]]:
+        """The 101 response to an upgrade ``request`` and the extensions agreed, or the
+        error to answer instead (400, 403 for an Origin not allowed, 426)."""
+        headers = request.headers
+        if "upgrade" not in headers.get("Connection", "").lower():
+            raise BadRequest("a WebSocket upgrade needs 'Connection: Upgrade'")
+        if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+            raise UpgradeRequired("this daemon speaks WebSocket version 13 (RFC 6455)")
+        key = headers.get("Sec-WebSocket-Key", "").strip()
+        try:
+            valid = len(base64.b64decode(key, validate=True)) == 16
+        except (binascii.Error, ValueError):
+            valid = False
+        if not valid:
+            raise BadRequest("Sec-WebSocket-Key: 16 bytes in base64")
+        origin = headers.get("Origin")
+        if origin and self.app.allowed_origin(origin) is None:
+            raise Forbidden("this Origin may not connect (--cors-origin)")
+        lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
+                 b"Connection: Upgrade",
+                 b"Sec-WebSocket-Accept: " + generate_accept_token(key.encode("ascii"))]
+        extensions: list[Extension] = []
+        offered = headers.get("Sec-WebSocket-Extensions")
+        if offered and self.app.settings_obj.ws_deflate:
+            deflate = PerMessageDeflate()
+            agreed = server_extensions_handshake(offered.split(","), [deflate])
+            if agreed:
+                lines.append(b"Sec-WebSocket-Extensions: " + agreed)
+                extensions.append(deflate)
+        return b"\r\n".join(lines) + b"\r\n\r\n", extensions
+
+    def opened(self, connection: SubscriberProtocol) -> None:
+        self.connections.add(connection)
+        interval = self.app.settings_obj.ws_ping
+        if interval and self._pinging is None:
+            self._pinging = LoopingCall(self._ping_round)
+            self._pinging.clock = self.app.clock
+            self._pinging.start(interval, now=False)
+
+    def closed(self, connection: SubscriberProtocol) -> None:
+        self.connections.discard(connection)
+        if not self.connections and self._pinging is not None:
+            self._pinging.stop()
+            self._pinging = None
+
+    def _ping_round(self) -> None:
+        """Ping every connection that said something since the last round; close the
+        others (two intervals without a word, not even a pong: the peer is gone)."""
+        for connection in list(self.connections):
+            if not connection.open:
+                continue
+            if connection.heard:
+                connection.heard = False
+                connection.out.write(PING_FRAME)
+            else:
+                self.dead_peers += 1
+                connection.close_with(1011, "no answer to ping")

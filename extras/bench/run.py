@@ -3,12 +3,13 @@
     uv run python extras/bench/run.py                 # everything, writes RESULTS.md
     uv run python extras/bench/run.py --sizes 1000    # one size, quick
 
-For each N it starts a fresh daemon (HTTP broker, heartbeats off), connects N
-subscribers to one channel, measures RSS per idle connection, then publishes 200
-100-byte events at 20/s and reports completeness, latency and the daemon's CPU time
-per delivery (user + system, read from /proc, over the publish phase).  At N = 1,000 it
-also finds the maximum sustained deliveries/s, measures a Last-Event-Id replay of 1,000
-events to 1,000 reconnecting clients, and publish throughput through Redis.  It prints
+For each N and transport (SSE, then WebSocket) it starts a fresh daemon (HTTP broker,
+heartbeats off), connects N subscribers to one channel, measures RSS per idle
+connection, then publishes 200 100-byte events at 20/s and reports completeness,
+latency and the daemon's CPU time per delivery (user + system, read from /proc, over
+the publish phase).  At N = 1,000 it also finds the maximum sustained deliveries/s,
+measures a Last-Event-Id replay of 1,000 events to 1,000 reconnecting clients, and
+publish throughput through Redis; and WebSocket client publishes per second.  It prints
 numbers and asserts nothing.
 """
 
@@ -28,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "extras"))
 
-from client import LoadClient, Publisher, percentile  # noqa: E402
+from client import LoadClient, Publisher, WebSocketStream, masked_frame, percentile  # noqa: E402
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -76,15 +77,18 @@ async def wait_delivered(load: LoadClient, expected: int, timeout: float) -> flo
     return time.perf_counter() - started
 
 
-async def fan_out(n: int, results: dict[str, object]) -> None:
+async def fan_out(n: int, results: dict[str, object], websocket: bool = False) -> None:
     daemon = Daemon()
     try:
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
+        if websocket:
+            load.stream_class = WebSocketStream
         await asyncio.sleep(0.5)
         rss_before = daemon.rss_kb()
         await load.connect(n, concurrency=256)
         await asyncio.sleep(1.0)
         rss_after = daemon.rss_kb()
+        load.reset()  # (a quiet stream's stream-open event is no delivery)
         publisher = Publisher("127.0.0.1", daemon.port, 100)
         await publisher.open()
         cpu_before = daemon.cpu_seconds()
@@ -93,6 +97,7 @@ async def fan_out(n: int, results: dict[str, object]) -> None:
         cpu = daemon.cpu_seconds() - cpu_before
         ms = [v * 1000 for v in load.latencies]
         results.update({
+            "transport": "WebSocket" if websocket else "SSE",
             "N": n, "held": len(load.streams) - load.lost,
             # below 20/s the daemon could not keep up (each publish waits for its answer)
             "publish_rate": round(200 / publish_seconds, 1),
@@ -103,7 +108,7 @@ async def fan_out(n: int, results: dict[str, object]) -> None:
             "cpu_us_per_delivery": round(1e6 * cpu / max(1, load.delivered), 2),
             "rss_kb_per_conn": round((rss_after - rss_before) / n, 1),
         })
-        if n == 1000:
+        if n == 1000 and not websocket:
             results["max_deliveries_per_s"] = await max_rate(load, publisher)
             results["max_deliveries_per_s_8_in_flight"] = await max_rate(load, publisher,
                                                                          window=8)
@@ -223,12 +228,59 @@ async def across_cores(results: dict[str, object], n: int = 1000) -> None:
         os.sched_setaffinity(0, {1})
 
 
+async def client_publishes(results: dict[str, object], count: int = 20000,
+                           window: int = 16) -> None:
+    """WebSocket client publishes answered per second through one daemon: one client,
+    subscribed to a ``+publish`` channel (so it also receives each event), up to
+    ``window`` publishes in flight; 10 more WebSocket subscribers of the channel."""
+    import json
+    daemon = Daemon("--policies=chat.*=public+publish", "--ws-publish-rate=1000000")
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["chat.room"], sample_every=1)
+        load.stream_class = WebSocketStream
+        await load.connect(10)
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: "
+                     b"Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(masked_frame(json.dumps({"type": "subscribe", "id": 0,
+                                              "channels": ["chat.room"]}).encode()))
+        await reader.readuntil(b'"subscribed"')
+        frames = [masked_frame(json.dumps({"type": "publish", "id": i, "channel": "chat.room",
+                                           "data": "x" * 100}).encode())
+                  for i in range(window)]
+        cpu_before = daemon.cpu_seconds()
+        started = time.perf_counter()
+        sent = answered = 0
+        tail = b""
+        while answered < count:
+            while sent < count and sent - answered < window:
+                writer.write(frames[sent % window])
+                sent += 1
+            data = tail + await reader.read(65536)
+            answered += data.count(b'"type": "published"')
+            tail = data[-20:]
+        elapsed = time.perf_counter() - started
+        cpu = daemon.cpu_seconds() - cpu_before
+        await wait_delivered(load, count * 10, 30)
+        results.update({"ws_client_publishes_per_s": int(count / elapsed),
+                        "ws_client_publish_cpu_us": round(1e6 * cpu / count, 1),
+                        "ws_client_publish_complete_pct":
+                            round(100.0 * load.delivered / (count * 10), 3)})
+        writer.close()
+        load.close()
+    finally:
+        daemon.stop()
+
+
 def table(rows: list[dict[str, object]], extra: dict[str, object]) -> str:
-    lines = ["| N subscribers | held | connect s | achieved msgs/s | delivered % | p50 ms "
-             "| p99 ms | max ms | server CPU µs/delivery | RSS KB/idle conn |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| transport | N subscribers | held | connect s | achieved msgs/s | delivered % "
+             "| p50 ms | p99 ms | max ms | server CPU µs/delivery | RSS KB/idle conn |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['N']:,} | {r['held']:,} | {r['connect_s']} | {r['publish_rate']} "
+        lines.append(f"| {r['transport']} | {r['N']:,} | {r['held']:,} | {r['connect_s']} "
+                     f"| {r['publish_rate']} "
                      f"| {r['complete_pct']} "
                      f"| {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} "
                      f"| {r['cpu_us_per_delivery']} | {r['rss_kb_per_conn']} |")
@@ -331,14 +383,20 @@ async def main(args: argparse.Namespace) -> None:
         print(auth, flush=True)
         extra.update(auth)
     for n in args.sizes:
-        result: dict[str, object] = {}
-        await fan_out(n, result)
-        print(result, flush=True)
-        for key in ("max_deliveries_per_s", "max_deliveries_per_s_8_in_flight",
-                    "replay_ms_per_client"):
-            if key in result:
-                extra[key] = result.pop(key)
-        rows.append(result)
+        for websocket in (False, True) if args.websocket else (False,):
+            result: dict[str, object] = {}
+            await fan_out(n, result, websocket)
+            print(result, flush=True)
+            for key in ("max_deliveries_per_s", "max_deliveries_per_s_8_in_flight",
+                        "replay_ms_per_client"):
+                if key in result:
+                    extra[key] = result.pop(key)
+            rows.append(result)
+    if args.websocket:
+        publishes: dict[str, object] = {}
+        await client_publishes(publishes)
+        print(publishes, flush=True)
+        extra.update(publishes)
     if args.redis:
         redis_result: dict[str, object] = {}
         await redis_throughput(redis_result)
@@ -361,6 +419,8 @@ def cli() -> None:
     parser.add_argument("--no-write", dest="write", action="store_false")
     parser.add_argument("--no-auth", dest="auth", action="store_false",
                         help="skip the private-channels costs")
+    parser.add_argument("--no-websocket", dest="websocket", action="store_false",
+                        help="skip the WebSocket rows and client publishes")
     args = parser.parse_args()
     try:
         import uvloop
