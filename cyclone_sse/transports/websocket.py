@@ -193,7 +193,7 @@ class WebSocketSubscriber(Subscriber):
             self.protocol.end(self)
 
     def heartbeat(self) -> None:
-        pass  # WebSocket pings (Autobahn's auto-ping) keep the connection alive
+        pass  # the keep-alive round (WebSockets._ping_round) pings every connection
 
     def close(self) -> None:
         """The daemon stops: close the whole connection with 1001 (going away)."""
