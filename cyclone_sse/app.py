@@ -31,6 +31,7 @@ from cyclone_sse.handlers import (
     HealthHandler,
     MetricsHandler,
     NotFoundHandler,
+    PresenceHandler,
     PublishHandler,
     ReadyHandler,
     StaticHandler,
@@ -108,7 +109,7 @@ class App(cyclone.web.Application):
         return [(r"/healthz", HealthHandler), (r"/readyz", ReadyHandler)]
 
     def internal_handlers(self) -> list[tuple[Any, ...]]:
-        """Publish, statistics and the dashboard (``--dashboard``)."""
+        """Publish, statistics, presence and the dashboard (``--dashboard``)."""
         dashboard = [(r"/dashboard", DashboardHandler), (r"/stats/stream", StatsStreamHandler)] \
             if self.settings_obj.dashboard else []
         return [
@@ -116,6 +117,7 @@ class App(cyclone.web.Application):
             (r"/stats", StatsHandler),
             (r"/stats/channels", ChannelStatsHandler),
             (r"/metrics", MetricsHandler),
+            (r"/presence", PresenceHandler),
             *dashboard,
         ]
 

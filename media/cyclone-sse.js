@@ -20,7 +20,13 @@
  * event id with every poll so nothing published between two polls is missed.
  * Force long-polling with {transport: "poll"}.  {transport: "websocket"} speaks the
  * daemon's WebSocket protocol (same callbacks, same resume), and falls back to
- * EventSource, then long-polling, when no WebSocket connection can be made.
+ * EventSource, then long-polling, when no WebSocket connection can be made.  Over
+ * WebSocket a page may also publish to channels whose policy allows it, and ask who is
+ * on a presence channel:
+ *
+ *   stream.publish("chat.lobby", {text: "hi"}).then((answer) => answer.eventId);
+ *   stream.presence("chat.lobby").then((clients) => ...);  // [{client, user}, ...]
+ *   stream.on("join", (e) => e.user);  stream.on("leave", (e) => e.user);
  */
 (function (global) {
   "use strict";
@@ -48,6 +54,8 @@
     this.tokenSource = options.token;
     this.withCredentials = !!options.withCredentials;
     this.retry = options.retry || 3000;
+    this._asked = {};  // WebSocket request id -> its promise's {resolve, reject}
+    this._nextId = 2;  // (1 is the subscription)
     if (options.onmessage) { this.on("message", options.onmessage); }
     if (options.onopen) { this.on("open", options.onopen); }
     if (options.onerror) { this.on("error", options.onerror); }
@@ -69,21 +77,27 @@
     }
   };
 
+  Stream.prototype._subscribeMessage = function () {
+    return JSON.stringify({type: "subscribe", id: 1, channels: this.channels,
+                           lastEventId: this.lastEventId || undefined,
+                           token: this.token || undefined});
+  };
+
   Stream.prototype._websocket = function () {
     var self = this;
     this.transport = "websocket";
     var socket = new global.WebSocket(this.url.replace(/^http/, "ws"));
     this.socket = socket;
-    socket.onopen = function () {
-      socket.send(JSON.stringify({type: "subscribe", id: 1, channels: self.channels,
-                                  lastEventId: self.lastEventId || undefined,
-                                  token: self.token || undefined}));
-    };
+    socket.onopen = function () { socket.send(self._subscribeMessage()); };
     socket.onmessage = function (m) {
       var message = JSON.parse(m.data);
+      var asked = message.id !== undefined && message.id !== 1 ? self._asked[message.id]
+                                                                 : undefined;
+      if (asked) { delete self._asked[message.id]; }
       if (message.type === "subscribed") {
         self._wsWorked = true;
         self.lastEventId = message.lastEventId || self.lastEventId;
+        self.client = message.client;
         self._emit("open", {type: "open"});
       } else if (message.type === "event") {
         self.lastEventId = message.id;
@@ -92,7 +106,21 @@
       } else if (message.type === "gap") {
         self._emit("history-gap", {type: "history-gap", lastEventId: self.lastEventId,
           data: JSON.stringify({reason: message.reason, lastEventId: message.lastEventId})});
+      } else if (message.type === "join" || message.type === "leave") {
+        self._emit(message.type, message);
+      } else if (message.type === "token-expired") {
+        // that subscription ended; the connection stays: subscribe again, freshly
+        self._emit("token-expired", {type: "token-expired", lastEventId: self.lastEventId});
+        self._freshToken(function () {
+          if (self.socket === socket) { socket.send(self._subscribeMessage()); }
+        });
+      } else if (message.type === "published" || message.type === "presence") {
+        if (asked) { asked.resolve(message.type === "presence" ? message.clients : message); }
       } else if (message.type === "error") {
+        if (asked) {
+          asked.reject({code: message.code, reason: message.reason});
+          return;
+        }
         self._emit("error", {type: "error", status: message.code, reason: message.reason});
         if (message.code === 401 && typeof self.tokenSource === "function") {
           socket.close();  // reconnects below with a fresh token
@@ -100,6 +128,7 @@
       }
     };
     socket.onclose = function (e) {
+      self._failAsked({code: e.code, reason: "the connection closed"});
       if (self.closed) { return; }
       self.socket = null;
       if (!self._wsWorked) {  // no WebSocket here (a proxy, an old server): fall back
@@ -111,6 +140,35 @@
         self._freshToken(function () { self._websocket(); });
       }, self.retry);
     };
+  };
+
+  // A request over the WebSocket (publish, presence): a Promise of its answer.
+  Stream.prototype._ask = function (message) {
+    var self = this;
+    return new Promise(function (resolve, reject) {
+      if (!self.socket || self.socket.readyState !== 1) {
+        reject({code: 0, reason: "not connected over WebSocket (transport: websocket)"});
+        return;
+      }
+      message.id = self._nextId++;
+      self._asked[message.id] = {resolve: resolve, reject: reject};
+      self.socket.send(JSON.stringify(message));
+    });
+  };
+
+  Stream.prototype._failAsked = function (why) {
+    var asked = this._asked;
+    this._asked = {};
+    Object.keys(asked).forEach(function (id) { asked[id].reject(why); });
+  };
+
+  Stream.prototype.publish = function (channel, data, event) {
+    return this._ask({type: "publish", channel: channel, data: data,
+                      event: event || undefined});
+  };
+
+  Stream.prototype.presence = function (channel) {
+    return this._ask({type: "presence", channel: channel});
   };
 
   // Ask the page for a token (a string, or a function returning one or a Promise).

@@ -354,20 +354,27 @@ WS_CLIENT = """([url]) => {
 }"""
 
 
+def bundled_client_and_node_ws(browser, daemon, channel):  # noqa: F811
+    """A Chromium page on the daemon's origin with the bundled client loaded, and Node's
+    ``ws`` subscribed to ``channel`` (its lines, after ``subscribed``)."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"http://127.0.0.1:{daemon.port}/static/cyclone-sse.js")
+    page.add_script_tag(url=f"http://127.0.0.1:{daemon.port}/static/cyclone-sse.js")
+    node = subprocess.Popen(["node", str(JS / "ws-follow.mjs"),
+                             f"ws://127.0.0.1:{daemon.port}/", channel], cwd=JS,
+                            stdout=subprocess.PIPE, text=True)
+    lines = _lines_of(node)
+    assert json.loads(next(lines))["type"] == "subscribed"
+    return context, page, node, lines
+
+
 def test_websocket_resume_across_a_cut_with_chromium_and_node_ws(
         tmp_path, browser, node_modules):  # noqa: F811
     daemon = Daemon(tmp_path)
     relay = TcpCut(("127.0.0.1", daemon.port))
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"http://127.0.0.1:{daemon.port}/static/cyclone-sse.js")  # the daemon's origin
-    page.add_script_tag(url=f"http://127.0.0.1:{daemon.port}/static/cyclone-sse.js")
-    node = subprocess.Popen(["node", str(JS / "ws-follow.mjs"),
-                             f"ws://127.0.0.1:{daemon.port}/", "a"], cwd=JS,
-                            stdout=subprocess.PIPE, text=True)
+    context, page, node, lines = bundled_client_and_node_ws(browser, daemon, "a")
     try:
-        lines = _lines_of(node)
-        assert json.loads(next(lines))["type"] == "subscribed"
         assert page.evaluate(WS_CLIENT, [f"http://127.0.0.1:{relay.port}/"]) == "websocket"
         wait(page, "window.opened >= 1")
         daemon.publish_form("channel=a&message=one")
@@ -390,4 +397,50 @@ def test_websocket_resume_across_a_cut_with_chromium_and_node_ws(
         node.wait(DEADLINE)
         context.close()
         relay.cut()
+        daemon.stop()
+
+
+CHAT = """async ([url]) => {
+    const streams = {}; window.heard = {ann: [], bob: []}; window.joins = [];
+    for (const name of ["ann", "bob"]) {
+        await new Promise((opened) => {
+            streams[name] = CycloneSSE.connect(url, {
+                channels: ["chat.lobby"], transport: "websocket", onopen: opened,
+                onmessage: (e) => window.heard[name].push([e.data, e.lastEventId])});
+            if (name === "ann") {
+                streams.ann.on("join", (e) => window.joins.push(e.client));
+            }
+        });
+    }
+    window.streams = streams;
+    const answer = await streams.ann.publish("chat.lobby", {text: "hi"});
+    const refused = await streams.ann.publish("news", "x").catch((e) => e);
+    const clients = await streams.bob.presence("chat.lobby");
+    return {eventId: answer.eventId, subscribers: answer.subscribers,
+            refused: refused.code, clients: clients.map((c) => c.client).sort(),
+            mine: [streams.ann.client, streams.bob.client].sort()};
+}"""
+
+
+def test_a_page_publishes_and_sees_presence_over_websocket_with_node_ws_listening(
+        tmp_path, browser, node_modules):  # noqa: F811
+    daemon = Daemon(tmp_path, "--policies=chat.*=public+publish+presence")
+    context, page, node, lines = bundled_client_and_node_ws(browser, daemon, "chat.lobby")
+    try:
+        result = page.evaluate(CHAT, [f"http://127.0.0.1:{daemon.port}/"])
+        assert result["subscribers"] == 3 and result["refused"] == 403
+        assert set(result["mine"]) <= set(result["clients"])  # (Node's client is there too)
+        wait(page, "window.heard.bob.length >= 1 && window.heard.ann.length >= 1")
+        assert page.evaluate("window.heard.bob") == [['{"text":"hi"}', result["eventId"]]]
+        assert page.evaluate("window.heard.ann") == [['{"text":"hi"}', result["eventId"]]]
+        node_got = [json.loads(line) for line in (next(lines) for _ in range(4))]
+        events = [m for m in node_got if m["type"] == "event"]
+        assert [(e["data"], e["id"]) for e in events] == [('{"text":"hi"}', result["eventId"])]
+        wait(page, "window.joins.length >= 2")  # ann heard her own join, then bob's
+        assert page.evaluate("window.joins") == [page.evaluate("window.streams.ann.client"),
+                                                 page.evaluate("window.streams.bob.client")]
+    finally:
+        node.kill()
+        node.wait(DEADLINE)
+        context.close()
         daemon.stop()

@@ -130,47 +130,44 @@ def test_client_publishes_are_off_with_a_zero_rate(tmp_path):
         daemon.stop()
 
 
+def publish_across(a, b, channel, query_a="", query_b="", shared_history=True):
+    """A client of daemon ``a`` publishes; a client of daemon ``b`` receives it — with the
+    id the publisher was given when the daemons share a (Redis) history; with RabbitMQ
+    each daemon's own history numbers it."""
+    try:
+        with ws(a, query_a) as ann, ws(b, query_b) as bob:
+            ask(ann, {"type": "subscribe", "id": 1, "channels": [channel]})
+            ask(bob, {"type": "subscribe", "id": 1, "channels": [channel]})
+            ann.send(json.dumps({"type": "publish", "id": 2, "channel": channel,
+                                 "data": "across"}))
+            got = next_message(bob)
+            assert (got["channel"], got["data"]) == (channel, "across")
+            mine = sorted((next_message(ann) for _ in range(2)), key=lambda m: m["type"])
+            assert [m["type"] for m in mine] == ["event", "published"]
+            assert mine[1]["eventId"] == mine[0]["id"]
+            assert (got["id"] == mine[0]["id"]) is shared_history
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_a_client_publish_reaches_another_daemons_clients_through_redis(
         tmp_path, redis_prefix):  # noqa: F811
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    policy = "--policies=chat.*=token+publish"
-    a = redis_daemon(tmp_path / "a", redis_prefix, policy, f"--jwt-secret={SECRET}")
-    b = redis_daemon(tmp_path / "b", redis_prefix, policy, f"--jwt-secret={SECRET}")
-    try:
-        with ws(a, f"?token={token('ann', ['chat.*'])}") as ann, \
-                ws(b, f"?token={token('bob', ['chat.*'])}") as bob:
-            ask(ann, {"type": "subscribe", "id": 1, "channels": ["chat.1"]})
-            ask(bob, {"type": "subscribe", "id": 1, "channels": ["chat.1"]})
-            ann.send(json.dumps({"type": "publish", "id": 2, "channel": "chat.1",
-                                 "data": "over redis"}))
-            got = next_message(bob)
-            assert (got["channel"], got["data"]) == ("chat.1", "over redis")
-            mine = sorted((next_message(ann) for _ in range(2)), key=lambda m: m["type"])
-            assert [m["type"] for m in mine] == ["event", "published"]
-            assert mine[1]["eventId"] == got["id"] == mine[0]["id"]  # stored once
-    finally:
-        a.stop()
-        b.stop()
+    options = ("--policies=chat.*=token+publish", f"--jwt-secret={SECRET}")
+    publish_across(redis_daemon(tmp_path / "a", redis_prefix, *options),
+                   redis_daemon(tmp_path / "b", redis_prefix, *options), "chat.1",
+                   f"?token={token('ann', ['chat.*'])}", f"?token={token('bob', ['chat.*'])}")
 
 
 def test_a_client_publish_reaches_another_daemons_clients_through_rabbitmq(
         tmp_path, amqp_exchange):  # noqa: F811
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a = amqp_daemon(tmp_path / "a", amqp_exchange, "--default-policy=public+publish")
-    b = amqp_daemon(tmp_path / "b", amqp_exchange, "--default-policy=public+publish")
-    try:
-        with ws(a) as ann, ws(b) as bob:
-            ask(ann, {"type": "subscribe", "id": 1, "channels": ["room"]})
-            ask(bob, {"type": "subscribe", "id": 1, "channels": ["room"]})
-            ann.send(json.dumps({"type": "publish", "id": 2, "channel": "room",
-                                 "data": "over amqp"}))
-            got = next_message(bob)
-            assert (got["channel"], got["data"]) == ("room", "over amqp")
-    finally:
-        a.stop()
-        b.stop()
+    publish_across(amqp_daemon(tmp_path / "a", amqp_exchange, "--default-policy=public+publish"),
+                   amqp_daemon(tmp_path / "b", amqp_exchange, "--default-policy=public+publish"),
+                   "room", shared_history=False)
 
 
 def test_presence_on_one_daemon(daemon):
@@ -187,6 +184,9 @@ def test_presence_on_one_daemon(daemon):
             sorted([me, subscribed["client"]])
         refused = ask(ann, {"type": "presence", "id": 3, "channel": "chat.1"})
         assert refused["code"] == 403 and "+presence" in refused["reason"]
+        status, answer = daemon.request("GET", "/presence?channel=room.1")  # the backend's
+        assert status == 200 and answer["clients"] == who["clients"]
+        assert daemon.request("GET", "/presence?channel=chat.1")[0] == 400
     with ws(daemon) as carol:
         ask(carol, {"type": "subscribe", "id": 1, "channels": ["room.1"]})
         mine = next_message(carol)["client"]
@@ -199,7 +199,8 @@ def test_presence_and_join_leave_across_two_daemons_sharing_redis(
         tmp_path, redis_prefix):  # noqa: F811
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    options = ("--policies=room.*=token+presence", f"--jwt-secret={SECRET}")
+    options = ("--policies=room.*=token+presence", f"--jwt-secret={SECRET}",
+               "--http-secret=pub")
     a = redis_daemon(tmp_path / "a", redis_prefix, *options)
     b = redis_daemon(tmp_path / "b", redis_prefix, *options)
     try:
@@ -217,6 +218,11 @@ def test_presence_and_join_leave_across_two_daemons_sharing_redis(
                 assert next_message(bob)["user"] == "bob"  # its own join, from Redis
                 who = ask(bob, {"type": "presence", "id": 2, "channel": "room.1"})
                 assert sorted(c["user"] for c in who["clients"]) == ["ann", "bob"]
+                # the backend asks either daemon, with the publish key
+                assert a.request("GET", "/presence?channel=room.1")[0] == 401
+                status, answer = a.request("GET", "/presence?channel=room.1", None,
+                                           {"Authorization": "Bearer pub"})
+                assert status == 200 and answer["clients"] == who["clients"]
             left = next_message(ann)  # bob closed on daemon b
             assert (left["type"], left["user"]) == ("leave", "bob")
             b.proc.send_signal(signal.SIGTERM)  # a daemon that stops says leave too

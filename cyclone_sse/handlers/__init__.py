@@ -9,12 +9,13 @@ from cyclone_sse.handlers.stats import (
     ChannelStatsHandler,
     HealthHandler,
     MetricsHandler,
+    PresenceHandler,
     ReadyHandler,
     StatsHandler,
 )
 from cyclone_sse.handlers.subscribe import SubscribeHandler
 
 __all__ = ["Application", "BaseHandler", "ChannelStatsHandler", "DashboardHandler",
-           "HealthHandler", "MetricsHandler", "NotFoundHandler", "PublishHandler",
-           "ReadyHandler", "StaticHandler", "StatsHandler", "StatsStreamHandler",
+           "HealthHandler", "MetricsHandler", "NotFoundHandler", "PresenceHandler",
+           "PublishHandler", "ReadyHandler", "StaticHandler", "StatsHandler", "StatsStreamHandler",
            "SubscribeHandler"]

@@ -27,6 +27,7 @@ from cyclone_sse.event import dumps
 from cyclone_sse.interfaces import IBroker, IHistory
 from cyclone_sse.limits import TokenBucket
 from cyclone_sse.options import Settings
+from cyclone_sse.presence import Presence
 from cyclone_sse.registry import ChannelRegistry
 from cyclone_sse.static import StaticFile
 from cyclone_sse.subscription import Subscriptions
@@ -50,7 +51,8 @@ class Application(Protocol):
     gate: Gate
     internal: bool
     pattern_replays: TokenBucket | None
-    websockets: Any  # the WebSocket protocol factory (transports/websocket.py)
+    websockets: Any  # the WebSocket side (transports/websocket.py: WebSockets)
+    presence: Presence
 
     def allowed_origin(self, origin: str | None) -> str | None: ...
 

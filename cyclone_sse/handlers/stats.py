@@ -1,8 +1,14 @@
-"""Read-only views of the daemon: ``/stats``, ``/stats/channels``, ``/metrics``, and the
-health checks ``/healthz`` and ``/readyz``."""
+"""Read-only views of the daemon: ``/stats``, ``/stats/channels``, ``/metrics``,
+``/presence``, and the health checks ``/healthz`` and ``/readyz``."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet import defer
+
+from cyclone_sse.channels import check_channel
+from cyclone_sse.errors import BadRequest, Unauthorized
 from cyclone_sse.event import dumps
 from cyclone_sse.export import prometheus
 from cyclone_sse.handlers.base import BaseHandler
@@ -30,6 +36,26 @@ class MetricsHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", prometheus.CONTENT_TYPE)
         self.finish(prometheus.render(self.application, self.channels_visible()))
+
+
+class PresenceHandler(BaseHandler):
+    """``GET /presence?channel=NAME``: who is on a ``+presence`` channel, for the
+    application's backend (it names users: the internal listener, or the publish key)."""
+
+    def get(self) -> defer.Deferred[Any]:
+        app = self.application
+        if not (app.internal or self.key_matches() or
+                (not app.settings_obj.http_secret and app.gate.verifier is None)):
+            raise Unauthorized("presence names users: send the publish key "
+                               "(Authorization: Bearer) or ask the internal listener")
+        channel = check_channel(self.get_argument("channel", ""))
+        if not app.gate.policies.of(channel).presence:
+            raise BadRequest(f"channel {channel} keeps no presence (its policy has no "
+                             "+presence)", field="channel")
+        d: defer.Deferred[Any] = app.presence.who(channel)
+        d.addCallback(lambda clients: self.write_json({"channel": channel,
+                                                       "clients": clients}))
+        return d
 
 
 class HealthHandler(BaseHandler):

@@ -328,6 +328,7 @@ async def fan_out_cpu(channel: str, options: tuple[str, ...], key: str = "",
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", [channel], sample_every=10)
         await load.connect(n, concurrency=256)
         await asyncio.sleep(1.0)
+        load.reset()  # (a quiet stream's stream-open event is no delivery)
         publisher = Publisher("127.0.0.1", daemon.port, 100, key=key)
         await publisher.open()
         cpu_before = daemon.cpu_seconds()
