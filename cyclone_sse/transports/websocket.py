@@ -244,8 +244,8 @@ class SubscriberProtocol(Protocol):
     # frames in and out --------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self.ws.state is ConnectionState.CLOSED:
-            return
+        if not self.open:
+            return  # closed by either side: the connection is on its way out
         self.heard = True
         self.ws.receive_data(data)
         for event in self.ws.events():
