@@ -1,6 +1,14 @@
 """The Lua scripts of the Redis history: appending an event, reading a replay snapshot,
 and sweeping idle channels, each one atomic inside Redis.  Plain strings, so a
-publisher may load them without Twisted (see ``extras/publisher.py``)."""
+publisher may load them without Twisted (see ``extras/publisher.py``).
+
+The Python client (``clients/python``), which cannot import the daemon, ships APPEND
+and MIGRATE as files written from here: ``python -m cyclone_sse.history.redis_scripts
+clients/python/cyclone_sse_client/lua`` (tests/test_client.py checks they are equal).
+"""
+
+import sys
+from pathlib import Path
 
 # The history's epoch, created on first use.
 _EPOCH = """
@@ -284,3 +292,13 @@ end
 redis.call('SET', p .. ':layout', '2')
 return 1
 """
+
+
+#: The scripts a publisher writing straight into Redis needs, by file name.
+FOR_PUBLISHERS = {"append.lua": APPEND, "migrate.lua": MIGRATE}
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in FOR_PUBLISHERS.items():
+        (folder / name).write_text(body)
