@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from cyclone_sse_client import (
     AmqpPublisher,
     AsyncPublisher,
@@ -24,7 +25,6 @@ from cyclone_sse_client import (
     make_token,
     send_event,
 )
-
 from tests.daemon import DEADLINE, Daemon, SSEClient
 from tests.services import amqp_exchange, free_port, redis_prefix  # noqa: F401
 from tests.test_amqp import amqp_daemon
