@@ -1,21 +1,7 @@
-"""Publish to cyclone-sse from Python code (a Django view, a Celery task) or the shell.
-
-From Python, over HTTP (works with every broker)::
-
-    from publisher import send_event
-    send_event("base", {"price": 12}, event="update", url="http://127.0.0.1:8888", key="s3cret")
-
-Straight into Redis (``--broker=redis``), durable and without HTTP::
-
-    from publisher import RedisPublisher
-    redis = RedisPublisher(host="127.0.0.1", port=6379)
-    event_id = redis.send_event("base", "[1, 2, 3]", event="update")
-
-Tokens for private channels (``--jwt-secret``) — give one to the page of a logged-in
-user; or publish with a token whose ``publish`` claim names the channels::
-
-    from publisher import make_token
-    token = make_token("jwt-secret", sub=str(user.id), channels=["news.*"], ttl=3600)
+"""The project's own publishing tool: the shell commands below, and the raw-socket
+Redis client the tests and benchmarks use.  Applications publish with the client
+distribution instead (``pip install ./clients/python``: ``cyclone_sse_client``), whose
+``make_token``, ``send_event`` and ``PublishError`` this module re-exports.
 
 From the shell::
 
@@ -25,102 +11,29 @@ From the shell::
     python extras/publisher.py raw   base '[1, 2, 3]'        # plain PUBLISH, like redis-cli
     python extras/publisher.py amqp  base '[1, 2, 3]'        # to the AMQP exchange
 
-Only the standard library is needed for HTTP and raw Redis; ``redis`` mode uses the
-Lua script shipped in ``cyclone_sse.history.redis_scripts``, ``amqp`` mode uses txamqp.
+``redis`` mode uses the Lua script of ``cyclone_sse.history.redis_scripts``, ``amqp``
+mode the daemon's own AMQP link (txamqp).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
-import hmac
 import json
 import socket
 import sys
-import time
-import urllib.error
-import urllib.request
+from dataclasses import asdict
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:8888"
+from cyclone_sse_client import PublishError, make_token, send_event
+from cyclone_sse_client.http import DEFAULT_URL
 
-
-class PublishError(Exception):
-    """The daemon (or Redis) refused the message; ``status`` is the HTTP status."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+__all__ = ["PublishError", "RedisPublisher", "make_token", "send_event"]
 
 
 def _as_text(data: Any) -> str | bytes:
     if isinstance(data, (str, bytes)):
         return data
     return json.dumps(data, separators=(",", ":"))
-
-
-_HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def make_token(key: str, sub: str | None = None, channels: list[str] | None = None,
-               publish: list[str] | None = None, ttl: float = 3600,
-               algorithm: str = "HS256", audience: str | None = None,
-               issuer: str | None = None) -> str:
-    """A token for cyclone-sse: ``sub`` (the user; it alone reads ``name#<sub>``
-    channels), ``channels`` it may read and ``publish`` channels it may publish to
-    (names or ``*`` patterns), valid for ``ttl`` seconds.
-
-    HS256/384/512 need only the standard library (``key`` is ``--jwt-secret``);
-    RS256/ES256 sign with your PEM private ``key`` through PyJWT."""
-    now = int(time.time())
-    payload: dict[str, Any] = {"iat": now, "exp": now + int(ttl)}
-    for name, value in (("sub", sub), ("channels", channels), ("publish", publish),
-                        ("aud", audience), ("iss", issuer)):
-        if value is not None:
-            payload[name] = value
-    if algorithm not in _HMAC:
-        import jwt  # PyJWT, for the public-key algorithms
-        return jwt.encode(payload, key, algorithm=algorithm)
-    signing_input = ".".join(_b64(json.dumps(part, separators=(",", ":")).encode())
-                             for part in ({"alg": algorithm, "typ": "JWT"}, payload))
-    signature = hmac.new(key.encode(), signing_input.encode(), _HMAC[algorithm]).digest()
-    return f"{signing_input}.{_b64(signature)}"
-
-
-def send_event(channel: str | list[str], data: Any, event: str | None = None,
-               id: str | None = None, url: str = DEFAULT_URL, key: str | None = None,
-               timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
-    """POST one message to ``url``/publish; returns the daemon's answer (ids, counts).
-
-    ``data`` that is not a string is sent as JSON text.  ``id`` is your own message id:
-    retrying with the same id never delivers twice.  ``key`` is the daemon's
-    ``--http-secret``; ``token`` a publisher token (``make_token(..., publish=[...])``)."""
-    body: dict[str, Any] = {"data": _as_text(data)}
-    body["channels" if isinstance(channel, list) else "channel"] = channel
-    for name, value in (("event", event), ("id", id)):
-        if value is not None:
-            body[name] = value
-    headers = {"Content-Type": "application/json"}
-    if key or token:
-        headers["Authorization"] = f"Bearer {key or token}"
-    request = urllib.request.Request(
-        url.rstrip("/") + "/publish", data=json.dumps(body).encode(), method="POST",
-        headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")
-        try:
-            detail = json.loads(detail)["error"]
-        except (ValueError, KeyError):
-            pass
-        raise PublishError(f"{exc.code}: {detail}", exc.code) from None
 
 
 class RedisPublisher:
@@ -243,7 +156,7 @@ def token_main(argv: list[str]) -> int:
     parser.add_argument("--issuer")
     args = parser.parse_args(argv)
     key = args.secret
-    if args.algorithm not in _HMAC:
+    if not args.algorithm.startswith("HS"):
         with open(key, encoding="utf-8") as handle:
             key = handle.read()
 
@@ -283,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.mode == "http":
-            print(json.dumps(send_event(args.channel, args.data, args.event, args.id,
-                                        args.url or DEFAULT_URL, args.key, token=args.token)))
+            print(json.dumps([asdict(p) for p in send_event(
+                args.channel, args.data, args.event, args.id, args.url or DEFAULT_URL,
+                args.key, token=args.token)]))
         elif args.mode in ("redis", "raw"):
             redis = RedisPublisher(args.host, args.port or 6379, prefix=args.prefix)
             if args.mode == "redis":
