@@ -143,6 +143,19 @@ def test_a_token_from_the_client_opens_a_user_channel(tmp_path):
         daemon.stop()
 
 
+def test_the_client_checks_names_by_the_daemons_rules(redis_prefix):  # noqa: F811
+    from cyclone_sse.channels import _NAME
+    from cyclone_sse.event import RESERVED_EVENTS
+    from cyclone_sse_client import checks
+    assert checks.CHANNEL.pattern == _NAME.pattern
+    assert checks.RESERVED_EVENTS == RESERVED_EVENTS
+    redis = RedisPublisher(prefix=redis_prefix)
+    for channel, event in (("bad channel", None), ("a", "history-gap"), ("a", "x\ny")):
+        with pytest.raises(BadRequest):
+            redis.publish(channel, "x", event=event)
+    redis.close()
+
+
 def test_the_client_appends_with_the_daemons_own_scripts():
     from cyclone_sse.history.redis_scripts import FOR_PUBLISHERS
     for name, body in FOR_PUBLISHERS.items():

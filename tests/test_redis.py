@@ -358,7 +358,7 @@ def test_publisher_command_line_tool(tmp_path, redis_prefix):  # noqa: F811
         http = subprocess.run([*tool, "http", "cli", "via http", "--event", "note", "--key", "k",
                                "--url", f"http://127.0.0.1:{daemon.port}"],
                               capture_output=True, text=True, timeout=30)
-        assert http.returncode == 0 and json.loads(http.stdout)["status"] == "ok"
+        assert http.returncode == 0 and json.loads(http.stdout)[0]["channel"] == "cli"
         wrong = subprocess.run([*tool, "http", "cli", "x", "--key", "nope",
                                 "--url", f"http://127.0.0.1:{daemon.port}"],
                                capture_output=True, text=True, timeout=30)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cyclone_sse_client.checks import check
 from cyclone_sse_client.errors import Unavailable
 from cyclone_sse_client.http import Channels, as_data
 
@@ -51,9 +52,11 @@ class AmqpPublisher:
         properties = pika.BasicProperties(type=event, message_id=id, delivery_mode=2,
                                           content_type="text/plain")
         body = as_data(data).encode("utf-8")
+        channels = [channel] if isinstance(channel, str) else list(channel)
+        check(channels, event)
         try:
             amqp = self._open()
-            for name in [channel] if isinstance(channel, str) else channel:
+            for name in channels:
                 amqp.basic_publish(self.exchange, name, body, properties)
         except pika.exceptions.AMQPError as exc:
             self.channel = None

@@ -8,7 +8,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from cyclone_sse_client.errors import BadRequest, PublishError, Unavailable
+from cyclone_sse_client.checks import check
+from cyclone_sse_client.errors import PublishError, Unavailable
 from cyclone_sse_client.http import Channels, Published, as_data
 
 #: The daemon's defaults for what its history keeps (``--history-*``); pass yours.
@@ -50,8 +51,7 @@ class RedisPublisher:
         that heard the announcement (daemons listening), not browsers."""
         channels = [channel] if isinstance(channel, str) else list(channel)
         text = as_data(data)
-        if event is not None and any(c in event for c in "\r\n\0"):
-            raise BadRequest("event must not contain CR, LF or NUL")
+        check(channels, event)
         limits = self.limits
         try:
             if not self._migrated:  # (brings an older daemon's layout up to date, once)
