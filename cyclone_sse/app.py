@@ -33,6 +33,7 @@ from cyclone_sse.handlers import (
     NotFoundHandler,
     PresenceHandler,
     PublishHandler,
+    PushpinPublishHandler,
     ReadyHandler,
     StaticHandler,
     StatsHandler,
@@ -114,6 +115,7 @@ class App(cyclone.web.Application):
             if self.settings_obj.dashboard else []
         return [
             (r"/publish", PublishHandler),
+            (r"/publish/", PushpinPublishHandler),
             (r"/stats", StatsHandler),
             (r"/stats/channels", ChannelStatsHandler),
             (r"/metrics", MetricsHandler),

@@ -129,7 +129,7 @@ class Settings:
                               "secure default)")
     hsts: int = option(0, "Strict-Transport-Security max-age on the TLS port, seconds "
                        "(0: not sent)", _count)
-    broker: str = option("http", "where messages come from: http, redis or amqp",
+    broker: str = option("http", "where messages come from: http, redis, amqp or zmq",
                          short="b", group="broker")
     http_secret: str = option("", "key required by POST /publish, /stats channel names "
                               "(empty: no key)")
@@ -166,6 +166,12 @@ class Settings:
     amqp_exchange_name: str = option("sse-cyclone-server", "AMQP exchange to bind to")
     amqp_exchange_type: str = option("direct", "AMQP exchange type")
     amqp_channel: int = option(1, "AMQP channel number", _int(1, 65535))
+    zmq_connect: str = option("", "ZeroMQ endpoints the SUB socket connects to, comma "
+                              "separated (publishers' PUB, or a proxy's XPUB)", group="zmq")
+    zmq_bind: str = option("", "ZeroMQ endpoints the SUB socket binds, for publishers to "
+                           "connect their PUB")
+    zmq_publish: str = option("", "ZeroMQ endpoints a PUB socket connects to (a proxy's "
+                              "XSUB): publishes made here reach the other daemons")
     export: str | None = option(None, "send statistics to: graphite", short="e",
                                 group="export")
     export_host: str = option("127.0.0.1", "Graphite (carbon plaintext) host")
@@ -238,6 +244,9 @@ class Settings:
     auth_timeout: float = option(2.0, "seconds the auth callback may take", _seconds)
     auth_cache: float = option(5.0, "seconds an auth callback answer is kept when it sets "
                                "no ttl", _seconds)
+    grip_key: str = option("", "Pushpin control key: POST /publish/ accepts it (as Bearer "
+                           "or Basic password) or JWTs it signs")
+    grip_iss: str = option("", "required 'iss' of those JWTs (empty: not checked)")
     internal_port: int = option(0, "serve /publish, /stats, /metrics only here (0: on --port)",
                                 _port)
     internal_listen: str = option("127.0.0.1", "interface of --internal-port")

@@ -7,8 +7,10 @@ from cyclone_sse.brokers.amqp import AmqpBroker
 from cyclone_sse.brokers.base import Broker, Published
 from cyclone_sse.brokers.http import HttpBroker
 from cyclone_sse.brokers.redis import RedisBroker
+from cyclone_sse.brokers.zmq import ZmqBroker
 
 BROKERS: dict[str, type[Broker]] = {"http": HttpBroker, "redis": RedisBroker,
-                                     "amqp": AmqpBroker}
+                                     "amqp": AmqpBroker, "zmq": ZmqBroker}
 
-__all__ = ["BROKERS", "AmqpBroker", "Broker", "HttpBroker", "Published", "RedisBroker"]
+__all__ = ["BROKERS", "AmqpBroker", "Broker", "HttpBroker", "Published", "RedisBroker",
+           "ZmqBroker"]

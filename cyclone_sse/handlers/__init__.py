@@ -4,6 +4,7 @@ the statistics.  ``--app`` subclasses them (see README "Extending")."""
 from cyclone_sse.handlers.base import Application, BaseHandler, NotFoundHandler
 from cyclone_sse.handlers.dashboard import DashboardHandler, StatsStreamHandler
 from cyclone_sse.handlers.publish import PublishHandler
+from cyclone_sse.handlers.pushpin import PushpinPublishHandler
 from cyclone_sse.handlers.static import StaticHandler
 from cyclone_sse.handlers.stats import (
     ChannelStatsHandler,
@@ -17,5 +18,5 @@ from cyclone_sse.handlers.subscribe import SubscribeHandler
 
 __all__ = ["Application", "BaseHandler", "ChannelStatsHandler", "DashboardHandler",
            "HealthHandler", "MetricsHandler", "NotFoundHandler", "PresenceHandler",
-           "PublishHandler", "ReadyHandler", "StaticHandler", "StatsHandler", "StatsStreamHandler",
-           "SubscribeHandler"]
+           "PublishHandler", "PushpinPublishHandler", "ReadyHandler", "StaticHandler",
+           "StatsHandler", "StatsStreamHandler", "SubscribeHandler"]

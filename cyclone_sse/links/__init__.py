@@ -1,2 +1,3 @@
 """Links: connections to Redis and AMQP kept open with one reconnect policy, as Twisted
-services.  The only modules that import txredisapi and txamqp."""
+services, and ZeroMQ sockets watched by the reactor.  The only modules that import
+txredisapi, txamqp and pyzmq."""

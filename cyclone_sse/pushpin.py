@@ -1,0 +1,184 @@
+"""Pushpin's publish format, as cyclone-sse reads it: ``{"items": [...]}`` bodies (its
+HTTP publish API) and ZeroMQ messages (JSON after a ``J``, or a TNetString), each item
+turned into cyclone-sse events.
+
+An item has a ``channel``, an optional ``id`` (kept for de-duplication, like a
+publisher's ``id``) and ``prev-id`` (accepted and ignored: the history orders events
+as they arrive), and ``formats``:
+
+``http-stream``    ``content`` (or ``content-bin``, base64): when it is Server-Sent
+                   Events text, each event in it (its ``event:`` and ``data:``) becomes an
+                   event; other text becomes one event's data.  ``action: close`` carries
+                   nothing.
+``ws-message``     ``content``/``content-bin``: one event's data (used when there is no
+                   ``http-stream``).
+``http-response``  ``body``/``body-bin``: one event's data (when neither of the above).
+
+So one item gives the same events to SSE, long-poll and WebSocket subscribers, whatever
+formats its publisher chose.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cyclone_sse.errors import BadRequest
+from cyclone_sse.event import parse_stream
+
+#: Most items one publish may carry.
+MAX_ITEMS = 1000
+
+
+@dataclass(frozen=True)
+class PushpinEvent:
+    """One event an item gives: what ``Broker.publish`` takes."""
+
+    channel: str
+    data: str
+    name: str | None
+    publisher_id: str | None
+
+
+def _text(format_: dict[str, Any], field: str) -> str | None:
+    """A format's ``field`` or its base64 ``field-bin``, as UTF-8 text."""
+    if isinstance(format_.get(field), str):
+        return str(format_[field])
+    raw = format_.get(f"{field}-bin")
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError, TypeError):
+        raise BadRequest(f"'{field}-bin' is not base64 of UTF-8 text", field=field) from None
+
+
+def _stream_events(content: str) -> list[tuple[str, str | None]]:
+    """(data, event name) of each Server-Sent Event in ``content``; the whole text as
+    one event's data when it holds none."""
+    if "data:" in content and content.endswith("\n\n"):
+        parsed = [(e["data"], None if e["event"] == "message" else e["event"])
+                  for e in parse_stream(content) if "data" in e]
+        if parsed:
+            return parsed
+    return [(content, None)]
+
+
+def item_events(item: Any, channel: str | None = None) -> list[PushpinEvent]:
+    """The events of one item (``channel`` when the transport names it, as ZeroMQ's
+    first frame does)."""
+    if not isinstance(item, dict):
+        raise BadRequest("each item is a JSON object", field="items")
+    channel = item.get("channel", channel)
+    if not isinstance(channel, str):
+        raise BadRequest("an item needs a 'channel'", field="channel")
+    item_id = item.get("id")
+    if item_id is not None and not isinstance(item_id, str):
+        raise BadRequest("'id' must be a string", field="id")
+    formats = item.get("formats", item)  # (ZeroMQ items may carry them at the top)
+    if not isinstance(formats, dict):
+        raise BadRequest("'formats' must be an object", field="formats")
+    found: list[tuple[str, str | None]] = []
+    stream, message, response = (formats.get(name) for name in
+                                 ("http-stream", "ws-message", "http-response"))
+    if isinstance(stream, dict):
+        content = _text(stream, "content")
+        if content is not None:
+            found = _stream_events(content)
+    elif isinstance(message, dict):
+        content = _text(message, "content")
+        if content is not None:
+            found = [(content, None)]
+    elif isinstance(response, dict):
+        body = _text(response, "body")
+        if body is not None:
+            found = [(body, None)]
+    else:
+        raise BadRequest("an item needs one of the formats http-stream, ws-message, "
+                         "http-response", field="formats")
+    many = len(found) > 1
+    return [PushpinEvent(channel, data, name,
+                         f"{item_id}:{n}" if many and item_id else item_id)
+            for n, (data, name) in enumerate(found)]
+
+
+def body_events(body: Any) -> list[PushpinEvent]:
+    """The events of an HTTP publish body ``{"items": [...]}``."""
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise BadRequest("a Pushpin publish is {\"items\": [...]}", field="items")
+    if len(items) > MAX_ITEMS:
+        raise BadRequest(f"more than {MAX_ITEMS} items in one publish", field="items")
+    return [event for item in items for event in item_events(item)]
+
+
+def tnetstring_loads(data: bytes) -> Any:
+    """Decode one TNetString (what Pushpin's ZeroMQ clients send); ValueError if it is
+    not one."""
+    value, rest = _tnet(data)
+    if rest:
+        raise ValueError("bytes after the TNetString")
+    return value
+
+
+def _tnet(data: bytes) -> tuple[Any, bytes]:
+    size, colon, rest = data.partition(b":")
+    if not colon or not size.isdigit() or len(size) > 9:
+        raise ValueError("not a TNetString")
+    length = int(size)
+    if len(rest) < length + 1:
+        raise ValueError("TNetString cut short")
+    payload, kind, rest = rest[:length], rest[length:length + 1], rest[length + 1:]
+    if kind == b",":
+        return payload, rest
+    if kind == b"#":
+        return int(payload), rest
+    if kind == b"^":
+        return float(payload), rest
+    if kind == b"!":
+        return payload == b"true", rest
+    if kind == b"~":
+        return None, rest
+    if kind in (b"]", b"}"):
+        values = []
+        while payload:
+            value, payload = _tnet(payload)
+            values.append(value)
+        if kind == b"]":
+            return values, rest
+        if len(values) % 2:
+            raise ValueError("a TNetString dict with a key and no value")
+        return {_str(k): v for k, v in zip(values[::2], values[1::2], strict=True)}, rest
+    raise ValueError(f"unknown TNetString type {kind!r}")
+
+
+def _str(value: Any) -> Any:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _decoded(value: Any) -> Any:
+    """TNetString byte strings as text (Pushpin's items are text)."""
+    if isinstance(value, dict):
+        return {k: _decoded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decoded(v) for v in value]
+    return _str(value)
+
+
+def zmq_item(payload: bytes) -> Any | None:
+    """A Pushpin item in a ZeroMQ payload (``J`` + JSON, or a TNetString), or None when
+    the payload is plain data."""
+    if payload[:2] == b"J{":
+        try:
+            return json.loads(payload[1:])
+        except ValueError:
+            return None
+    if payload[:1].isdigit() and payload.endswith(b"}"):
+        try:
+            return _decoded(tnetstring_loads(payload))
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return None
