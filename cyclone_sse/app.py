@@ -8,6 +8,7 @@ This is what ``--app`` replaces.  A subclass may override ``build_handlers``,
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,7 +104,13 @@ class App(cyclone.web.Application):
         internal listener of their own (``--internal-port``)."""
         internal = [] if self.settings_obj.internal_port else self.internal_handlers()
         return [(r"/", SubscribeHandler), *internal, *self.health_handlers(),
-                (r"/static/([^/]+)", StaticHandler)]
+                (r"/static/([^/]+)", StaticHandler), *self.grip_handlers()]
+
+    def grip_handlers(self) -> list[tuple[Any, ...]]:
+        """The ``--grip-proxy`` routes: everything under each prefix."""
+        from cyclone_sse.handlers.grip import GripProxyHandler, routes
+        return [(re.escape(prefix) + ".*", GripProxyHandler, {"backend": backend})
+                for prefix, backend in routes(self.settings_obj.grip_proxy)]
 
     def health_handlers(self) -> list[tuple[Any, ...]]:
         """On every listener: balancers and orchestrators probe whichever they reach."""

@@ -98,3 +98,10 @@ class UpgradeRequired(BadRequest):
 
     status = 426
     headers = {"Sec-WebSocket-Version": "13"}
+
+
+class BadGateway(CycloneSSEError):
+    """A GRIP backend that did not answer, or answered with instructions this proxy
+    cannot follow."""
+
+    status = 502

@@ -247,6 +247,11 @@ class Settings:
     grip_key: str = option("", "Pushpin control key: POST /publish/ accepts it (as Bearer "
                            "or Basic password) or JWTs it signs")
     grip_iss: str = option("", "required 'iss' of those JWTs (empty: not checked)")
+    grip_proxy: str = option("", "GRIP proxy routes, PREFIX=BACKEND_URL comma separated "
+                             "(/api/=http://127.0.0.1:8000): requests under PREFIX go to "
+                             "the backend, which may hold them (empty: none)")
+    grip_backend_timeout: float = option(10.0, "seconds a GRIP backend may take to answer",
+                                         _seconds)
     internal_port: int = option(0, "serve /publish, /stats, /metrics only here (0: on --port)",
                                 _port)
     internal_listen: str = option("127.0.0.1", "interface of --internal-port")
@@ -306,6 +311,9 @@ class Settings:
             raise ValueError(f"--ssl-ciphers={self.ssl_ciphers}: no cipher OpenSSL knows")
         if self.cors_origin != "*" and any(not o.strip() for o in self.cors_origin.split(",")):
             raise ValueError(f"--cors-origin={self.cors_origin}: empty origin in the list")
+        if self.grip_proxy:
+            from cyclone_sse.handlers.grip import routes
+            routes(self.grip_proxy)
         self._check_security()
 
     def jwt_key(self) -> str:

@@ -119,6 +119,9 @@ def test_private_internals_we_lean_on_are_still_there():
         assert hasattr(cyclone.httpserver.HTTPConnection, attribute), attribute
     # links/amqp.py: the body-frame decoder it replaces
     assert hasattr(connection.Body, "decode")
+    # handlers/grip.py: the connection pool's factory class, made quiet
+    from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
+    assert HTTPConnectionPool._factory is _HTTP11ClientFactory
 
 
 def test_the_readme_layout_is_a_true_map_of_the_package():

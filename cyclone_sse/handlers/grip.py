@@ -1,0 +1,231 @@
+"""GRIP proxy mode (``--grip-proxy``): requests under a route prefix are forwarded to the
+application's backend, signed with ``Grip-Sig``; a plain answer is passed back, and an
+answer with ``Grip-Hold`` holds the client — as a stream written with what is published
+to its ``Grip-Channel`` channels, or as a response answered by the first such publish or
+at ``Grip-Timeout`` with the backend's own answer."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+import cyclone.web
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    Agent,
+    FileBodyProducer,
+    HTTPConnectionPool,
+    PartialDownloadError,
+    _HTTP11ClientFactory,
+    readBody,
+)
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+
+from cyclone_sse.errors import BadGateway
+from cyclone_sse.event import Event
+from cyclone_sse.grip import HOP_BY_HOP, GripError, Hold, read_hold, signature
+from cyclone_sse.handlers.base import BaseHandler
+from cyclone_sse.history.base import Replay
+from cyclone_sse.interfaces import ISubscriber
+from cyclone_sse.registry import Counters
+from cyclone_sse.transports.poll import PollSubscriber
+from cyclone_sse.transports.stream import StreamSubscriber
+
+
+def routes(text: str) -> list[tuple[str, str]]:
+    """``--grip-proxy``: ``[(prefix, backend URL)]``; ValueError names a bad entry."""
+    found = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        prefix, eq, backend = item.strip().partition("=")
+        if not eq or not prefix.startswith("/") or not backend.startswith(("http://",
+                                                                           "https://")):
+            raise ValueError(f"--grip-proxy: cannot read {item!r}: write "
+                             "/PREFIX=http://backend:port")
+        found.append((prefix, backend.rstrip("/")))
+    return found
+
+
+@implementer(ISubscriber)
+class GripStreamSubscriber(StreamSubscriber):
+    """A held GRIP stream: the backend's head and body, then what is published — SSE
+    frames when the stream is ``text/event-stream``, the data itself otherwise — and
+    the keep-alive data when nothing was written for a while."""
+
+    def __init__(self, transport: Any, counters: Counters, max_pending: int, head: bytes,
+                 sse: bool, clock: Any, hold: Hold) -> None:
+        super().__init__(transport, counters, max_pending, head)
+        self.sse = sse
+        self.wrote = False
+        self._keep_alive: LoopingCall | None = None
+        if hold.keep_alive:
+            data = hold.keep_alive
+            self._keep_alive = LoopingCall(self._idle, data)
+            self._keep_alive.clock = clock
+            self._keep_alive.start(hold.keep_alive_every, now=False)
+
+    def deliver(self, events: list[Event], frame: bytes) -> None:
+        self.wrote = True
+        if self.sse:
+            super().deliver(events, frame)
+        elif not self.live:
+            if not self.hold(events):
+                self._overflow()
+        else:
+            rest = self.unseen(events)
+            self.write(b"".join(e.data.encode("utf-8") for e in
+                                (events if rest is None else rest)))
+
+    def start_live(self, replay: Replay, last_id: str | None) -> None:
+        events = self.release(replay)  # (none: a GRIP hold resumes from nothing)
+        data = b"".join(e.frame if self.sse else e.data.encode("utf-8") for e in events)
+        head, self.head = self.head, b""
+        if not self.closed:
+            self.write(head + data)
+
+    def _idle(self, data: bytes) -> None:
+        if not self.wrote and self.live and not self.closed:
+            self.write(data)
+        self.wrote = False
+
+    def heartbeat(self) -> None:
+        pass  # GRIP streams send the backend's keep-alive data, or nothing
+
+    def disconnected(self) -> None:
+        super().disconnected()
+        if self._keep_alive is not None and self._keep_alive.running:
+            self._keep_alive.stop()
+
+
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
+def _body(response: Any) -> defer.Deferred[bytes]:
+    """The whole body; an HTTP/1.0 server that ends it by closing counts as complete."""
+    def whole(failure: Failure) -> Any:
+        if failure.check(PartialDownloadError):
+            return failure.value.response  # type: ignore[union-attr]
+        return failure
+
+    d: defer.Deferred[Any] = readBody(response)
+    d.addErrback(whole)
+    return d
+
+
+def _agent(app: Any) -> Agent:
+    """One HTTP client (and connection pool) per application, for its backends."""
+    agent = app.__dict__.get("_grip_agent")
+    if agent is None:
+        pool = HTTPConnectionPool(app.clock, persistent=True)
+        # Twisted logs "Starting factory" for every connection its pool makes; its
+        # factory class is a private attribute (tests/test_quality.py checks it)
+        pool._factory = _QuietFactory
+        agent = app.__dict__["_grip_agent"] = Agent(app.clock, pool=pool)
+    return agent  # type: ignore[no-any-return]
+
+
+class GripProxyHandler(BaseHandler):
+    """One request under a ``--grip-proxy`` prefix."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    subscriber: Any = None
+
+    def initialize(self, backend: str) -> None:
+        self.backend = backend
+
+    @cyclone.web.asynchronous
+    def get(self, *args: Any) -> defer.Deferred[Any]:
+        return self._forward()
+
+    head = post = put = patch = delete = options = get
+
+    def _forward(self) -> defer.Deferred[Any]:
+        request = self.request
+        settings = self.application.settings_obj
+        headers = Headers()
+        for name, value in request.headers.get_all():
+            lowered = name.lower()
+            if lowered not in HOP_BY_HOP and not lowered.startswith("grip-"):
+                headers.addRawHeader(name, value)
+        headers.addRawHeader("X-Forwarded-For", self.request.connection.address)
+        if settings.grip_key:
+            headers.addRawHeader("Grip-Sig", signature(settings.grip_key))
+        body = FileBodyProducer(BytesIO(request.body)) if request.body else None
+        url = (self.backend + request.uri).encode("utf-8")
+        d = _agent(self.application).request(request.method.encode(), url, headers, body)
+        d.addCallback(lambda response: _body(response).addCallback(
+            lambda content: (response, content)))
+        d.addTimeout(settings.grip_backend_timeout, self.application.clock)
+        d.addCallbacks(self._answered, self._unreachable)
+        return d
+
+    def _unreachable(self, failure: Any) -> None:
+        raise BadGateway(f"the backend at {self.backend} did not answer: "
+                         f"{failure.getErrorMessage() or failure.type.__name__}")
+
+    def _answered(self, result: tuple[Any, bytes]) -> defer.Deferred[Any] | None:
+        response, body = result
+        received = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
+                    for name, values in response.headers.getAllRawHeaders()}
+        try:
+            hold = read_hold(received)
+        except GripError as exc:
+            raise BadGateway(f"the backend's GRIP instructions: {exc}") from None
+        status = hold.status if hold is not None and hold.status else response.code
+        self.set_status(status, response.phrase.decode("latin-1") or None)
+        for name, values in response.headers.getAllRawHeaders():
+            lowered = name.decode("latin-1").lower()
+            if lowered not in HOP_BY_HOP and not lowered.startswith("grip-"):
+                for value in values:
+                    self.add_header(name.decode("latin-1"), value.decode("latin-1"))
+        if hold is None:
+            self.finish(body)
+            return None
+        if hold.mode == "stream":
+            return self._hold_stream(hold, body, received.get("content-type", ""))
+        return self._hold_response(hold, body)
+
+    def _hold_stream(self, hold: Hold, body: bytes, content_type: str) -> Any:
+        app = self.application
+        connection = self.request.connection
+        self.set_header("Connection", "close")  # the body ends when the stream does
+        self.set_header("X-Accel-Buffering", "no")
+        head = self._generate_headers() + body
+        self._headers_written = True
+        connection.start_streaming()
+        self.subscriber = GripStreamSubscriber(
+            connection.transport, app.registry.counters, app.settings_obj.max_pending,
+            head, content_type.startswith("text/event-stream"), app.clock, hold)
+        return app.subscriptions.open(self.subscriber, hold.channels, None)
+
+    def _hold_response(self, hold: Hold, body: bytes) -> Any:
+        app = self.application
+        self.held_body = body
+        self.subscriber = PollSubscriber(app.clock, self._publish_answers, hold.timeout,
+                                         0, None)
+        return app.subscriptions.open(self.subscriber, hold.channels, None)
+
+    def _publish_answers(self, poll: PollSubscriber) -> None:
+        """The first publish answers the held request (its data as the body); at the
+        timeout, the backend's own answer does."""
+        self._leave()
+        if self._finished:
+            return
+        if poll.events:
+            self.set_status(200)
+            self.finish(poll.events[0].data.encode("utf-8"))
+        else:
+            self.finish(self.held_body)
+
+    def _leave(self) -> None:
+        sub, self.subscriber = self.subscriber, None
+        if sub is not None:
+            self.application.subscriptions.close(sub)
+
+    def on_connection_close(self, *args: Any) -> None:
+        self._leave()

@@ -1,0 +1,1 @@
+"""A tiny Django backend written with django-grip, for the GRIP proxy tests."""

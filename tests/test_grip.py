@@ -1,0 +1,153 @@
+"""GRIP proxy mode with a real django-grip backend (tests/grip_backend): plain answers
+passed through and signed, held streams (text and SSE) fed by gripcontrol and by
+/publish, keep-alives, held responses answered by a publish or at their timeout, and a
+backend that is down."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.daemon import DEADLINE, ROOT, Daemon
+from tests.services import free_port
+
+KEY = "grip-shared-key-of-enough-length!!"
+
+
+@pytest.fixture
+def site(tmp_path):
+    """The daemon proxying /api/ to a django-grip backend it signs requests for."""
+    port = free_port()
+    daemon = Daemon(tmp_path, f"--grip-proxy=/api/=http://127.0.0.1:{port}",
+                    f"--grip-key={KEY}")
+    backend = subprocess.Popen(
+        [sys.executable, "-m", "tests.grip_backend.serve", str(port),
+         f"http://127.0.0.1:{daemon.port}", KEY], cwd=ROOT, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert backend.stdout.readline().strip() == "serving"
+        yield daemon, port
+    finally:
+        backend.kill()
+        backend.wait(DEADLINE)
+        backend.stdout.close()
+        daemon.stop()
+        assert "Traceback" not in "".join(daemon.log)
+
+
+def get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    conn.close()
+    return response, body
+
+
+def held(port, path):
+    """A raw request whose answer is read as it comes: (socket, head)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return sock, head.decode(), rest
+
+
+def read_until(sock, rest, marker):
+    while marker not in rest:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {marker!r}: {rest!r}"
+        rest += chunk
+    return rest
+
+
+def subscribed(daemon, channel):
+    """Until the daemon holds a subscriber of ``channel``."""
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        stats = daemon.request("GET", "/stats")[1]
+        if any(name == channel for name, _ in stats["subscriptions"]):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"nobody subscribed to {channel}")
+
+
+def publisher(daemon):
+    from gripcontrol import GripPubControl
+    return GripPubControl({"control_uri": f"http://127.0.0.1:{daemon.port}", "key": KEY})
+
+
+def test_plain_answers_pass_through_signed(site):
+    daemon, backend_port = site
+    response, body = get(daemon.port, "/api/plain/?x=1")
+    assert response.status == 200 and response.getheader("X-Backend") == "django"
+    assert body == b"hello from django; signed=True\n"  # Grip-Sig checked by django-grip
+    response, _ = get(backend_port, "/api/stream/")  # not through the proxy: unsigned
+    assert response.status == 501
+
+
+def test_a_held_stream_gets_what_is_published_and_keep_alives(site):
+    daemon, _ = site
+    sock, head, rest = held(daemon.port, "/api/stream/")
+    assert head.startswith("HTTP/1.1 200") and "text/plain" in head
+    assert "Grip-" not in head and "Content-Length" not in head
+    rest = read_until(sock, rest, b"welcome to the stream\n")
+    subscribed(daemon, "stream-test")
+    publisher(daemon).publish_http_stream("stream-test", "hello there\n", blocking=True)
+    daemon.publish_form("channel=stream-test&message=from+%2Fpublish")
+    rest = read_until(sock, rest, b"from /publish")  # the data as it is, no framing
+    assert rest.endswith(b"welcome to the stream\nhello there\nfrom /publish")
+    sock.close()
+    sock, head, rest = held(daemon.port, "/api/stream/?ka=1")  # Grip-Keep-Alive, 1 s
+    read_until(sock, rest, b"ka\n")
+    sock.close()
+
+
+def test_a_held_event_stream_gets_sse_frames(site):
+    daemon, _ = site
+    sock, head, rest = held(daemon.port, "/api/sse/")
+    assert "text/event-stream" in head
+    subscribed(daemon, "sse-test")
+    publisher(daemon).publish_http_stream("sse-test", "event: score\ndata: 2-1\n\n",
+                                          blocking=True)
+    rest = read_until(sock, rest, b"data: 2-1\n\n")
+    assert b"event: score\n" in rest and b"id: " in rest
+    sock.close()
+
+
+def test_a_held_response_is_answered_by_a_publish_or_its_timeout(site):
+    daemon, _ = site
+    answers = {}
+    waiting = threading.Thread(target=lambda: answers.update(
+        first=get(daemon.port, "/api/poll/")))
+    waiting.start()
+    subscribed(daemon, "poll-test")
+    publisher(daemon).publish_http_response("poll-test", "the answer\n", blocking=True)
+    waiting.join(DEADLINE)
+    response, body = answers["first"]
+    assert response.status == 200 and body == b"the answer\n"
+    started = time.monotonic()
+    response, body = get(daemon.port, "/api/poll/?timeout=1")
+    assert body == b"nothing yet\n" and time.monotonic() - started >= 0.9  # its own answer
+
+
+def test_a_backend_that_is_down_gives_a_clear_502(tmp_path):
+    daemon = Daemon(tmp_path, f"--grip-proxy=/api/=http://127.0.0.1:{free_port()}")
+    try:
+        response, body = get(daemon.port, "/api/anything")
+        assert response.status == 502
+        answer = json.loads(body)
+        assert answer["status"] == 502 and "did not answer" in answer["error"]
+    finally:
+        daemon.stop()
+    log = "".join(daemon.log)
+    assert "Traceback" not in log and log.count("did not answer") == 1
