@@ -108,7 +108,8 @@ class App(cyclone.web.Application):
 
     def grip_handlers(self) -> list[tuple[Any, ...]]:
         """The ``--grip-proxy`` routes: everything under each prefix."""
-        from cyclone_sse.handlers.grip import GripProxyHandler, routes
+        from cyclone_sse.grip import routes
+        from cyclone_sse.handlers.grip import GripProxyHandler
         return [(re.escape(prefix) + ".*", GripProxyHandler, {"backend": backend})
                 for prefix, backend in routes(self.settings_obj.grip_proxy)]
 

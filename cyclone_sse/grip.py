@@ -97,6 +97,21 @@ def read_hold(headers: dict[str, str]) -> Hold | None:
     return Hold(mode, channels, max(0.0, timeout), keep_alive, max(1.0, every), status)
 
 
+def routes(text: str) -> list[tuple[str, str]]:
+    """``--grip-proxy``: ``[(prefix, backend URL)]``; ValueError names a bad entry."""
+    found = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        prefix, eq, backend = item.strip().partition("=")
+        if not eq or not prefix.startswith("/") or not backend.startswith(("http://",
+                                                                           "https://")):
+            raise ValueError(f"--grip-proxy: cannot read {item!r}: write "
+                             "/PREFIX=http://backend:port")
+        found.append((prefix, backend.rstrip("/")))
+    return found
+
+
 def signature(key: str, lifetime: float = 3600) -> str:
     """A ``Grip-Sig`` value: a JWT (HS256) the backend checks with the same key."""
     return jwt.encode({"iss": SIG_ISSUER, "exp": int(time.time() + lifetime)}, key,

@@ -312,7 +312,7 @@ class Settings:
         if self.cors_origin != "*" and any(not o.strip() for o in self.cors_origin.split(",")):
             raise ValueError(f"--cors-origin={self.cors_origin}: empty origin in the list")
         if self.grip_proxy:
-            from cyclone_sse.handlers.grip import routes
+            from cyclone_sse.grip import routes
             routes(self.grip_proxy)
         self._check_security()
 

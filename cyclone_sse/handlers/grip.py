@@ -35,21 +35,6 @@ from cyclone_sse.transports.poll import PollSubscriber
 from cyclone_sse.transports.stream import StreamSubscriber
 
 
-def routes(text: str) -> list[tuple[str, str]]:
-    """``--grip-proxy``: ``[(prefix, backend URL)]``; ValueError names a bad entry."""
-    found = []
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        prefix, eq, backend = item.strip().partition("=")
-        if not eq or not prefix.startswith("/") or not backend.startswith(("http://",
-                                                                           "https://")):
-            raise ValueError(f"--grip-proxy: cannot read {item!r}: write "
-                             "/PREFIX=http://backend:port")
-        found.append((prefix, backend.rstrip("/")))
-    return found
-
-
 @implementer(ISubscriber)
 class GripStreamSubscriber(StreamSubscriber):
     """A held GRIP stream: the backend's head and body, then what is published — SSE
