@@ -59,7 +59,7 @@ class Stream(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.write(b"GET /?" + self.query + b" HTTP/1.1\r\nHost: load\r\n"  # type: ignore[attr-defined]
+        transport.write(b"GET " + self.load.path + self.query + b" HTTP/1.1\r\nHost: load\r\n"  # type: ignore[attr-defined]
                         b"Accept: text/event-stream\r\n\r\n")
 
     def opened(self, head: bytes) -> None:
@@ -142,6 +142,8 @@ class WebSocketStream(Stream):
 class LoadClient:
     #: What each subscriber speaks: ``Stream`` (SSE) or ``WebSocketStream``.
     stream_class: type[Stream] = Stream
+    #: What an SSE subscriber's request line asks for, before the query.
+    path = b"/?"
 
     def __init__(self, url: str, channels: Sequence[str], sample_every: int = 10) -> None:
         parsed = urlparse(url)

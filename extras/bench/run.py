@@ -9,8 +9,9 @@ connection, then publishes 200 100-byte events at 20/s and reports completeness,
 latency and the daemon's CPU time per delivery (user + system, read from /proc, over
 the publish phase).  At N = 1,000 it also finds the maximum sustained deliveries/s,
 measures a Last-Event-Id replay of 1,000 events to 1,000 reconnecting clients, and
-publish throughput through Redis; and WebSocket client publishes per second.  It prints
-numbers and asserts nothing.
+publish throughput through Redis; WebSocket client publishes per second; ZeroMQ input
+throughput and the fan-out to GRIP-held streams.  It prints numbers and asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -274,6 +275,101 @@ async def client_publishes(results: dict[str, object], count: int = 20000,
         daemon.stop()
 
 
+async def zmq_throughput(results: dict[str, object], events: int = 20000) -> None:
+    """ZeroMQ input: a pyzmq PUB connected to the daemon's bound SUB sends ``events``
+    messages as fast as it can; 10 SSE subscribers; events/s delivered."""
+    import socket
+
+    import zmq
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    daemon = Daemon("--broker=zmq", f"--zmq-bind={endpoint}")
+    context = zmq.Context()
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=1)
+        await load.connect(10)
+        pub = context.socket(zmq.PUB)
+        pub.setsockopt(zmq.SNDHWM, 0)  # queue rather than drop: count what is delivered
+        pub.connect(endpoint)
+        while load.delivered == 0:  # until the connection is up (ZeroMQ drops before)
+            pub.send_multipart([b"general", f"{time.time():.6f} probe".encode()])
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        load.reset()
+        payload = "x" * 80
+        started = time.perf_counter()
+        for n in range(events):
+            pub.send_multipart([b"general", f"{time.time():.6f} {payload}".encode()])
+            if n % 1000 == 999:
+                await asyncio.sleep(0)  # let the subscribers read
+        sent = time.perf_counter() - started
+        await wait_delivered(load, events * 10, 60)
+        elapsed = time.perf_counter() - started
+        results.update({"zmq_sent_per_s": int(events / sent),
+                        "zmq_delivered_events_per_s": int(load.delivered / 10 / elapsed),
+                        "zmq_complete_pct": round(100.0 * load.delivered / (events * 10), 3)})
+        pub.close(linger=0)
+        load.close()
+    finally:
+        context.destroy(linger=0)
+        daemon.stop()
+
+
+def grip_backend() -> tuple[int, object]:
+    """A backend that holds every request as an event stream on ``general`` (GRIP)."""
+    import http.server
+    import threading
+
+    class Hold(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            for name, value in (("Content-Type", "text/event-stream"),
+                                ("Grip-Hold", "stream"), ("Grip-Channel", "general"),
+                                ("Content-Length", "3")):
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(b":\n\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hold)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1], server
+
+
+async def grip_fan_out(results: dict[str, object], n: int = 1000) -> None:
+    """CPU per delivery to ``n`` GRIP-held event streams (``--grip-proxy``)."""
+    port, server = grip_backend()
+    daemon = Daemon(f"--grip-proxy=/api/=http://127.0.0.1:{port}")
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
+        load.path = b"/api/stream?"
+        await load.connect(n, concurrency=64)
+        await asyncio.sleep(1.0)
+        load.reset()
+        publisher = Publisher("127.0.0.1", daemon.port, 100)
+        await publisher.open()
+        cpu_before = daemon.cpu_seconds()
+        await publisher.publish_at("general", 200, 20.0)
+        await wait_delivered(load, 200 * n, 60)
+        cpu = daemon.cpu_seconds() - cpu_before
+        ms = [v * 1000 for v in load.latencies]
+        results.update({
+            "grip_streams_held": len(load.streams) - load.lost,
+            "grip_fan_out_cpu_us_per_delivery": round(1e6 * cpu / max(1, load.delivered), 2),
+            "grip_fan_out_p99_ms": round(percentile(ms, 0.99), 1),
+            "grip_complete_pct": round(100.0 * load.delivered / (200 * n), 3)})
+        publisher.close()
+        load.close()
+    finally:
+        daemon.stop()
+        server.shutdown()  # type: ignore[attr-defined]
+
+
 def table(rows: list[dict[str, object]], extra: dict[str, object]) -> str:
     lines = ["| transport | N subscribers | held | connect s | achieved msgs/s | delivered % "
              "| p50 ms | p99 ms | max ms | server CPU µs/delivery | RSS KB/idle conn |",
@@ -398,6 +494,12 @@ async def main(args: argparse.Namespace) -> None:
         await client_publishes(publishes)
         print(publishes, flush=True)
         extra.update(publishes)
+    if args.pushpin:
+        pushpin: dict[str, object] = {}
+        await zmq_throughput(pushpin)
+        await grip_fan_out(pushpin)
+        print(pushpin, flush=True)
+        extra.update(pushpin)
     if args.redis:
         redis_result: dict[str, object] = {}
         await redis_throughput(redis_result)
@@ -422,6 +524,8 @@ def cli() -> None:
                         help="skip the private-channels costs")
     parser.add_argument("--no-websocket", dest="websocket", action="store_false",
                         help="skip the WebSocket rows and client publishes")
+    parser.add_argument("--no-pushpin", dest="pushpin", action="store_false",
+                        help="skip ZeroMQ input and GRIP-held streams")
     args = parser.parse_args()
     try:
         import uvloop
