@@ -58,6 +58,10 @@ class ZmqBroker(Broker):
 
     @classmethod
     def check_options(cls, settings: Any) -> None:
+        if settings.history != "memory":
+            # every daemon receives every message: each would store it again
+            raise ValueError(f"--history={settings.history}: with --broker=zmq each "
+                             "daemon keeps its own history in memory")
         if not endpoints(settings.zmq_connect) and not endpoints(settings.zmq_bind):
             raise ValueError("--broker=zmq: give --zmq-connect and/or --zmq-bind")
         for option in ("zmq_connect", "zmq_bind", "zmq_publish"):
