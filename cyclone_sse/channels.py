@@ -61,3 +61,54 @@ def split_channels(values: Iterable[str], limit: int, field: str = "channels") -
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """``news.*`` → a regex matching every channel the pattern names."""
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")) + r"\Z")
+
+
+class PatternIndex:
+    """Patterns filed by their literal prefix (the text before the first ``*``).
+
+    The patterns that may match a channel are found with one dict lookup per distinct
+    prefix length no longer than the channel, and only those are tried: a lookup costs
+    O(prefix lengths + candidates), not O(all patterns)."""
+
+    def __init__(self) -> None:
+        self._by_prefix: dict[str, dict[str, re.Pattern[str]]] = {}
+        self._lengths: dict[int, int] = {}  # prefix length → patterns filed under it
+        self._sorted: list[int] = []
+
+    def __len__(self) -> int:
+        return sum(self._lengths.values())
+
+    def add(self, pattern: str) -> None:
+        prefix = pattern.split("*", 1)[0]
+        group = self._by_prefix.setdefault(prefix, {})
+        if pattern not in group:
+            group[pattern] = compile_pattern(pattern)
+            self._lengths[len(prefix)] = self._lengths.get(len(prefix), 0) + 1
+            self._sorted = sorted(self._lengths)
+
+    def remove(self, pattern: str) -> None:
+        prefix = pattern.split("*", 1)[0]
+        group = self._by_prefix.get(prefix)
+        if group is None or group.pop(pattern, None) is None:
+            return
+        if not group:
+            del self._by_prefix[prefix]
+        left = self._lengths[len(prefix)] - 1
+        if left:
+            self._lengths[len(prefix)] = left
+        else:
+            del self._lengths[len(prefix)]
+        self._sorted = sorted(self._lengths)
+
+    def matching(self, channel: str) -> list[str]:
+        """The patterns that match ``channel``."""
+        found: list[str] = []
+        by_prefix = self._by_prefix
+        size = len(channel)
+        for length in self._sorted:
+            if length > size:
+                break
+            group = by_prefix.get(channel[:length])
+            if group:
+                found.extend(p for p, regex in group.items() if regex.match(channel))
+        return found

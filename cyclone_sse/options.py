@@ -206,6 +206,8 @@ class Settings:
                               "bytes queued for a client that stopped reading", _count)
     max_body: int = option(1024 * 1024, "largest publish body, bytes", _int(1))
     max_publish_channels: int = option(64, "channels one publish may name", _count)
+    max_batch: int = option(1000, "events one publish request may carry (a JSON list)",
+                            _int(1))
     pattern_replays: float = option(50.0, "subscriptions with a pattern and a last event "
                                     "id per second, daemon-wide (burst: twice as many)",
                                     _rate)

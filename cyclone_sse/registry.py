@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from cyclone_sse.channels import compile_pattern, is_pattern
+from cyclone_sse.channels import PatternIndex, is_pattern
 from cyclone_sse.event import Event
 from cyclone_sse.interfaces import ISubscriber
 
@@ -91,9 +91,10 @@ class ChannelRegistry(Service):
         self.started_at = clock.seconds()
         self.counters = Counters()
         self.listeners: list[ChannelListener] = []
-        # channel → its subscribers; pattern → (regex, its subscribers)
+        # channel → its subscribers; pattern → its subscribers, and the patterns indexed
         self._channels: dict[str, set[ISubscriber]] = {}
-        self._patterns: dict[str, tuple[object, set[ISubscriber]]] = {}
+        self._patterns: dict[str, set[ISubscriber]] = {}
+        self._index = PatternIndex()
         # channel → subscriber sets of the patterns matching it (rebuilt lazily)
         self._pattern_cache: dict[str, list[set[ISubscriber]]] = {}
         self._subscriptions: dict[ISubscriber, tuple[str, ...]] = {}
@@ -114,10 +115,11 @@ class ChannelRegistry(Service):
             if is_pattern(name):
                 entry = self._patterns.get(name)
                 if entry is None:
-                    entry = self._patterns[name] = (compile_pattern(name), set())
+                    entry = self._patterns[name] = set()
+                    self._index.add(name)
                     self._pattern_cache.clear()
                     self._notify(name, True)
-                entry[1].add(subscriber)
+                entry.add(subscriber)
             else:
                 subs = self._channels.get(name)
                 if subs is None:
@@ -145,10 +147,11 @@ class ChannelRegistry(Service):
 
     def _drop(self, subscriber: ISubscriber, name: str) -> None:
         if is_pattern(name):
-            _, subs = self._patterns[name]
+            subs = self._patterns[name]
             subs.discard(subscriber)
             if not subs:
                 del self._patterns[name]
+                self._index.remove(name)
                 self._pattern_cache.clear()
                 self._notify(name, False)
         else:
@@ -219,8 +222,8 @@ class ChannelRegistry(Service):
     def _matching_groups(self, channel: str) -> list[set[ISubscriber]]:
         groups = self._pattern_cache.get(channel)
         if groups is None:
-            groups = [subs for regex, subs in self._patterns.values()
-                      if regex.match(channel)]  # type: ignore[attr-defined]
+            patterns = self._patterns
+            groups = [patterns[name] for name in self._index.matching(channel)]
             self._pattern_cache[channel] = groups
             if len(self._pattern_cache) > 10000:
                 self._pattern_cache.clear()
@@ -310,7 +313,7 @@ class ChannelRegistry(Service):
     def subscriber_counts(self) -> list[tuple[str, int]]:
         """``[(channel or pattern, subscribers)]``, the original /stats list."""
         pairs = [(name, len(subs)) for name, subs in self._channels.items()]
-        pairs.extend((name, len(entry[1])) for name, entry in self._patterns.items())
+        pairs.extend((name, len(subs)) for name, subs in self._patterns.items())
         pairs.sort()
         return pairs
 

@@ -195,3 +195,24 @@ def test_plain_pip_installs_the_client_into_a_fresh_virtualenv_without_twisted(
                        capture_output=True, timeout=DEADLINE)
     assert stream.events(1)[0] == {"id": report["id"], "event": "message",
                                    "data": '{"from":"venv"}'}
+
+
+def test_batches_over_http_and_into_redis(daemon, redis_prefix):  # noqa: F811
+    stream = SSEClient(daemon.port, "channels=a,b")
+    events = [{"channel": "a", "data": n, "id": f"b{n}"} for n in range(3)]
+    events.append({"channels": ["a", "b"], "data": {"last": True}, "event": "end"})
+    published = Publisher(f"http://127.0.0.1:{daemon.port}", key="k3y").publish_many(events)
+    assert [p.channel for p in published] == ["a", "a", "a", "a", "b"]
+    got = stream.events(5)
+    assert [(e["event"], e["data"]) for e in got] == [
+        ("message", "0"), ("message", "1"), ("message", "2"), ("end", '{"last":true}'),
+        ("end", '{"last":true}')]
+    assert [e["id"] for e in got] == [p.id for p in published]
+    again = asyncio.run(AsyncPublisher(f"http://127.0.0.1:{daemon.port}", key="k3y")
+                        .publish_many(events[:3]))
+    assert [p.duplicate for p in again] == [True, True, True]
+    redis = RedisPublisher(prefix=redis_prefix)
+    stored = redis.publish_many([{"channel": "r", "data": str(n)} for n in range(100)])
+    seqs = [int(p.id.rsplit("-", 1)[1]) for p in stored]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 100  # in order, each once
+    redis.close()

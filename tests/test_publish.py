@@ -181,3 +181,36 @@ def test_prometheus_metrics():
                      "cyclone_sse_connections_accepted_total 1.0",
                      "cyclone_sse_broker_connected 1.0"):
         assert expected in lines, expected
+
+
+def post_json(app, value, headers=None):
+    answer = Connection(app).send("POST", "/publish", json.dumps(value).encode(), {
+        "Content-Type": "application/json", **(headers or {})}).json()
+    app.clock.advance(0)
+    return answer
+
+
+def test_a_batch_publishes_every_event_in_order_with_one_answer():
+    app = make_app(max_batch=3)
+    conn = subscribe(app, "channels=a,b")
+    status, body = post_json(app, [{"channel": "a", "data": "1"},
+                                   {"channels": ["a", "b"], "data": {"n": 2}, "event": "e"},
+                                   {"channel": "b", "data": "3", "id": "mine"}])
+    assert status == 200 and [e["channel"] for e in body["events"]] == ["a", "a", "b", "b"]
+    assert [(e["event"], e["data"]) for e in conn.events()] == [
+        ("message", "1"), ("e", '{"n":2}'), ("e", '{"n":2}'), ("message", "3")]
+    assert [e["id"] for e in conn.events()] == [e["id"] for e in body["events"]]
+    for bad, field in (([], "body"), ([{"channel": "a", "data": "x"}] * 4, "body"),
+                       ([{"channel": "a", "data": "x"}, {"channel": "bad channel",
+                                                         "data": "y"}], "channel"),
+                       ([{"channel": "a", "data": "x", "key": "k"}], "key"), ([1], "body")):
+        status, body = post_json(app, bad)
+        assert status == 400 and body["field"] == field, bad
+    assert len(conn.events()) == 4  # a refused batch publishes none of its events
+
+
+def test_a_batch_needs_the_key_in_the_header():
+    app = make_app(http_secret="k")
+    assert post_json(app, [{"channel": "a", "data": "x"}])[0] == 401
+    status, _ = post_json(app, [{"channel": "a", "data": "x"}], {"Authorization": "Bearer k"})
+    assert status == 200

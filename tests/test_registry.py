@@ -131,3 +131,36 @@ def test_a_turn_of_one_channel_is_one_joined_write_and_order_is_kept():
     assert ab.frames == [events[0].frame + events[1].frame, events[2].frame, events[3].frame]
     assert b_only.frames == [events[2].frame]
     assert registry.counters.deliveries == 2 + 2 + 1
+
+
+def test_the_pattern_index_finds_exactly_what_the_patterns_match():
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from cyclone_sse.channels import PatternIndex, compile_pattern
+    parts = st.text(alphabet="ab.:", min_size=0, max_size=3)
+    patterns = st.lists(st.builds(lambda a, b, c: f"{a}*{b}" + (f"*{c}" if c else ""),
+                                  parts, parts, parts), max_size=12, unique=True)
+
+    @settings(max_examples=200, deadline=None)
+    @given(patterns, st.lists(st.text(alphabet="ab.:", min_size=1, max_size=6), max_size=8),
+           st.data())
+    def check(found, channels, data):
+        index = PatternIndex()
+        for pattern in found:
+            index.add(pattern)
+        gone = data.draw(st.lists(st.sampled_from(found), unique=True) if found
+                         else st.just([]))
+        for pattern in gone:
+            index.remove(pattern)
+        kept = [p for p in found if p not in gone]
+        assert len(index) == len(kept)
+        for channel in channels:
+            expected = {p for p in kept if compile_pattern(p).match(channel)}
+            assert set(index.matching(channel)) == expected
+            assert all(re.fullmatch(".*".join(map(re.escape, p.split("*"))), channel)
+                       for p in expected)
+
+    check()

@@ -31,12 +31,40 @@ def _deeper_than(value: object, limit: int) -> bool:
     return False
 
 
+#: One publish: (channels, data, event name, publisher id).
+Message = tuple[list[str], str, "str | None", "str | None"]
+
+
+def _message(body: Any) -> tuple[Message, str | None]:
+    """One JSON publish object, and its ``key`` field."""
+    if not isinstance(body, dict):
+        raise BadRequest("JSON body must be an object (or a list of them: a batch)",
+                         field="body")
+    channels = body.get("channels", body.get("channel"))
+    if isinstance(channels, str):
+        channels = [channels]
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise BadRequest("'channel' must be a string or 'channels' a list of strings",
+                         field="channel")
+    if "data" not in body and "message" not in body:
+        raise BadRequest("missing field 'data'", field="data")
+    data = as_data(body["data"] if "data" in body else body["message"])
+    fields = []
+    for name in ("event", "id", "key"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"'{name}' must be a string", field=name)
+        fields.append(check_text(value, name) if value else None)
+    return (channels, data, fields[0], fields[1]), fields[2]
+
+
 class PublishHandler(BaseHandler):
     """``POST /publish``: the original form fields, or a JSON body.
 
     Form: ``channel`` (repeatable), ``message``, ``key`` [, ``event``, ``id``].
     JSON: ``{"channel": "a" | "channels": [...], "data": ..., "event": ..., "id": ...,
-    "key": ...}``; non-string ``data`` is sent as its JSON text.
+    "key": ...}``; non-string ``data`` is sent as its JSON text.  A JSON list of such
+    objects is a batch (``--max-batch``), published in order.
     """
 
     def authenticate(self) -> Claims | bool | None:
@@ -76,8 +104,8 @@ class PublishHandler(BaseHandler):
         if not self.key_matches(key):
             raise Unauthorized("missing or wrong publish key")
 
-    def parse(self) -> tuple[list[str], str, str | None, str | None, str | None]:
-        """(channels, data, event name, publisher id, key) from either body format."""
+    def parse(self) -> tuple[list[Message], str | None]:
+        """The messages of either body format, and the body's key (the 2013 ``key``)."""
         content_type = self.request.headers.get("Content-Type", "")
         if content_type.startswith("application/json"):
             return self._parse_json()
@@ -85,10 +113,10 @@ class PublishHandler(BaseHandler):
         message = self.get_argument("message", None)
         if message is None:
             raise BadRequest("missing field 'message'", field="message")
-        return (channels, message, self.get_argument("event", None) or None,
-                self.get_argument("id", None) or None, self.get_argument("key", None))
+        return ([(channels, message, self.get_argument("event", None) or None,
+                  self.get_argument("id", None) or None)], self.get_argument("key", None))
 
-    def _parse_json(self) -> tuple[list[str], str, str | None, str | None, str | None]:
+    def _parse_json(self) -> tuple[list[Message], str | None]:
         try:
             body = json.loads(self.request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -97,43 +125,39 @@ class PublishHandler(BaseHandler):
             body = None
         if body is None or _deeper_than(body, MAX_JSON_DEPTH):
             raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", field="body")
-        if not isinstance(body, dict):
-            raise BadRequest("JSON body must be an object", field="body")
-        channels = body.get("channels", body.get("channel"))
-        if isinstance(channels, str):
-            channels = [channels]
-        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-            raise BadRequest("'channel' must be a string or 'channels' a list of strings",
-                             field="channel")
-        if "data" not in body and "message" not in body:
-            raise BadRequest("missing field 'data'", field="data")
-        data = as_data(body["data"] if "data" in body else body["message"])
-        fields = []
-        for name in ("event", "id", "key"):
-            value = body.get(name)
-            if value is not None and not isinstance(value, str):
-                raise BadRequest(f"'{name}' must be a string", field=name)
-            fields.append(check_text(value, name) if value else None)
-        return channels, data, fields[0], fields[1], fields[2]
+        if isinstance(body, list):  # a batch: one request, many events
+            most = self.application.settings_obj.max_batch
+            if not body or len(body) > most:
+                raise BadRequest(f"a batch holds 1 to {most} events (--max-batch)",
+                                 field="body")
+            parsed = [_message(item) for item in body]
+            if any(key is not None for _, key in parsed):
+                raise BadRequest("a batch takes the key in the Authorization header, not in "
+                                 "its events", field="key")
+            return [message for message, _ in parsed], None
+        message, key = _message(body)
+        return [message], key
 
     def post(self) -> defer.Deferred[object]:
         proof = self.authenticate()
-        channels, data, name, publisher_id, key = self.parse()
-        self.check_rights(proof, key, channels)
-        if not channels:
-            raise BadRequest("missing field 'channel'", field="channel")
+        messages, key = self.parse()
+        self.check_rights(proof, key, [c for m in messages for c in m[0]])
         most = self.application.settings_obj.max_publish_channels
-        if most and len(set(channels)) > most:
-            raise BadRequest(f"too many channels in one publish: {len(set(channels))} > {most}",
-                             field="channel")
-        for channel in channels:
-            check_channel(channel)
-        check_publish(name, publisher_id)
+        publishes: list[defer.Deferred[Any]] = []
         broker = self.application.broker
-        unique = dict.fromkeys(channels)
-        d = defer.gatherResults(
-            [broker.publish(channel, data, name, publisher_id) for channel in unique],
-            consumeErrors=True)
+        for channels, _, name, publisher_id in messages:
+            if not channels:
+                raise BadRequest("missing field 'channel'", field="channel")
+            if most and len(set(channels)) > most:
+                raise BadRequest(f"too many channels in one publish: {len(set(channels))} > "
+                                 f"{most}", field="channel")
+            for channel in channels:
+                check_channel(channel)
+            check_publish(name, publisher_id)
+        for channels, data, name, publisher_id in messages:  # all checked: now publish
+            publishes.extend(broker.publish(channel, data, name, publisher_id)
+                             for channel in dict.fromkeys(channels))
+        d = defer.gatherResults(publishes, consumeErrors=True)
         d.addCallback(self._published)
         d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
         return d  # type: ignore[return-value]

@@ -1,0 +1,230 @@
+"""The request-path benchmark: what a publish and a new subscription cost, daemon on CPU 0,
+client on CPU 1 (as extras/bench/run.py).
+
+    uv run python extras/bench/requests.py            # every workload
+    uv run python extras/bench/requests.py one per-user --count 2000
+
+Workloads (each on a fresh daemon; numbers are requests/s and the daemon's CPU per
+request, from /proc):
+
+one          one publisher waiting for each answer, 10 subscribers on one channel
+concurrent   16 publishers on keep-alive connections, each waiting for its answers
+per-user     10,000 subscribers each on its own channel, 2 events published to each
+patterns     3,000 subscribers each on its own pattern p<i>.*, one event to each p<i>.x
+             (beside: the same with 3,000 exact channels)
+redis        "one" through --broker=redis (history in Redis)
+amqp         "one" through --broker=amqp
+batch        one publisher, 100 events per request (the JSON list body), 10 subscribers
+connect      10,000 subscribers connecting, 128 at a time; and the same resuming with a
+             Last-Event-ID that replays 2 events each
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from client import LoadClient, Publisher  # noqa: E402
+from run import Daemon, wait_delivered  # noqa: E402
+
+
+async def timed(daemon: Daemon, work: object) -> tuple[float, float]:
+    """(seconds, daemon CPU seconds) of awaiting ``work``."""
+    cpu, started = daemon.cpu_seconds(), time.perf_counter()
+    await work  # type: ignore[misc]
+    return time.perf_counter() - started, daemon.cpu_seconds() - cpu
+
+
+def rate_row(name: str, count: int, seconds: float, cpu: float, unit: str = "publish",
+             **extra: object) -> dict[str, object]:
+    """One result: ``unit``s per second and the daemon's CPU µs per ``unit``."""
+    row: dict[str, object] = {"workload": name, "unit": unit, "per_s": int(count / seconds),
+                              "cpu_us_each": round(1e6 * cpu / count, 1)}
+    row.update(extra)
+    return row
+
+
+async def publishers(daemon: Daemon, count: int) -> list[Publisher]:
+    found = [Publisher("127.0.0.1", daemon.port, 100) for _ in range(count)]
+    for publisher in found:
+        await publisher.open()
+    return found
+
+
+async def one(options: tuple[str, ...] = (), count: int = 5000,
+              name: str = "one") -> dict[str, object]:
+    daemon = Daemon(*options)
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
+        await load.connect(10)
+        [publisher] = await publishers(daemon, 1)
+
+        async def run() -> None:
+            for _ in range(count):
+                await publisher.publish("general")
+        seconds, cpu = await timed(daemon, run())
+        await wait_delivered(load, count * 10, 30)
+        complete = load.delivered == count * 10
+        load.close()
+        return rate_row(name, count, seconds, cpu, complete=complete)
+    finally:
+        daemon.stop()
+
+
+async def concurrent(count: int = 20000, clients: int = 16) -> dict[str, object]:
+    daemon = Daemon()
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
+        await load.connect(10)
+        found = await publishers(daemon, clients)
+
+        async def each(publisher: Publisher) -> None:
+            for _ in range(count // clients):
+                await publisher.publish("general")
+        seconds, cpu = await timed(daemon, asyncio.gather(*(each(p) for p in found)))
+        total = count // clients * clients
+        await wait_delivered(load, total * 10, 30)
+        load.close()
+        return rate_row(f"concurrent ({clients} publishers)", total, seconds, cpu,
+                        complete=load.delivered == total * 10)
+    finally:
+        daemon.stop()
+
+
+async def per_user(users: int = 10000, events: int = 2, pattern: bool = False,
+                   name: str = "per-user") -> dict[str, object]:
+    daemon = Daemon()
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["x"], sample_every=10 ** 9)
+        load.query_for = (lambda n: f"channels=p{n}.*".encode()) if pattern else \
+            (lambda n: f"channels=u{n}".encode())  # type: ignore[method-assign]
+        await load.connect(users, concurrency=128)
+        [publisher] = await publishers(daemon, 1)
+        channel = (lambda n: f"p{n}.x") if pattern else (lambda n: f"u{n}")
+
+        async def run() -> None:
+            for _ in range(events):
+                for n in range(users):
+                    await publisher.publish(channel(n))
+        seconds, cpu = await timed(daemon, run())
+        await wait_delivered(load, users * events, 30)
+        load.close()
+        return rate_row(name, users * events, seconds, cpu,
+                        complete=load.delivered == users * events)
+    finally:
+        daemon.stop()
+
+
+async def batch(count: int = 50000, size: int = 100) -> dict[str, object]:
+    daemon = Daemon()
+    try:
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
+        await load.connect(10)
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
+
+        async def run() -> None:
+            for _ in range(count // size):
+                body = json.dumps([{"channel": "general", "data": f"{time.time():.6f} " +
+                                    "x" * 80} for _ in range(size)]).encode()
+                writer.write(b"POST /publish HTTP/1.1\r\nHost: b\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(body), body))
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+        seconds, cpu = await timed(daemon, run())
+        await wait_delivered(load, count * 10, 60)
+        writer.close()
+        load.close()
+        return rate_row(f"batch ({size} events a request)", count, seconds, cpu,
+                        unit="event", complete=load.delivered == count * 10)
+    finally:
+        daemon.stop()
+
+
+async def connect(users: int = 10000, replay: bool = False) -> dict[str, object]:
+    daemon = Daemon()
+    try:
+        query = "channels=storm"
+        if replay:
+            [publisher] = await publishers(daemon, 1)
+            first = Publisher("127.0.0.1", daemon.port, 100)
+            await first.open()
+            first.send("storm")
+            head = await first.reader.readuntil(b"\r\n\r\n")  # type: ignore[union-attr]
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            answer = json.loads(await first.reader.readexactly(length))  # type: ignore[union-attr]
+            last_id = answer["events"][0]["id"]
+            for _ in range(2):
+                await publisher.publish("storm")
+            query += f"&lastEventId={last_id}"
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["storm"], sample_every=10 ** 9)
+        load.query_for = lambda _: query.encode()  # type: ignore[method-assign]
+        seconds, cpu = await timed(daemon, load.connect(users, concurrency=128))
+        if replay:
+            await wait_delivered(load, users * 2, 30)
+        held = len(load.streams) - load.lost
+        load.close()
+        return rate_row(f"connect{' + replay of 2' if replay else ''} ({users:,})", users,
+                        seconds, cpu, unit="connect", seconds=round(seconds, 2), held=held)
+    finally:
+        daemon.stop()
+
+
+async def main(args: argparse.Namespace) -> None:
+    os.sched_setaffinity(0, {1})
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    runs = {
+        "one": lambda: one(count=args.count),
+        "concurrent": lambda: concurrent(count=4 * args.count),
+        "per-user": lambda: per_user(),
+        "patterns": lambda: _pair(),
+        "redis": lambda: one(("--broker=redis", f"--redis-prefix=bench-{secrets.token_hex(3)}",
+                              "--redis-raw="), args.count, "one, through Redis"),
+        "amqp": lambda: one(("--broker=amqp", f"--amqp-exchange-name=bench-{secrets.token_hex(3)}"),
+                            args.count, "one, through RabbitMQ"),
+        "batch": lambda: batch(),
+        "connect": lambda: _connects(),
+    }
+
+    async def _pair() -> list[dict[str, object]]:
+        return [await per_user(3000, 1, True, "patterns (3,000 p<i>.*)"),
+                await per_user(3000, 1, False, "exact (3,000 channels)")]
+
+    async def _connects() -> list[dict[str, object]]:
+        return [await connect(), await connect(replay=True)]
+
+    for name in args.workloads or list(runs):
+        result = await runs[name]()
+        for row in result if isinstance(result, list) else [result]:
+            print(json.dumps(row), flush=True)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description="cyclone-sse request-path benchmark")
+    parser.add_argument("workloads", nargs="*", help="one concurrent per-user patterns redis "
+                        "amqp batch connect (default: all)")
+    parser.add_argument("--count", type=int, default=5000, help="publishes in 'one'")
+    args = parser.parse_args()
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    cli()
