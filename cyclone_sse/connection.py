@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 from http.client import responses
+from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -55,6 +56,8 @@ class HTTPConnection(httpserver.HTTPConnection):
     streaming = False   # a response now owns the connection (see start_streaming)
     closing = False     # rejected: whatever else arrives is ignored
     upgraded: Any = None  # the WebSocket protocol this connection now carries (upgrade)
+    _request: Any  # (cyclone's: the request being read or answered)
+    _contentbuffer: Any
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -125,16 +128,29 @@ class HTTPConnection(httpserver.HTTPConnection):
         self.reject(431, f"request line or header longer than {self.MAX_LENGTH} bytes")
 
     def _on_headers(self, data: bytes) -> None:
+        # cyclone's _on_headers, with the head parsed once: _check_head's parse is
+        # reused (cyclone would split and parse the same bytes again)
         checked = self._check_head(data)
-        if isinstance(checked, tuple):
-            self.reject(*checked)
+        if len(checked) == 2:
+            self.reject(*checked)  # type: ignore[misc]
             return
-        if checked:
+        length, method, uri, version, headers = checked  # type: ignore[misc]
+        self._request = HTTPRequest(connection=self, method=method, uri=uri,
+                                    version=version, headers=headers,
+                                    remote_ip=self._remote_ip)
+        if length:
             self._arm(self.settings.body_timeout, "request body")
-        super()._on_headers(data)
+            if headers.get("Expect") == "100-continue":
+                self.transport.write(b"HTTP/1.1 100 (Continue)\r\n\r\n")
+            self._contentbuffer = BytesIO()  # (length is at most --max-body)
+            self.content_length = length
+            self.setRawMode()
+            return
+        self.request_callback(self._request)
 
-    def _check_head(self, data: bytes) -> tuple[int, str] | int:
-        """(status, reason) for a request head we refuse, else its body's length."""
+    def _check_head(self, data: bytes) -> tuple[int, str] | tuple[int, str, str, str, Any]:
+        """(status, reason) for a request head we refuse, else (body length, method,
+        URI, version, headers)."""
         eol = data.find(b"\r\n")
         start_line = data[:eol] if eol >= 0 else data
         parts = start_line.split(b" ")
@@ -173,7 +189,11 @@ class HTTPConnection(httpserver.HTTPConnection):
         length = int(lengths.pop()) if lengths else 0
         if length > self.max_body:
             return 413, f"request body larger than {self.max_body} bytes"
-        return length
+        try:
+            method, uri = parts[0].decode("utf-8"), parts[1].decode("utf-8")
+        except UnicodeDecodeError:
+            return 400, "malformed HTTP request line (not UTF-8)"
+        return length, method, uri, parts[2].decode("latin-1"), headers
 
     def _on_request_body(self, data: bytes) -> None:
         # cyclone decodes urlencoded form bodies as UTF-8 before any handler runs.
@@ -191,10 +211,30 @@ class HTTPConnection(httpserver.HTTPConnection):
 
     def _dispatch(self, request: HTTPRequest) -> None:
         """The request is complete: nothing more is parsed until it is answered, so a
-        pipelined request is answered after it, in order."""
+        pipelined request is answered after it, in order.  A publish takes the lean
+        path when the application serves ``/publish`` with the stock handler."""
         self._disarm()
         self.paused = True  # (LineReceiver's own flag: stop splitting lines)
+        if request.method == "POST" and request.path == "/publish" and self._lean():
+            from cyclone_sse.handlers.publish import LeanPublish
+            if LeanPublish(self.factory, request).run():
+                return
         self.factory(request)
+
+    def _lean(self) -> bool:
+        """Whether this application's ``/publish`` may skip cyclone's handler machinery:
+        its route is the stock ``PublishHandler`` and no access log wants each request."""
+        app = self.factory
+        lean = app.__dict__.get("_lean_publish")
+        if lean is None:
+            from cyclone_sse.handlers.publish import PublishHandler
+            # cyclone keeps its routes as (host pattern, [URLSpec]) pairs in .handlers
+            specs = [spec for _, group in app.handlers for spec in group
+                     if spec.regex.match("/publish")]
+            lean = app.__dict__["_lean_publish"] = bool(
+                specs and specs[0].handler_class is PublishHandler
+                and not self.settings.access_log)
+        return bool(lean)
 
     def _finish_request(self) -> None:
         super()._finish_request()

@@ -214,3 +214,68 @@ def test_a_batch_needs_the_key_in_the_header():
     assert post_json(app, [{"channel": "a", "data": "x"}])[0] == 401
     status, _ = post_json(app, [{"channel": "a", "data": "x"}], {"Authorization": "Bearer k"})
     assert status == 200
+
+
+def test_the_lean_publish_path_answers_as_the_handler_does():
+    """A publish skips cyclone's handler machinery (connection.py); with --access-log it
+    does not.  Both answers must be the same, headers included, for success and error."""
+    def answer(app, body, headers):
+        raw = Connection(app).send("POST", "/publish", body, headers).raw
+        app.clock.advance(0)
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        fields = sorted(line for line in lines[1:] if not line.startswith("Date:"))
+        return lines[0], fields, json.loads(payload)
+
+    from cyclone_sse.handlers.publish import PublishHandler
+    built = []
+    original_init = PublishHandler.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(self)
+        original_init(self, *args, **kwargs)
+
+    PublishHandler.__init__ = counting
+    try:
+        compare(answer)
+    finally:
+        PublishHandler.__init__ = original_init
+    assert len(built) == 5 * 2 + 2 * 2  # the cyclone app's 10, and the lean app's 4 errors
+
+
+def compare(answer):
+    for options in ({}, {"cors_origin": "https://a.example", "http_secret": "k"}):
+        lean, handled = make_app(**options), make_app(access_log=True, **options)
+        assert not handled.__dict__.get("_lean_publish")
+        for body, headers in (
+                (b'{"channel": "a", "data": "x"}', {"Content-Type": "application/json"}),
+                (b"channel=a&message=x&key=k", {"Content-Type":
+                                                "application/x-www-form-urlencoded"}),
+                (b'[{"channel": "a", "data": 1}, {"channel": "b", "data": 2}]',
+                 {"Content-Type": "application/json", "Authorization": "Bearer k"}),
+                (b'{"channel": "bad channel", "data": "x"}', {"Content-Type":
+                                                            "application/json"}),
+                (b"channel=a&message=x&key=wrong", {"Content-Type":
+                                                    "application/x-www-form-urlencoded"})):
+            headers = {**headers, "Origin": "https://a.example"}
+            (lean_line, lean_fields, lean_body) = answer(lean, body, headers)
+            (line, fields, expected) = answer(handled, body, headers)
+            assert (lean_line, lean_fields) == (line, fields), body
+            for value in (lean_body, expected):  # ids differ between the two apps
+                for event in value.get("events", []):
+                    event["id"] = "-"
+            assert lean_body == expected, body
+        assert lean.__dict__["_lean_publish"] is True
+
+
+def test_a_publish_the_broker_fails_is_answered_by_the_handler_on_the_lean_path():
+    from twisted.internet import defer
+
+    from cyclone_sse.errors import BrokerUnavailable
+    app = make_app()
+    app.broker.publish = lambda *args: defer.fail(BrokerUnavailable("not published, retry"))
+    raw = Connection(app).send("POST", "/publish", b'{"channel": "a", "data": "x"}',
+                               {"Content-Type": "application/json"}).raw
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503") and json.loads(body) == {
+        "error": "not published, retry", "status": 503}

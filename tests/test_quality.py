@@ -117,6 +117,12 @@ def test_private_internals_we_lean_on_are_still_there():
     # connection.py: cyclone's request parsing steps it wraps
     for attribute in ("_on_headers", "_on_request_body", "lineReceived"):
         assert hasattr(cyclone.httpserver.HTTPConnection, attribute), attribute
+    # connection.py's _on_headers fills what cyclone's body reader then uses
+    import inspect
+    body_reader = inspect.getsource(cyclone.httpserver.HTTPConnection.rawDataReceived)
+    assert "self._contentbuffer" in body_reader and "self.content_length" in body_reader
+    # connection.py's lean path: cyclone's route table
+    assert hasattr(cyclone.web.Application(), "handlers")
     # links/amqp.py: the body-frame decoder it replaces
     assert hasattr(connection.Body, "decode")
     # handlers/grip.py: the connection pool's factory class, made quiet

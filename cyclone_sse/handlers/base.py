@@ -38,6 +38,34 @@ log = Logger()
 _SECRET_ARGUMENT = re.compile(r"(?i)([?&](?:token|key|access_token|jwt)=)[^&]*")
 
 
+def default_headers(app: Any, request: Any) -> list[tuple[str, str]]:
+    """The headers every answer carries: server, caching, sniffing, HSTS, CORS."""
+    settings = app.settings_obj
+    headers = [("Server", "cyclone-sse" if settings.hide_version else
+                f"cyclone-sse/{__version__}"),
+               ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff")]
+    if settings.hsts and request.protocol == "https":
+        headers.append(("Strict-Transport-Security", f"max-age={settings.hsts}"))
+    origin = app.allowed_origin(request.headers.get("Origin"))
+    if origin:
+        headers.append(("Access-Control-Allow-Origin", origin))
+        if origin != "*":
+            headers.append(("Access-Control-Allow-Credentials", "true"))
+            headers.append(("Vary", "Origin"))
+    return headers
+
+
+def bearer_of(request: Any) -> str | None:
+    """The request's ``Authorization: Bearer`` value, if any."""
+    auth = request.headers.get("Authorization", "")
+    return auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
+
+
+def key_matches(secret: str, given: str | None) -> bool:
+    """``given`` is the publish key, compared in constant time; False without a key."""
+    return bool(secret and given and hmac.compare_digest(given.encode(), secret.encode()))
+
+
 class Application(Protocol):
     """What handlers need of their application; ``cyclone_sse.app.App`` provides it."""
 
@@ -69,19 +97,8 @@ class BaseHandler(cyclone.web.RequestHandler):
     application: Application
 
     def set_default_headers(self) -> None:
-        hide = self.application.settings_obj.hide_version
-        self.set_header("Server", "cyclone-sse" if hide else f"cyclone-sse/{__version__}")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        hsts = self.application.settings_obj.hsts
-        if hsts and self.request.protocol == "https":
-            self.set_header("Strict-Transport-Security", f"max-age={hsts}")
-        origin = self.application.allowed_origin(self.request.headers.get("Origin"))
-        if origin:
-            self.set_header("Access-Control-Allow-Origin", origin)
-            if origin != "*":
-                self.set_header("Access-Control-Allow-Credentials", "true")
-                self.set_header("Vary", "Origin")
+        for name, value in default_headers(self.application, self.request):
+            self.set_header(name, value)
 
     def compute_etag(self) -> None:
         """No ETags on dynamic answers: a revalidating client or proxy must never be
@@ -159,10 +176,7 @@ class BaseHandler(cyclone.web.RequestHandler):
     def key_matches(self, given: str | None = None) -> bool:
         """``given`` (or the ``Authorization: Bearer`` value) is the publish key,
         compared in constant time; False when no key is configured."""
-        secret = self.application.settings_obj.http_secret
-        given = given or self.bearer()
-        return bool(secret and given and
-                    hmac.compare_digest(given.encode(), secret.encode()))
+        return key_matches(self.application.settings_obj.http_secret, given or self.bearer())
 
     def channels_visible(self) -> bool:
         """Channel names in statistics: on the internal listener, with the publish key,
@@ -173,8 +187,7 @@ class BaseHandler(cyclone.web.RequestHandler):
 
     def bearer(self) -> str | None:
         """The ``Authorization: Bearer`` value, if any."""
-        auth = self.request.headers.get("Authorization", "")
-        return auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
+        return bearer_of(self.request)
 
     @staticmethod
     def _reason_for(status: int) -> str:

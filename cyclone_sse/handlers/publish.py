@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import time
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -11,8 +14,8 @@ from twisted.internet import defer
 from cyclone_sse.auth.tokens import Claims
 from cyclone_sse.channels import check_channel
 from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
-from cyclone_sse.event import as_data, check_publish, check_text
-from cyclone_sse.handlers.base import BaseHandler
+from cyclone_sse.event import as_data, check_publish, check_text, dumps
+from cyclone_sse.handlers.base import BaseHandler, bearer_of, default_headers, key_matches
 
 #: Deepest nesting of arrays and objects in a JSON body.
 MAX_JSON_DEPTH = 32
@@ -58,14 +61,24 @@ def _message(body: Any) -> tuple[Message, str | None]:
     return (channels, data, fields[0], fields[1]), fields[2]
 
 
-class PublishHandler(BaseHandler):
-    """``POST /publish``: the original form fields, or a JSON body.
+class PublishLogic:
+    """What ``POST /publish`` does with a request, once: authenticate, parse, check,
+    publish.  Both ``PublishHandler`` (cyclone) and ``LeanPublish`` (the fast path of
+    ``connection.py``) run it; they supply ``application``, ``request``, ``bearer``,
+    ``key_matches`` and ``get_argument(s)``.
 
     Form: ``channel`` (repeatable), ``message``, ``key`` [, ``event``, ``id``].
     JSON: ``{"channel": "a" | "channels": [...], "data": ..., "event": ..., "id": ...,
     "key": ...}``; non-string ``data`` is sent as its JSON text.  A JSON list of such
     objects is a batch (``--max-batch``), published in order.
     """
+
+    application: Any
+    request: Any
+    bearer: Any
+    key_matches: Any
+    get_argument: Any
+    get_arguments: Any
 
     def authenticate(self) -> Claims | bool | None:
         """Check ``Authorization: Bearer`` before the body is parsed: True for the
@@ -138,13 +151,12 @@ class PublishHandler(BaseHandler):
         message, key = _message(body)
         return [message], key
 
-    def post(self) -> defer.Deferred[object]:
+    def checked(self) -> list[Message]:
+        """The request's messages, authenticated and checked (or the error)."""
         proof = self.authenticate()
         messages, key = self.parse()
         self.check_rights(proof, key, [c for m in messages for c in m[0]])
         most = self.application.settings_obj.max_publish_channels
-        publishes: list[defer.Deferred[Any]] = []
-        broker = self.application.broker
         for channels, _, name, publisher_id in messages:
             if not channels:
                 raise BadRequest("missing field 'channel'", field="channel")
@@ -154,15 +166,104 @@ class PublishHandler(BaseHandler):
             for channel in channels:
                 check_channel(channel)
             check_publish(name, publisher_id)
-        for channels, data, name, publisher_id in messages:  # all checked: now publish
-            publishes.extend(broker.publish(channel, data, name, publisher_id)
-                             for channel in dict.fromkeys(channels))
-        d = defer.gatherResults(publishes, consumeErrors=True)
-        d.addCallback(self._published)
+        return messages
+
+    def publish(self, messages: list[Message]) -> defer.Deferred[Any]:
+        """Publish checked messages, in order; fires with the answer's JSON value."""
+        broker = self.application.broker
+        publishes = [broker.publish(channel, data, name, publisher_id)
+                     for channels, data, name, publisher_id in messages
+                     for channel in dict.fromkeys(channels)]
+        d = publishes[0] if len(publishes) == 1 else \
+            defer.gatherResults(publishes, consumeErrors=True)
+        d.addCallback(_answer)
         d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
+        return d
+
+
+def _answer(results: Any) -> dict[str, object]:
+    results = results if isinstance(results, list) else [results]
+    return {"status": "ok", "events": [r.as_json() for r in results],
+            "subscribers": sum(r.subscribers for r in results)}
+
+
+class PublishHandler(PublishLogic, BaseHandler):
+    """``POST /publish`` through cyclone (see ``PublishLogic``)."""
+
+    def post(self) -> defer.Deferred[object]:
+        d = self.publish(self.checked())
+        d.addCallback(self.write_json)
         return d  # type: ignore[return-value]
 
-    def _published(self, results: list[Any]) -> None:
-        self.write_json({"status": "ok", "events": [r.as_json() for r in results],
-                         "subscribers": sum(r.subscribers for r in results)})
 
+#: What cyclone replaces with a space in form arguments (RequestHandler.get_arguments).
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    """The Date header, formatted once a second."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, formatdate(now, usegmt=True))
+    return _date[1]
+
+
+class LeanPublish(PublishLogic):
+    """``POST /publish`` answered without building a cyclone ``RequestHandler``: the
+    connection hands a complete request here (``HTTPConnection._dispatch``).  The same
+    ``PublishLogic`` runs; the success answer is written directly, with the headers
+    ``BaseHandler`` would send.  Anything else goes the usual way: a request this path
+    refuses (bad input, bad key) is given back to cyclone before anything is published,
+    which answers it exactly as always; a failed publish is answered by a
+    ``PublishHandler`` made for it."""
+
+    def __init__(self, application: Any, request: Any) -> None:
+        self.application = application
+        self.request = request
+
+    def bearer(self) -> str | None:
+        return bearer_of(self.request)
+
+    def key_matches(self, given: str | None = None) -> bool:
+        return key_matches(self.application.settings_obj.http_secret, given or self.bearer())
+
+    def get_arguments(self, name: str) -> list[str]:
+        """Form values as cyclone's ``get_arguments`` gives them."""
+        return [_CONTROL_CHARS.sub(" ", v.decode("utf-8") if isinstance(v, bytes) else v)
+                .strip() for v in self.request.arguments.get(name, [])]
+
+    def get_argument(self, name: str, default: str | None) -> str | None:
+        values = self.get_arguments(name)
+        return values[-1] if values else default
+
+    def run(self) -> bool:
+        """Publish and answer; False (nothing done) when cyclone should take it."""
+        try:
+            messages = self.checked()
+        except Exception:
+            return False
+        d = self.publish(messages)
+        d.addCallbacks(self._answer, self._failed)
+        return True
+
+    def _answer(self, value: dict[str, object]) -> None:
+        request = self.request
+        if request.connection._request is not request:  # (the client left meanwhile)
+            return
+        body = dumps(value)
+        head = [f"{request.version} 200 OK",
+                *(f"{name}: {value}" for name, value in
+                  default_headers(self.application, request)),
+                "Content-Type: application/json; charset=utf-8", f"Date: {_http_date()}",
+                f"Content-Length: {len(body)}", "", ""]
+        request.write("\r\n".join(head).encode("latin-1") + body)
+        request.finish()
+
+    def _failed(self, failure: Any) -> None:
+        if self.request.connection._request is not self.request:
+            return
+        handler = PublishHandler(self.application, self.request)
+        handler._transforms = []  # (cyclone sets them in _execute, which is skipped)
+        handler._handle_request_exception(failure)

@@ -67,6 +67,7 @@ async def one(options: tuple[str, ...] = (), count: int = 5000,
     try:
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
         await load.connect(10)
+        load.reset()  # (each stream's stream-open event is no delivery)
         [publisher] = await publishers(daemon, 1)
 
         async def run() -> None:
@@ -86,6 +87,7 @@ async def concurrent(count: int = 20000, clients: int = 16) -> dict[str, object]
     try:
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
         await load.connect(10)
+        load.reset()
         found = await publishers(daemon, clients)
 
         async def each(publisher: Publisher) -> None:
@@ -109,6 +111,7 @@ async def per_user(users: int = 10000, events: int = 2, pattern: bool = False,
         load.query_for = (lambda n: f"channels=p{n}.*".encode()) if pattern else \
             (lambda n: f"channels=u{n}".encode())  # type: ignore[method-assign]
         await load.connect(users, concurrency=128)
+        load.reset()
         [publisher] = await publishers(daemon, 1)
         channel = (lambda n: f"p{n}.x") if pattern else (lambda n: f"u{n}")
 
@@ -130,6 +133,7 @@ async def batch(count: int = 50000, size: int = 100) -> dict[str, object]:
     try:
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
         await load.connect(10)
+        load.reset()
         reader, writer = await asyncio.open_connection("127.0.0.1", daemon.port)
 
         async def run() -> None:
@@ -176,7 +180,7 @@ async def connect(users: int = 10000, replay: bool = False) -> dict[str, object]
         held = len(load.streams) - load.lost
         load.close()
         return rate_row(f"connect{' + replay of 2' if replay else ''} ({users:,})", users,
-                        seconds, cpu, unit="connect", seconds=round(seconds, 2), held=held)
+                        seconds, cpu, unit="connect", took_s=round(seconds, 2), held=held)
     finally:
         daemon.stop()
 
