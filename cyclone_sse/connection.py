@@ -36,6 +36,7 @@ from cyclone.httpserver import HTTPRequest
 from twisted.logger import Logger
 
 from cyclone_sse.limits import RESERVED_PATHS, RETRY_AFTER, ConnectionLimits
+from cyclone_sse.transports.stream import direct_socket, send_now
 
 log = Logger()
 
@@ -45,7 +46,7 @@ MAX_HEADER_LINES = 100
 #: past it the connection stops being read until then.
 MAX_PIPELINED = 64 * 1024
 #: RFC 9110 5.1: a field name is a token.
-_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FIELD_NAME_TEXT = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 
 class HTTPConnection(httpserver.HTTPConnection):
@@ -70,9 +71,12 @@ class HTTPConnection(httpserver.HTTPConnection):
         self._header_lines = 0
         self._timer: Any = None
         self._phase = ""
+        self._limit = 0.0
+        self._armed = False
         self._waiting = True  # for the first byte of a request (no request under way)
         self.limits: ConnectionLimits = app.connection_limits
         self.address = str(getattr(self.transport.getPeer(), "host", ""))
+        self.socket = direct_socket(self.transport)
         self.over_limit = self.limits.admit(self.address)
         if self.over_limit and self.limits.beyond_reserve():
             self.reject(503, self.over_limit, logged=True)  # not even the reserve is left
@@ -82,7 +86,7 @@ class HTTPConnection(httpserver.HTTPConnection):
     def connectionLost(self, reason: Any) -> None:
         if self.upgraded is not None:
             self.upgraded.connectionLost(reason)
-        self._disarm()
+        self._stop_timer()
         self.limits.release(self.address)
         super().connectionLost(reason)
 
@@ -137,7 +141,7 @@ class HTTPConnection(httpserver.HTTPConnection):
         length, method, uri, version, headers = checked  # type: ignore[misc]
         self._request = HTTPRequest(connection=self, method=method, uri=uri,
                                     version=version, headers=headers,
-                                    remote_ip=self._remote_ip)
+                                    remote_ip=self.address)
         if length:
             self._arm(self.settings.body_timeout, "request body")
             if headers.get("Expect") == "100-continue":
@@ -158,20 +162,22 @@ class HTTPConnection(httpserver.HTTPConnection):
             return 400, "malformed HTTP request line"
         if parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
             return 505, "HTTP version not supported: send HTTP/1.1"
-        for line in (data[eol + 2:] if eol >= 0 else b"").split(b"\r\n"):
+        try:
+            text = data[eol + 2:].decode("utf-8") if eol >= 0 else ""
+        except UnicodeDecodeError:
+            return 400, "malformed HTTP headers (not UTF-8 or not 'Name: value')"
+        headers = httputil.HTTPHeaders()
+        add = headers.add
+        for line in text.split("\r\n"):  # checked and parsed in one pass
             if not line:
                 continue
-            if line[:1] in (b" ", b"\t"):
+            if line[0] in " \t":
                 return 400, "obsolete line folding in the headers"
-            name, colon, _ = line.partition(b":")
-            if not colon or not _FIELD_NAME.match(name):
+            name, colon, value = line.partition(":")
+            if not colon or not _FIELD_NAME_TEXT.match(name):
                 return 400, ("whitespace before a header's colon" if name.rstrip() != name
                              else "malformed header line (expected 'Name: value')")
-        try:
-            text = data[eol:].decode("utf-8") if eol >= 0 else ""
-            headers = httputil.HTTPHeaders.parse(text)
-        except (UnicodeDecodeError, ValueError):
-            return 400, "malformed HTTP headers (not UTF-8 or not 'Name: value')"
+            add(name, value.strip())
         if parts[2] == b"HTTP/1.1" and len(headers.get_list("Host")) != 1:
             return 400, "an HTTP/1.1 request needs exactly one Host header"
         lengths = {v.strip() for v in headers.get_list("Content-Length")}
@@ -196,16 +202,25 @@ class HTTPConnection(httpserver.HTTPConnection):
         return length, method, uri, parts[2].decode("latin-1"), headers
 
     def _on_request_body(self, data: bytes) -> None:
-        # cyclone decodes urlencoded form bodies as UTF-8 before any handler runs.
-        assert self._request is not None
-        content_type = self._request.headers.get("Content-Type", "")
-        if content_type.startswith("application/x-www-form-urlencoded"):
-            try:  # raw bytes and %-escapes alike must be UTF-8
-                parse_qsl(data.decode("utf-8"), keep_blank_values=True, errors="strict")
-            except UnicodeDecodeError:
-                self.reject(400, "form body is not valid UTF-8")
-                return
-        super()._on_request_body(data)
+        # cyclone decodes urlencoded form bodies before any handler runs; here it is done
+        # once, strictly: raw bytes and %-escapes alike must be UTF-8 (cyclone's own
+        # parse would replace what is not)
+        request = self._request
+        content_type = request.headers.get("Content-Type", "")
+        if not content_type.startswith("application/x-www-form-urlencoded"):
+            super()._on_request_body(data)
+            return
+        try:
+            pairs = parse_qsl(data.decode("utf-8"), errors="strict")
+        except UnicodeDecodeError:
+            self.reject(400, "form body is not valid UTF-8")
+            return
+        request.body = data
+        if request.method in ("POST", "PATCH", "PUT"):  # (as cyclone: blank values dropped)
+            arguments = request.arguments
+            for name, value in pairs:
+                arguments.setdefault(name, []).append(value)
+        self.request_callback(request)
 
     # one request at a time ---------------------------------------------------------
 
@@ -268,6 +283,14 @@ class HTTPConnection(httpserver.HTTPConnection):
         if rest:
             protocol.dataReceived(rest)
 
+    def write(self, chunk: bytes) -> None:
+        """An answer (cyclone's or the lean publish's), sent at once when it can be."""
+        if self.socket is not None:
+            chunk = send_now(self.transport, self.socket, chunk)
+            if not chunk:
+                return
+        self.transport.write(chunk)
+
     def _refuse_behind_stream(self) -> None:
         self.counters.refused_pipelined += 1
         if self.counters.refused_pipelined in (1, 1000) or \
@@ -280,19 +303,32 @@ class HTTPConnection(httpserver.HTTPConnection):
     # timeouts ----------------------------------------------------------------------
 
     def _arm(self, seconds: float, phase: str) -> None:
-        """Time ``phase`` ("" for the idle wait between kept-alive requests)."""
-        self._disarm()
+        """Time ``phase`` ("" for the idle wait between kept-alive requests).  One timer
+        per connection, moved rather than replaced: a request arms it three times."""
         self._phase = phase
-        if seconds:
-            self._timer = self.clock.callLater(seconds, self._timed_out, seconds, phase)
+        self._limit = seconds
+        self._armed = bool(seconds)
+        if not seconds:
+            return
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timer = self.clock.callLater(seconds, self._timed_out)
 
     def _disarm(self) -> None:
+        self._armed = False  # (the timer stays; when it fires it finds nothing to do)
+
+    def _stop_timer(self) -> None:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
 
-    def _timed_out(self, seconds: float, phase: str) -> None:
+    def _timed_out(self) -> None:
         self._timer = None
+        if not self._armed:
+            return
+        seconds, phase = self._limit, self._phase
         if self._waiting and not self._buffer and self._contentbuffer is None:
             # nothing of a request: an idle connection (or one that never spoke)
             self.closing = True

@@ -28,6 +28,31 @@ from cyclone_sse.subscription import Subscriber
 DEFAULT_MAX_PENDING = 512 * 1024
 
 
+def direct_socket(transport: Any) -> Any:
+    """A plain TCP transport's socket, for ``send_now``; None for anything else (TLS
+    wrappers forward attribute lookups to the TCP transport below them!)."""
+    return transport.socket if type(transport) is tcp.Server else None
+
+
+def send_now(transport: Any, sock: Any, data: bytes) -> bytes:
+    """Send what the socket takes at once, while Twisted holds nothing for this
+    connection (so order is kept); returns the rest, for ``transport.write``.
+
+    Going through ``transport.write`` costs two ``epoll_ctl`` calls and a reactor
+    dispatch per write; a fan-out to thousands of idle connections, or the answer to a
+    publish, rarely needs them.  (``dataBuffer`` and ``_tempDataLen`` are Twisted's
+    private write buffer: tests/test_quality.py checks they still exist.)"""
+    if transport.dataBuffer or transport._tempDataLen or transport.disconnecting:
+        return data
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        sent = 0  # let the transport find and report the broken connection
+    return data[sent:] if sent != len(data) else b""
+
+
 @implementer(IPushProducer)
 class BoundedWriter:
     """Writes to a transport whose client may stop reading, straight to the socket when
@@ -40,10 +65,7 @@ class BoundedWriter:
     SSE stream is one, a WebSocket's subscriptions share theirs."""
 
     def __init__(self, transport: Any, counters: Counters, max_pending: int) -> None:
-        # A plain TCP transport's socket, for the direct-send fast path.  TLS wrappers
-        # (which forward attribute lookups to the TCP transport below them!) and test
-        # transports always go through transport.write.
-        self.socket = transport.socket if type(transport) is tcp.Server else None
+        self.socket = direct_socket(transport)  # (the send_now fast path)
         self.transport = transport
         self.counters = counters
         self.max_pending = max_pending
@@ -53,30 +75,14 @@ class BoundedWriter:
         transport.registerProducer(self, True)
 
     def write(self, data: bytes) -> None:
-        """Send now if the socket takes it all; otherwise let Twisted buffer the rest.
-
-        Going through ``transport.write`` costs two ``epoll_ctl`` calls and a reactor
-        dispatch per write; a fan-out to thousands of idle connections rarely needs
-        them, as their socket buffers are empty.  Order is kept: the direct path is only
-        taken while Twisted holds nothing for this connection.  (``dataBuffer`` and
-        ``_tempDataLen`` are Twisted's private write buffer: tests/test_quality.py checks
-        they still exist.)
-        """
-        transport = self.transport
-        sock = self.socket
-        if sock is not None and not transport.dataBuffer and not transport._tempDataLen \
-                and not transport.disconnecting:
-            try:
-                sent = sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                sent = 0  # let the transport find and report the broken connection
-            if sent == len(data):
+        """Send now if the socket takes it all (``send_now``); otherwise let Twisted
+        buffer the rest."""
+        if self.socket is not None:
+            data = send_now(self.transport, self.socket, data)
+            if not data:
                 return
-            data = data[sent:]
         if self.queued(len(data)):
-            transport.write(data)
+            self.transport.write(data)
 
     def queued(self, size: int) -> bool:
         """Account ``size`` bytes about to be written; False when the client is too
