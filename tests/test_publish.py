@@ -272,10 +272,18 @@ def test_a_publish_the_broker_fails_is_answered_by_the_handler_on_the_lean_path(
     from twisted.internet import defer
 
     from cyclone_sse.errors import BrokerUnavailable
-    app = make_app()
-    app.broker.publish = lambda *args: defer.fail(BrokerUnavailable("not published, retry"))
-    raw = Connection(app).send("POST", "/publish", b'{"channel": "a", "data": "x"}',
-                               {"Content-Type": "application/json"}).raw
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 503") and json.loads(body) == {
-        "error": "not published, retry", "status": 503}
+    def refuse(*args):
+        raise BrokerUnavailable("not published, retry")
+
+    for immediate in (True, False):  # (published in place, or through a Deferred)
+        app = make_app()
+        if immediate:
+            app.broker.publish_now = refuse
+        else:
+            app.history.synchronous = False
+            app.broker.publish = lambda *args: defer.maybeDeferred(refuse)
+        raw = Connection(app).send("POST", "/publish", b'{"channel": "a", "data": "x"}',
+                                   {"Content-Type": "application/json"}).raw
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and json.loads(body) == {
+            "error": "not published, retry", "status": 503}

@@ -75,6 +75,19 @@ class Broker(MultiService):
         d.addCallback(self._deliver_appended)
         return d
 
+    @property
+    def immediate(self) -> bool:
+        """Whether ``publish_now`` may be used: this broker publishes as the base does
+        (store, then fan out here) into a history that answers at once."""
+        return type(self).publish is Broker.publish and \
+            getattr(self.history, "synchronous", False)
+
+    def publish_now(self, channel: str, data: str, name: str | None = None,
+                    publisher_id: str | None = None) -> Published:
+        """``publish`` without a Deferred, for ``immediate`` brokers (the lean publish
+        path: a Deferred per publish was a tenth of its cost)."""
+        return self._deliver_appended(self.history.append(channel, data, name, publisher_id))
+
     def _deliver_appended(self, appended: tuple[Event, bool]) -> Published:
         event, fresh = appended
         if not fresh:

@@ -81,6 +81,9 @@ class MemoryHistory(SweptStore):
     Past the total byte budget the largest channel gives up its oldest events first, so
     one busy publisher cannot flush everyone else's replay."""
 
+    #: ``append`` answers at once (no Deferred): a local broker may publish in place.
+    synchronous = True
+
     def __init__(self, clock: IReactorTime, size: int = DEFAULT_SIZE,
                  ttl: float = DEFAULT_TTL, channels: int = DEFAULT_CHANNELS,
                  epoch: str | None = None, max_bytes: int = DEFAULT_BYTES,
