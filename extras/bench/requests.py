@@ -61,10 +61,25 @@ async def publishers(daemon: Daemon, count: int) -> list[Publisher]:
     return found
 
 
+async def ready(daemon: Daemon) -> None:
+    """Until /readyz says the daemon's broker and history are reachable."""
+    import urllib.error
+    import urllib.request
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/readyz") as answer:
+                if answer.status == 200:
+                    return
+        except urllib.error.HTTPError:
+            pass
+        await asyncio.sleep(0.05)
+
+
 async def one(options: tuple[str, ...] = (), count: int = 5000,
               name: str = "one") -> dict[str, object]:
     daemon = Daemon(*options)
     try:
+        await ready(daemon)
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
         await load.connect(10)
         load.reset()  # (each stream's stream-open event is no delivery)
@@ -75,9 +90,10 @@ async def one(options: tuple[str, ...] = (), count: int = 5000,
                 await publisher.publish("general")
         seconds, cpu = await timed(daemon, run())
         await wait_delivered(load, count * 10, 30)
-        complete = load.delivered == count * 10
+        delivered = load.delivered
         load.close()
-        return rate_row(name, count, seconds, cpu, complete=complete)
+        return rate_row(name, count, seconds, cpu, complete=delivered == count * 10,
+                        delivered=delivered)
     finally:
         daemon.stop()
 
