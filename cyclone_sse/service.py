@@ -45,12 +45,29 @@ class AppService(service.Service):
     def startService(self) -> None:
         super().startService()
         raise_file_limit()
+        tune_garbage_collector()
         self.app.start()
 
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         ignore_stop_signals()
         return self.app.stop()
+
+
+#: Allocations between young-generation collections (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Fewer cyclic collections: a push server holds tens of thousands of long-lived
+    connection objects, and CPython's defaults run a young collection every 700
+    allocations and a full one (walking all of them) every 100 young ones: in a
+    reconnect storm that was a tenth of the daemon's time.  What exists at start-up
+    (modules, the application) is frozen out of the collector's walks."""
+    import gc
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def ignore_stop_signals() -> None:

@@ -161,3 +161,16 @@ def test_the_readme_is_valid_restructuredtext():
         "report_level": docutils.utils.Reporter.WARNING_LEVEL, "halt_level": 5,
         "warning_stream": Collect()})
     assert not problems, "".join(problems)
+
+
+def test_the_garbage_collector_is_tuned_for_many_long_lived_connections():
+    import gc
+
+    from cyclone_sse.service import GC_YOUNG_THRESHOLD, tune_garbage_collector
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD and gc.get_freeze_count() > 0
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
