@@ -57,6 +57,7 @@ class HTTPConnection(httpserver.HTTPConnection):
     streaming = False   # a response now owns the connection (see start_streaming)
     closing = False     # rejected: whatever else arrives is ignored
     upgraded: Any = None  # the WebSocket protocol this connection now carries (upgrade)
+    lean_stream: Any = None  # the LeanSubscribe whose stream this connection carries
     _request: Any  # (cyclone's: the request being read or answered)
     _contentbuffer: Any
 
@@ -86,6 +87,8 @@ class HTTPConnection(httpserver.HTTPConnection):
     def connectionLost(self, reason: Any) -> None:
         if self.upgraded is not None:
             self.upgraded.connectionLost(reason)
+        if self.lean_stream is not None:
+            self.lean_stream.on_connection_close()
         self._stop_timer()
         self.limits.release(self.address)
         super().connectionLost(reason)
@@ -234,21 +237,29 @@ class HTTPConnection(httpserver.HTTPConnection):
             from cyclone_sse.handlers.publish import LeanPublish
             if LeanPublish(self.factory, request).run():
                 return
+        elif request.method == "GET" and request.path == "/" and self._lean("/") and \
+                "text/event-stream" in request.headers.get("Accept", ""):
+            from cyclone_sse.handlers.subscribe import LeanSubscribe
+            if LeanSubscribe(self.factory, request).run():
+                return
         self.factory(request)
 
-    def _lean(self) -> bool:
-        """Whether this application's ``/publish`` may skip cyclone's handler machinery:
-        its route is the stock ``PublishHandler`` and no access log wants each request."""
+    def _lean(self, path: str = "/publish") -> bool:
+        """Whether this application's ``path`` may skip cyclone's handler machinery: its
+        route is the stock handler (``PublishHandler``, ``SubscribeHandler``: an --app's
+        subclass keeps cyclone's path) and no access log wants each request."""
         app = self.factory
-        lean = app.__dict__.get("_lean_publish")
+        cache = app.__dict__.setdefault("_lean_paths", {})
+        lean = cache.get(path)
         if lean is None:
             from cyclone_sse.handlers.publish import PublishHandler
+            from cyclone_sse.handlers.subscribe import SubscribeHandler
+            stock = PublishHandler if path == "/publish" else SubscribeHandler
             # cyclone keeps its routes as (host pattern, [URLSpec]) pairs in .handlers
             specs = [spec for _, group in app.handlers for spec in group
-                     if spec.regex.match("/publish")]
-            lean = app.__dict__["_lean_publish"] = bool(
-                specs and specs[0].handler_class is PublishHandler
-                and not self.settings.access_log)
+                     if spec.regex.match(path)]
+            lean = cache[path] = bool(specs and specs[0].handler_class is stock
+                                      and not self.settings.access_log)
         return bool(lean)
 
     def _finish_request(self) -> None:

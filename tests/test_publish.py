@@ -246,7 +246,7 @@ def test_the_lean_publish_path_answers_as_the_handler_does():
 def compare(answer):
     for options in ({}, {"cors_origin": "https://a.example", "http_secret": "k"}):
         lean, handled = make_app(**options), make_app(access_log=True, **options)
-        assert not handled.__dict__.get("_lean_publish")
+        assert not handled.__dict__.get("_lean_paths", {}).get("/publish")
         for body, headers in (
                 (b'{"channel": "a", "data": "x"}', {"Content-Type": "application/json"}),
                 (b"channel=a&message=x&key=k", {"Content-Type":
@@ -265,7 +265,7 @@ def compare(answer):
                 for event in value.get("events", []):
                     event["id"] = "-"
             assert lean_body == expected, body
-        assert lean.__dict__["_lean_publish"] is True
+        assert lean.__dict__["_lean_paths"]["/publish"] is True
 
 
 def test_a_publish_the_broker_fails_is_answered_by_the_handler_on_the_lean_path():

@@ -334,3 +334,57 @@ def test_channel_aware_events_name_the_channel_on_streams_and_polls():
         ("channel", "a"), ("message", "1")]
     # publishers cannot forge it
     assert publish(app, channel="a", data="x", event="channel")[0] == 400
+
+
+def test_the_lean_stream_path_opens_streams_as_the_handler_does():
+    """An EventSource request skips cyclone's handler machinery (connection.py); with
+    --access-log it does not.  Both must answer the same, head and first bytes."""
+    import jwt
+
+    from cyclone_sse.handlers.subscribe import SubscribeHandler
+    secret = "s" * 32
+    token = jwt.encode({"sub": "42", "channels": ["t.*"], "exp": 4_000_000_000}, secret)
+    options = {"policies": "t.*=token", "jwt_secret": secret, "http_secret": "k",
+               "cors_origin": "https://a.example"}
+    cases = [("channels=a", {}), ("channels=a,b*&channelEvents=1", {}),
+             (f"channels=t.1&token={token}", {}), ("channels=t.1", {}),
+             ("channels=t.1", {"Cookie": f"x=1; cyclone_sse_token={token}"}),
+             ("channels=bad%20name", {}), ("channels=a", {"Origin": "https://a.example"}),
+             ("channels=notify%2342", {"Authorization": f"Bearer {token}"})]
+
+    def opened(app, query, headers):
+        conn = Connection(app).send("GET", "/?" + query, headers={
+            "Accept": "text/event-stream", **headers})
+        head, _, body = conn.raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        fields = sorted(line for line in lines[1:] if not line.startswith("Date:"))
+        events = [{k: ("-" if k == "id" or e.get("event") == "stream-open" else v)
+                   for k, v in e.items()} for e in parse_stream(body.decode())] \
+            if lines[0].endswith("200 OK") else json.loads(body)  # (ids differ)
+        return lines[0], fields, events, conn
+
+    built = []
+    original_init = SubscribeHandler.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(self)
+        original_init(self, *args, **kwargs)
+
+    SubscribeHandler.__init__ = counting
+    try:
+        lean, handled = make_app(**options), make_app(access_log=True, **options)
+        for query, headers in cases:
+            *mine, lean_conn = opened(lean, query, headers)
+            *theirs, _ = opened(handled, query, headers)
+            assert mine == theirs, query
+        # the lean app built handlers only for what it gave back: the 2 refusals
+        assert len(built) == len(cases) + 2
+        publish(lean, channel="notify#42", data="live", key="k")  # a live stream
+        assert any(e.get("data") == "live" for e in parse_stream(
+            lean_conn.raw.partition(b"\r\n\r\n")[2].decode()))
+        assert lean.registry.connections == len(cases) - 2
+        lean_conn.transport.loseConnection()
+        lean_conn.protocol.connectionLost(None)
+        assert lean.registry.connections == len(cases) - 3  # its close ended it
+    finally:
+        SubscribeHandler.__init__ = original_init

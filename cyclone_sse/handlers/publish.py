@@ -259,7 +259,11 @@ class LeanPublish(PublishLogic):
             return False
         broker = self.application.broker
         if not broker.immediate:
-            d = self.publish(messages)
+            try:
+                d = self.publish(messages)
+            except Exception as exc:  # (a broker that refuses at once: an --app's)
+                self._failed(exc)
+                return True
             d.addCallbacks(self._answer, self._failed)
             return True
         try:

@@ -210,3 +210,75 @@ class SubscribeHandler(BaseHandler):
 
     def on_connection_close(self, *args: Any) -> None:
         self._leave()
+
+
+class LeanSubscribe(SubscribeHandler):
+    """An event stream opened without cyclone's handler machinery: the connection hands
+    a complete ``GET /`` asking for ``text/event-stream`` here (``HTTPConnection.
+    _dispatch``).  It is a ``SubscribeHandler`` whose cyclone state is never built:
+    the same hooks read the request (channels, last id, credentials), the same gate
+    decides, the same ``StreamSubscriber`` carries the stream, and the response head is
+    the one the handler sends.  Whatever it does not take — a poll, a WebSocket, an
+    auth callback to ask, a refusal — goes to cyclone untouched (nothing was done
+    yet), which answers it as always."""
+
+    def __init__(self, application: Any, request: Any) -> None:
+        # (RequestHandler.__init__ is skipped on purpose: its UI modules, headers and
+        # transforms are what this path saves; only what the hooks read is set)
+        self.application = application
+        self.request = request
+
+    def get_cookie(self, name: str, default: str | None = None) -> str | None:
+        cookies = self.request.cookies
+        return cookies[name].value if name in cookies else default
+
+    def run(self) -> bool:
+        """Open the stream; False (nothing done) when cyclone should take the request."""
+        app = self.application
+        if self.wants_websocket() or app.gate.callback is not None:
+            return False
+        try:
+            if self.wants_poll():
+                return False
+            channels = self.get_channels()
+            last_id = self.get_last_event_id()
+            app.admit_replay(channels, last_id)
+            checked: list[Any] = []
+            app.gate.check(self.credentials(), channels).addBoth(checked.append)
+        except Exception:
+            return False
+        if not checked or isinstance(checked[0], Failure):
+            return False  # (a refusal: cyclone asks the gate again and answers it)
+        access = checked[0]
+        stream = self._open_lean_stream()
+        if access.expires is not None:
+            left = max(0.0, access.expires - app.clock.seconds())
+            self._expiry = app.clock.callLater(left, stream.expire)
+        if any(is_pattern(c) for c in channels):
+            stream.access = access
+        self.subscriber = stream
+        self.request.connection.lean_stream = self  # its close ends the subscription
+        app.subscriptions.open(stream, channels, last_id)
+        return True
+
+    def _open_lean_stream(self) -> StreamSubscriber:
+        from cyclone_sse.handlers.base import default_headers
+        from cyclone_sse.handlers.publish import _http_date
+        app = self.application
+        request = self.request
+        connection = request.connection
+        headers = [(name, value) for name, value in default_headers(app, request)
+                   if name != "Cache-Control"]
+        headers += [("Content-Type", "text/event-stream; charset=utf-8"),
+                    ("Date", _http_date()), ("Cache-Control", "no-store"),
+                    ("Connection", "close"), ("X-Accel-Buffering", "no")]
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        head_bytes = f"{request.version} 200 OK\r\n{head}\r\n".encode("latin-1") + \
+            encode_retry(app.settings_obj.retry)
+        connection.start_streaming()
+        transport = connection.transport
+        if hasattr(transport, "setTcpNoDelay"):
+            transport.setTcpNoDelay(True)
+        return StreamSubscriber(transport, app.registry.counters,
+                                app.settings_obj.max_pending, head_bytes,
+                                self.channel_events())
