@@ -103,6 +103,16 @@ class Subscriptions:
         The Deferred fires once the subscriber is live (or gone meanwhile)."""
         self.registry.attach(subscriber, channels)
         d: defer.Deferred[Any] = self.broker.when_subscribed(channels)
+        if d.called and getattr(self.history, "synchronous", False) and \
+                not isinstance(d.result, Failure):
+            # Nothing to wait for and a history that answers at once: in place, without
+            # the Deferred chain (a reconnect storm opens thousands of these)
+            try:
+                replay = self.history.since(channels, last_id, self.replay_limit)
+            except Exception:
+                replay = self._history_failed(Failure(), last_id)
+            self._replayed(replay, subscriber, last_id)
+            return d
         d.addCallback(lambda _: self.history.since(channels, last_id, self.replay_limit))
         d.addErrback(self._history_failed, last_id)
         d.addCallback(self._replayed, subscriber, last_id)
