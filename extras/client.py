@@ -22,6 +22,7 @@ import os
 import struct
 import time
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 try:
@@ -291,6 +292,13 @@ async def main(args: argparse.Namespace) -> None:
     load.close()
 
 
+def run(main: Any, args: argparse.Namespace) -> None:
+    """``asyncio.run(main(args))`` on uvloop when it is installed."""
+    if uvloop is not None:
+        uvloop.install()
+    asyncio.run(main(args))
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description="Open many SSE subscribers and measure them.")
     parser.add_argument("--url", default="http://127.0.0.1:8888")
@@ -306,10 +314,7 @@ def cli() -> None:
                         help="parse latencies on one stream in this many")
     parser.add_argument("--websocket", action="store_true",
                         help="subscribe over WebSocket instead of SSE")
-    args = parser.parse_args()
-    if uvloop is not None:
-        uvloop.install()
-    asyncio.run(main(args))
+    run(main, parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ class AmqpBroker(Broker):
 
     name = "amqp"
     confirms_subscriptions = True
+    required_history = "memory"
+    history_reason = "with --broker=amqp each daemon keeps its own history in memory"
 
     def __init__(self, registry: Any, history: Any, settings: Any, reactor: Any = None) -> None:
         super().__init__(registry, history, settings, reactor)
@@ -59,9 +61,7 @@ class AmqpBroker(Broker):
 
     @classmethod
     def check_options(cls, settings: Any) -> None:
-        if settings.history != "memory":
-            raise ValueError(f"--history={settings.history}: with --broker=amqp each "
-                             "daemon keeps its own history in memory")
+        super().check_options(settings)
         check_link_options(settings, "amqp", AmqpAddress.from_url)
         try:
             find_spec(settings.amqp_spec or None)

@@ -51,10 +51,17 @@ class Broker(MultiService):
         # channels subscribed upstream but not yet confirmed: who waits for each
         self._pending: dict[str, list[defer.Deferred[None]]] = {}
 
+    #: The one history this broker works with (None: any), and why.
+    required_history: str | None = None
+    history_reason = ""
+
     @classmethod
     def check_options(cls, settings: Any) -> None:
         """Raise ``ValueError`` (naming the option) for options this broker cannot run
         with; called before the daemon starts."""
+        if cls.required_history and settings.history != cls.required_history:
+            raise ValueError(f"--history={settings.history}: {cls.history_reason}; use "
+                             f"--history={cls.required_history}")
 
     @property
     def connected(self) -> bool:

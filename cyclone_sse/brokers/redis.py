@@ -135,6 +135,8 @@ class RedisBroker(Broker):
 
     name = "redis"
     default_history = "redis"
+    required_history = "redis"
+    history_reason = "the Redis broker shares its history through Redis"
     confirms_subscriptions = True
 
     def __init__(self, registry: Any, history: Any, settings: Any, reactor: Any = None) -> None:
@@ -166,9 +168,7 @@ class RedisBroker(Broker):
 
     @classmethod
     def check_options(cls, settings: Any) -> None:
-        if settings.history != "redis":
-            raise ValueError(f"--history={settings.history}: the Redis broker shares its "
-                             "history through Redis; use --history=redis")
+        super().check_options(settings)
         check_link_options(settings, "redis", RedisAddress.from_url)
 
     @property

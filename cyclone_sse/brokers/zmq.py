@@ -35,6 +35,9 @@ class ZmqBroker(Broker):
     """Fan-in from ZeroMQ publishers; each daemon keeps its own history."""
 
     name = "zmq"
+    # every daemon receives every message: a shared history would store each again
+    required_history = "memory"
+    history_reason = "with --broker=zmq each daemon keeps its own history in memory"
 
     def __init__(self, registry: Any, history: Any, settings: Any, reactor: Any = None) -> None:
         super().__init__(registry, history, settings, reactor)
@@ -58,10 +61,7 @@ class ZmqBroker(Broker):
 
     @classmethod
     def check_options(cls, settings: Any) -> None:
-        if settings.history != "memory":
-            # every daemon receives every message: each would store it again
-            raise ValueError(f"--history={settings.history}: with --broker=zmq each "
-                             "daemon keeps its own history in memory")
+        super().check_options(settings)
         if not endpoints(settings.zmq_connect) and not endpoints(settings.zmq_bind):
             raise ValueError("--broker=zmq: give --zmq-connect and/or --zmq-bind")
         for option in ("zmq_connect", "zmq_bind", "zmq_publish"):

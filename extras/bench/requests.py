@@ -35,6 +35,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from client import LoadClient, Publisher  # noqa: E402
+from client import run as run_async  # noqa: E402
 from run import Daemon, wait_delivered  # noqa: E402
 
 
@@ -237,13 +238,7 @@ def cli() -> None:
     parser.add_argument("workloads", nargs="*", help="one concurrent per-user patterns redis "
                         "amqp batch connect (default: all)")
     parser.add_argument("--count", type=int, default=5000, help="publishes in 'one'")
-    args = parser.parse_args()
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main(args))
+    run_async(main, parser.parse_args())
 
 
 if __name__ == "__main__":

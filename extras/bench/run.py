@@ -31,6 +31,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "extras"))
 
 from client import LoadClient, Publisher, WebSocketStream, masked_frame, percentile  # noqa: E402
+from client import run as run_async  # noqa: E402
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -489,23 +490,16 @@ async def main(args: argparse.Namespace) -> None:
                 if key in result:
                     extra[key] = result.pop(key)
             rows.append(result)
-    if args.websocket:
-        publishes: dict[str, object] = {}
-        await client_publishes(publishes)
-        print(publishes, flush=True)
-        extra.update(publishes)
-    if args.pushpin:
-        pushpin: dict[str, object] = {}
-        await zmq_throughput(pushpin)
-        await grip_fan_out(pushpin)
-        print(pushpin, flush=True)
-        extra.update(pushpin)
-    if args.redis:
-        redis_result: dict[str, object] = {}
-        await redis_throughput(redis_result)
-        await across_cores(redis_result)
-        print(redis_result, flush=True)
-        extra.update(redis_result)
+    sections = ((args.websocket, (client_publishes,)),
+                (args.pushpin, (zmq_throughput, grip_fan_out)),
+                (args.redis, (redis_throughput, across_cores)))
+    for wanted, measures in sections:
+        if wanted:
+            found: dict[str, object] = {}
+            for measure in measures:
+                await measure(found)
+            print(found, flush=True)
+            extra.update(found)
     text = table(rows, extra)
     print(text)
     if args.write:
@@ -526,13 +520,7 @@ def cli() -> None:
                         help="skip the WebSocket rows and client publishes")
     parser.add_argument("--no-pushpin", dest="pushpin", action="store_false",
                         help="skip ZeroMQ input and GRIP-held streams")
-    args = parser.parse_args()
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main(args))
+    run_async(main, parser.parse_args())
 
 
 if __name__ == "__main__":
