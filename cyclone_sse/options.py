@@ -172,6 +172,8 @@ class Settings:
                            "connect their PUB")
     zmq_publish: str = option("", "ZeroMQ endpoints a PUB socket connects to (a proxy's "
                               "XSUB): publishes made here reach the other daemons")
+    zmq_hwm: int = option(10000, "ZeroMQ messages queued for this daemon before "
+                          "publishers drop them (its high-water mark)", _int(1))
     export: str | None = option(None, "send statistics to: graphite", short="e",
                                 group="export")
     export_host: str = option("127.0.0.1", "Graphite (carbon plaintext) host")

@@ -57,6 +57,8 @@ def test_publishers_connect_to_a_binding_daemon_plain_and_pushpin(tmp_path, cont
         pub.send_multipart([b"news", tnetstring.dumps(item)])  # as pubcontrol sends it
         pub.send_multipart([b"news", b'J{"formats": {"ws-message": {"content": "json"}}}'])
         pub.send_multipart([b"bad channel", b"x"])  # refused, counted, logged once
+        pub.send_multipart([b"news", b"x" * 2_000_000])  # over --max-body: dropped by
+        heard(pub, daemon.port)  # libzmq with its connection, which is made again
         pub.send_multipart([b"news", b"last"])
         got = stream.events(5)
         assert [(e["event"], e["data"]) for e in got] == [

@@ -45,7 +45,10 @@ class ZmqBroker(Broker):
         context: Any = zmq.Context.instance()
         self.sub = context.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sub.setsockopt(zmq.RCVHWM, 100_000)
+        # memory stays bounded: at most --zmq-hwm messages queued, none over --max-body
+        # (libzmq drops a peer that sends a larger one; it reconnects)
+        self.sub.setsockopt(zmq.RCVHWM, settings.zmq_hwm)
+        self.sub.setsockopt(zmq.MAXMSGSIZE, settings.max_body + 4096)
         for endpoint in endpoints(settings.zmq_bind):
             self.sub.bind(endpoint)
         for endpoint in endpoints(settings.zmq_connect):
