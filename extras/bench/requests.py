@@ -17,6 +17,8 @@ amqp         "one" through --broker=amqp
 batch        one publisher, 100 events per request (the JSON list body), 10 subscribers
 connect      10,000 subscribers connecting, 128 at a time; and the same resuming with a
              Last-Event-ID that replays 2 events each
+nchan        "one", "per-user" and "connect" against nginx + nchan (extras/bench/nchan.py),
+             in the same run, when Debian's libnginx-mod-nchan is installed
 """
 
 from __future__ import annotations
@@ -34,9 +36,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import nchan  # noqa: E402
 from client import LoadClient, Publisher  # noqa: E402
 from client import run as run_async  # noqa: E402
 from run import Daemon, wait_delivered  # noqa: E402
+
+
+class NchanPublisher(Publisher):
+    """Publishes as nchan takes it: the channel in the URL, the body as the message."""
+
+    def send(self, channel: str) -> None:
+        assert self.writer is not None
+        body = self.payload().encode()
+        self.writer.write(b"POST /publish?channel=%s HTTP/1.1\r\nHost: load\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (channel.encode(), len(body), body))
 
 
 async def timed(daemon: Daemon, work: object) -> tuple[float, float]:
@@ -56,7 +69,8 @@ def rate_row(name: str, count: int, seconds: float, cpu: float, unit: str = "pub
 
 
 async def publishers(daemon: Daemon, count: int) -> list[Publisher]:
-    found = [Publisher("127.0.0.1", daemon.port, 100) for _ in range(count)]
+    kind = NchanPublisher if isinstance(daemon, nchan.Nchan) else Publisher
+    found = [kind("127.0.0.1", daemon.port, 100) for _ in range(count)]
     for publisher in found:
         await publisher.open()
     return found
@@ -77,10 +91,11 @@ async def ready(daemon: Daemon) -> None:
 
 
 async def one(options: tuple[str, ...] = (), count: int = 5000,
-              name: str = "one") -> dict[str, object]:
-    daemon = Daemon(*options)
+              name: str = "one", server: object = None) -> dict[str, object]:
+    daemon = server() if callable(server) else Daemon(*options)
     try:
-        await ready(daemon)
+        if not isinstance(daemon, nchan.Nchan):
+            await ready(daemon)
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
         await load.connect(10)
         load.reset()  # (each stream's stream-open event is no delivery)
@@ -121,8 +136,8 @@ async def concurrent(count: int = 20000, clients: int = 16) -> dict[str, object]
 
 
 async def per_user(users: int = 10000, events: int = 2, pattern: bool = False,
-                   name: str = "per-user") -> dict[str, object]:
-    daemon = Daemon()
+                   name: str = "per-user", server: object = None) -> dict[str, object]:
+    daemon = server() if callable(server) else Daemon()
     try:
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["x"], sample_every=10 ** 9)
         load.query_for = (lambda n: f"channels=p{n}.*".encode()) if pattern else \
@@ -173,8 +188,9 @@ async def batch(count: int = 50000, size: int = 100) -> dict[str, object]:
         daemon.stop()
 
 
-async def connect(users: int = 10000, replay: bool = False) -> dict[str, object]:
-    daemon = Daemon()
+async def connect(users: int = 10000, replay: bool = False,
+                  server: object = None, name: str = "connect") -> dict[str, object]:
+    daemon = server() if callable(server) else Daemon()
     try:
         query = "channels=storm"
         if replay:
@@ -196,7 +212,7 @@ async def connect(users: int = 10000, replay: bool = False) -> dict[str, object]
             await wait_delivered(load, users * 2, 30)
         held = len(load.streams) - load.lost
         load.close()
-        return rate_row(f"connect{' + replay of 2' if replay else ''} ({users:,})", users,
+        return rate_row(f"{name}{' + replay of 2' if replay else ''} ({users:,})", users,
                         seconds, cpu, unit="connect", took_s=round(seconds, 2), held=held)
     finally:
         daemon.stop()
@@ -218,7 +234,17 @@ async def main(args: argparse.Namespace) -> None:
                             args.count, "one, through RabbitMQ"),
         "batch": lambda: batch(),
         "connect": lambda: _connects(),
+        "nchan": lambda: _nchan(),
     }
+
+    async def _nchan() -> list[dict[str, object]]:
+        if not nchan.available():
+            print("nginx + nchan not installed (apt-get install libnginx-mod-nchan): "
+                  "skipped", flush=True)
+            return []
+        return [await one(count=args.count, name="nchan: one", server=nchan.Nchan),
+                await per_user(name="nchan: per-user", server=nchan.Nchan),
+                await connect(server=nchan.Nchan, name="nchan: connect")]
 
     async def _pair() -> list[dict[str, object]]:
         return [await per_user(3000, 1, True, "patterns (3,000 p<i>.*)"),
@@ -236,7 +262,7 @@ async def main(args: argparse.Namespace) -> None:
 def cli() -> None:
     parser = argparse.ArgumentParser(description="cyclone-sse request-path benchmark")
     parser.add_argument("workloads", nargs="*", help="one concurrent per-user patterns redis "
-                        "amqp batch connect (default: all)")
+                        "amqp batch connect nchan (default: all)")
     parser.add_argument("--count", type=int, default=5000, help="publishes in 'one'")
     run_async(main, parser.parse_args())
 

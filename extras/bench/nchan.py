@@ -1,0 +1,86 @@
+"""nginx + nchan, driven like the daemon by extras/bench/requests.py (same client, same
+loads, same CPU accounting), so both are measured in one run.
+
+Needs Debian's ``nginx`` and ``libnginx-mod-nchan`` (``apt-get install
+libnginx-mod-nchan``); one nginx process (no master), pinned to CPU 0.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+CLK_TCK = 100
+
+CONFIG = """
+load_module {module};
+worker_processes 1;
+master_process off;
+daemon off;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log crit;
+worker_rlimit_nofile 200000;
+events {{ worker_connections 100000; multi_accept on; }}
+http {{
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {folder}/body;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = / {{
+      nchan_subscriber eventsource;
+      nchan_channel_id $arg_channels;
+    }}
+    location = /publish {{
+      nchan_publisher;
+      nchan_channel_id $arg_channel;
+      nchan_message_buffer_length 1000;
+    }}
+  }}
+}}
+"""
+
+
+def available() -> bool:
+    return shutil.which("nginx") is not None and MODULE.is_file()
+
+
+class Nchan:
+    """An nginx + nchan process with the interface of run.Daemon (port, CPU, stop)."""
+
+    def __init__(self) -> None:
+        import os
+        os.sched_setaffinity(0, {1})
+        self.folder = Path(tempfile.mkdtemp(prefix="nchan-"))
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        conf = self.folder / "nginx.conf"
+        conf.write_text(CONFIG.format(module=MODULE, folder=self.folder, port=self.port))
+        self.proc = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", str(conf),
+                                      "-p", str(self.folder)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > end:
+                    raise RuntimeError("nginx did not start") from None
+                time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        shutil.rmtree(self.folder, ignore_errors=True)
