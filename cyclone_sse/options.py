@@ -256,6 +256,8 @@ class Settings:
                              "the backend, which may hold them (empty: none)")
     grip_backend_timeout: float = option(10.0, "seconds a GRIP backend may take to answer",
                                          _seconds)
+    grip_max_answer: int = option(8 * 1024 * 1024, "largest answer body read from a GRIP "
+                                  "backend, bytes (past it: 502)", _int(1))
     internal_port: int = option(0, "serve /publish, /stats, /metrics only here (0: on --port)",
                                 _port)
     internal_listen: str = option("127.0.0.1", "interface of --internal-port")

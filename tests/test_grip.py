@@ -23,10 +23,14 @@ KEY = "grip-shared-key-of-enough-length!!"
 
 @pytest.fixture
 def site(tmp_path):
+    yield from started(tmp_path)
+
+
+def started(tmp_path, *options):
     """The daemon proxying /api/ to a django-grip backend it signs requests for."""
     port = free_port()
     daemon = Daemon(tmp_path, f"--grip-proxy=/api/=http://127.0.0.1:{port}",
-                    f"--grip-key={KEY}")
+                    f"--grip-key={KEY}", *options)
     backend = subprocess.Popen(
         [sys.executable, "-m", "tests.grip_backend.serve", str(port),
          f"http://127.0.0.1:{daemon.port}", KEY], cwd=ROOT, stdout=subprocess.PIPE,
@@ -138,6 +142,14 @@ def test_a_held_response_is_answered_by_a_publish_or_its_timeout(site):
     started = time.monotonic()
     response, body = get(daemon.port, "/api/poll/?timeout=1")
     assert body == b"nothing yet\n" and time.monotonic() - started >= 0.9  # its own answer
+
+
+def test_a_backend_answer_past_the_limit_gives_a_clear_502(tmp_path):
+    for daemon, _ in started(tmp_path, "--grip-max-answer=100000"):
+        response, body = get(daemon.port, "/api/big/")
+        assert response.status == 502 and "--grip-max-answer" in json.loads(body)["error"]
+        response, body = get(daemon.port, "/api/plain/")  # and the next one is fine
+        assert response.status == 200
 
 
 def test_a_backend_that_is_down_gives_a_clear_502(tmp_path):

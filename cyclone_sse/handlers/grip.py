@@ -11,16 +11,17 @@ from typing import Any
 
 import cyclone.web
 from twisted.internet import defer
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     FileBodyProducer,
     HTTPConnectionPool,
-    PartialDownloadError,
+    ResponseDone,
     _HTTP11ClientFactory,
-    readBody,
 )
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -90,15 +91,40 @@ class _QuietFactory(_HTTP11ClientFactory):
     noisy = False
 
 
-def _body(response: Any) -> defer.Deferred[bytes]:
-    """The whole body; an HTTP/1.0 server that ends it by closing counts as complete."""
-    def whole(failure: Failure) -> Any:
-        if failure.check(PartialDownloadError):
-            return failure.value.response  # type: ignore[union-attr]
-        return failure
+class _BoundedBody(Protocol):
+    """A backend answer's body, up to ``limit`` bytes (past it the transfer is stopped
+    and the request gets a 502): a proxy must not hold whatever a backend sends."""
 
-    d: defer.Deferred[Any] = readBody(response)
-    d.addErrback(whole)
+    def __init__(self, limit: int, done: defer.Deferred[bytes]) -> None:
+        self.limit = limit
+        self.done = done
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            if not self.done.called:
+                self.done.errback(BadGateway(f"the backend's answer is larger than "
+                                             f"{self.limit} bytes (--grip-max-answer)"))
+            self.transport.stopProducing()  # type: ignore[union-attr]
+            return
+        self.parts.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        # an HTTP/1.0 server that ends the body by closing counts as complete
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.parts))
+        else:
+            self.done.errback(reason)
+
+
+def _body(response: Any, limit: int) -> defer.Deferred[bytes]:
+    """The whole body of a backend's answer, bounded."""
+    d: defer.Deferred[bytes] = defer.Deferred()
+    response.deliverBody(_BoundedBody(limit, d))
     return d
 
 
@@ -143,13 +169,16 @@ class GripProxyHandler(BaseHandler):
         body = FileBodyProducer(BytesIO(request.body)) if request.body else None
         url = (self.backend + request.uri).encode("utf-8")
         d = _agent(self.application).request(request.method.encode(), url, headers, body)
-        d.addCallback(lambda response: _body(response).addCallback(
+        limit = settings.grip_max_answer
+        d.addCallback(lambda response: _body(response, limit).addCallback(
             lambda content: (response, content)))
         d.addTimeout(settings.grip_backend_timeout, self.application.clock)
         d.addCallbacks(self._answered, self._unreachable)
         return d
 
     def _unreachable(self, failure: Any) -> None:
+        if failure.check(BadGateway):
+            failure.raiseException()
         raise BadGateway(f"the backend at {self.backend} did not answer: "
                          f"{failure.getErrorMessage() or failure.type.__name__}")
 

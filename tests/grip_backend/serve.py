@@ -1,6 +1,7 @@
 """Serves the GRIP test backend: ``python -m tests.grip_backend.serve PORT DAEMON_URL KEY``.
 
-Views: /api/plain/ (a plain answer saying whether the request was signed), /api/stream/
+Views: /api/plain/ (a plain answer saying whether the request was signed), /api/big/
+(200,000 bytes), /api/stream/
 (a held text stream on ``stream-test``, ``?ka=1`` with keep-alives), /api/sse/ (a held
 event stream on ``sse-test``) and /api/poll/ (a held response on ``poll-test``,
 ``?timeout=N``)."""
@@ -44,7 +45,11 @@ def poll(request):
     return HttpResponse("nothing yet\n", content_type="text/plain")
 
 
-urlpatterns = [path("api/plain/", plain), path("api/stream/", stream),
+def big(request):
+    return HttpResponse(b"x" * 200_000, content_type="text/plain")
+
+
+urlpatterns = [path("api/plain/", plain), path("api/big/", big), path("api/stream/", stream),
                path("api/sse/", sse), path("api/poll/", poll)]
 
 
