@@ -35,6 +35,8 @@ from cyclone import httpserver, httputil
 from cyclone.httpserver import HTTPRequest
 from twisted.logger import Logger
 
+from cyclone_sse.handlers.publish import LeanPublish, PublishHandler
+from cyclone_sse.handlers.subscribe import LeanSubscribe, SubscribeHandler
 from cyclone_sse.limits import RESERVED_PATHS, RETRY_AFTER, ConnectionLimits
 from cyclone_sse.transports.stream import direct_socket, send_now
 
@@ -258,12 +260,10 @@ class HTTPConnection(httpserver.HTTPConnection):
         self._disarm()
         self.paused = True  # (LineReceiver's own flag: stop splitting lines)
         if request.method == "POST" and request.path == "/publish" and self._lean():
-            from cyclone_sse.handlers.publish import LeanPublish
             if LeanPublish(self.factory, request).run():
                 return
         elif request.method == "GET" and request.path == "/" and self._lean("/") and \
                 "text/event-stream" in request.headers.get("Accept", ""):
-            from cyclone_sse.handlers.subscribe import LeanSubscribe
             if LeanSubscribe(self.factory, request).run():
                 return
         self.factory(request)
@@ -276,8 +276,6 @@ class HTTPConnection(httpserver.HTTPConnection):
         cache = app.__dict__.setdefault("_lean_paths", {})
         lean = cache.get(path)
         if lean is None:
-            from cyclone_sse.handlers.publish import PublishHandler
-            from cyclone_sse.handlers.subscribe import SubscribeHandler
             stock = PublishHandler if path == "/publish" else SubscribeHandler
             # cyclone keeps its routes as (host pattern, [URLSpec]) pairs in .handlers
             specs = [spec for _, group in app.handlers for spec in group

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -90,3 +92,21 @@ def publish_form(app: App, body: str) -> tuple[int, Any]:
         "Content-Type": "application/x-www-form-urlencoded"}).json()
     app.clock.advance(0)
     return answer
+
+
+@contextmanager
+def instances_of(cls: type) -> Iterator[list[Any]]:
+    """Record every instance of ``cls`` built inside the block (how often a lean path
+    still built a cyclone handler)."""
+    built: list[Any] = []
+    original = cls.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    cls.__init__ = counting  # type: ignore[misc]
+    try:
+        yield built
+    finally:
+        cls.__init__ = original  # type: ignore[misc]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.memory import Connection, make_app, publish, publish_form, subscribe
+from tests.memory import Connection, instances_of, make_app, publish, publish_form, subscribe
 
 
 def test_original_form_fields_still_publish():
@@ -228,18 +228,8 @@ def test_the_lean_publish_path_answers_as_the_handler_does():
         return lines[0], fields, json.loads(payload)
 
     from cyclone_sse.handlers.publish import PublishHandler
-    built = []
-    original_init = PublishHandler.__init__
-
-    def counting(self, *args, **kwargs):
-        built.append(self)
-        original_init(self, *args, **kwargs)
-
-    PublishHandler.__init__ = counting
-    try:
+    with instances_of(PublishHandler) as built:
         compare(answer)
-    finally:
-        PublishHandler.__init__ = original_init
     assert len(built) == 5 * 2 + 2 * 2  # the cyclone app's 10, and the lean app's 4 errors
 
 

@@ -3,7 +3,7 @@
 import json
 
 from cyclone_sse.event import parse_stream
-from tests.memory import Connection, make_app, publish, subscribe
+from tests.memory import Connection, instances_of, make_app, publish, subscribe
 
 
 def test_stream_headers_are_sent_at_once():
@@ -363,15 +363,7 @@ def test_the_lean_stream_path_opens_streams_as_the_handler_does():
             if lines[0].endswith("200 OK") else json.loads(body)  # (ids differ)
         return lines[0], fields, events, conn
 
-    built = []
-    original_init = SubscribeHandler.__init__
-
-    def counting(self, *args, **kwargs):
-        built.append(self)
-        original_init(self, *args, **kwargs)
-
-    SubscribeHandler.__init__ = counting
-    try:
+    with instances_of(SubscribeHandler) as built:
         lean, handled = make_app(**options), make_app(access_log=True, **options)
         for query, headers in cases:
             *mine, lean_conn = opened(lean, query, headers)
@@ -386,5 +378,3 @@ def test_the_lean_stream_path_opens_streams_as_the_handler_does():
         lean_conn.transport.loseConnection()
         lean_conn.protocol.connectionLost(None)
         assert lean.registry.connections == len(cases) - 3  # its close ended it
-    finally:
-        SubscribeHandler.__init__ = original_init

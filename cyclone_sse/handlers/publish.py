@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,7 +13,7 @@ from cyclone_sse.auth.tokens import Claims
 from cyclone_sse.channels import check_channel
 from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
 from cyclone_sse.event import as_data, check_publish, check_text, dumps
-from cyclone_sse.handlers.base import BaseHandler, bearer_of, default_headers, key_matches
+from cyclone_sse.handlers.base import BaseHandler, bearer_of, key_matches, ok_head
 
 #: Deepest nesting of arrays and objects in a JSON body.
 MAX_JSON_DEPTH = 32
@@ -176,12 +174,12 @@ class PublishLogic:
                      for channel in dict.fromkeys(channels)]
         d = publishes[0] if len(publishes) == 1 else \
             defer.gatherResults(publishes, consumeErrors=True)
-        d.addCallback(_answer)
+        d.addCallback(_answer_value)
         d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
         return d
 
 
-def _answer(results: Any) -> dict[str, object]:
+def _answer_value(results: Any) -> dict[str, object]:
     results = results if isinstance(results, list) else [results]
     return {"status": "ok", "events": [r.as_json() for r in results],
             "subscribers": sum(r.subscribers for r in results)}
@@ -198,18 +196,6 @@ class PublishHandler(PublishLogic, BaseHandler):
 
 #: What cyclone replaces with a space in form arguments (RequestHandler.get_arguments).
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
-_date: tuple[int, str] = (0, "")
-
-
-def _http_date() -> str:
-    """The Date header, formatted once a second."""
-    global _date
-    now = int(time.time())
-    if _date[0] != now:
-        _date = (now, formatdate(now, usegmt=True))
-    return _date[1]
-
-
 def _answer_bytes(value: dict[str, object]) -> bytes:
     """The answer's JSON, written out directly for the usual one-event answer (channel
     names and ids need no escaping: their alphabets have no quote or backslash)."""
@@ -273,7 +259,7 @@ class LeanPublish(PublishLogic):
         except Exception as exc:
             self._failed(exc)
             return True
-        self._answer(_answer(results))
+        self._answer(_answer_value(results))
         return True
 
     def _answer(self, value: dict[str, object]) -> None:
@@ -281,12 +267,9 @@ class LeanPublish(PublishLogic):
         if request.connection._request is not request:  # (the client left meanwhile)
             return
         body = _answer_bytes(value)
-        head = [f"{request.version} 200 OK",
-                *(f"{name}: {value}" for name, value in
-                  default_headers(self.application, request)),
-                "Content-Type: application/json; charset=utf-8", f"Date: {_http_date()}",
-                f"Content-Length: {len(body)}", "", ""]
-        request.write("\r\n".join(head).encode("latin-1") + body)
+        request.write(ok_head(self.application, request, [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Content-Length", str(len(body)))]) + body)
         request.finish()
 
     def _failed(self, failure: Any) -> None:

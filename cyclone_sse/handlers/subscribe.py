@@ -16,11 +16,17 @@ from cyclone_sse.auth.access import Access, Credentials
 from cyclone_sse.channels import is_pattern, split_channels
 from cyclone_sse.errors import Forbidden
 from cyclone_sse.event import encode_retry
-from cyclone_sse.handlers.base import BaseHandler
+from cyclone_sse.handlers.base import BaseHandler, ok_head
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.transports import PollSubscriber, StreamSubscriber
 
 log = Logger()
+
+#: What an event stream's answer says besides the usual headers (nginx: do not buffer
+#: it, whatever proxy_buffering says).
+STREAM_HEADERS = [("Content-Type", "text/event-stream; charset=utf-8"),
+                  ("Cache-Control", "no-store"), ("Connection", "close"),
+                  ("X-Accel-Buffering", "no")]
 
 
 class SubscribeHandler(BaseHandler):
@@ -174,22 +180,24 @@ class SubscribeHandler(BaseHandler):
         connection.upgrade(protocol, response)
 
     def _open_stream(self) -> StreamSubscriber:
+        for name, value in STREAM_HEADERS:
+            self.set_header(name, value)
+        self._headers_written = True
+        return self._stream(self._generate_headers())
+
+    def _stream(self, head: bytes) -> StreamSubscriber:
+        """The connection becomes this stream; ``head`` (the response head) goes out
+        with ``retry:`` and the replay, once the subscription is live upstream."""
         app = self.application
         connection = self.request.connection
         transport = connection.transport
-        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("Connection", "close")
-        # nginx: do not buffer this response, whatever proxy_buffering says.
-        self.set_header("X-Accel-Buffering", "no")
-        # The head goes out with the replay, once the subscription is live upstream.
-        head = self._generate_headers() + encode_retry(app.settings_obj.retry)
-        self._headers_written = True
         connection.start_streaming()
         if hasattr(transport, "setTcpNoDelay"):
             transport.setTcpNoDelay(True)
         return StreamSubscriber(transport, app.registry.counters,
-                                app.settings_obj.max_pending, head, self.channel_events())
+                                app.settings_obj.max_pending,
+                                head + encode_retry(app.settings_obj.retry),
+                                self.channel_events())
 
     def _answer_poll(self, poll: PollSubscriber) -> None:
         self._leave()
@@ -262,23 +270,4 @@ class LeanSubscribe(SubscribeHandler):
         return True
 
     def _open_lean_stream(self) -> StreamSubscriber:
-        from cyclone_sse.handlers.base import default_headers
-        from cyclone_sse.handlers.publish import _http_date
-        app = self.application
-        request = self.request
-        connection = request.connection
-        headers = [(name, value) for name, value in default_headers(app, request)
-                   if name != "Cache-Control"]
-        headers += [("Content-Type", "text/event-stream; charset=utf-8"),
-                    ("Date", _http_date()), ("Cache-Control", "no-store"),
-                    ("Connection", "close"), ("X-Accel-Buffering", "no")]
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers)
-        head_bytes = f"{request.version} 200 OK\r\n{head}\r\n".encode("latin-1") + \
-            encode_retry(app.settings_obj.retry)
-        connection.start_streaming()
-        transport = connection.transport
-        if hasattr(transport, "setTcpNoDelay"):
-            transport.setTcpNoDelay(True)
-        return StreamSubscriber(transport, app.registry.counters,
-                                app.settings_obj.max_pending, head_bytes,
-                                self.channel_events())
+        return self._stream(ok_head(self.application, self.request, STREAM_HEADERS))

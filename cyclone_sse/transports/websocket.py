@@ -128,6 +128,12 @@ class WebSocketSubscriber(Subscriber):
         self.expiry: Any = None  # the timer that ends it when its token expires
         self._matchers = [compile_pattern(c) for c in channels if is_pattern(c)]
 
+    def narrow(self, gone: set[str]) -> None:
+        """Some of its channels were unsubscribed: the rest stay."""
+        self.channels = [c for c in self.channels if c not in gone]
+        self.presence = [c for c in self.presence if c not in gone]
+        self._matchers = [compile_pattern(c) for c in self.channels if is_pattern(c)]
+
     def reaches(self, channel: str) -> bool:
         """Whether events of ``channel`` come through this subscription."""
         if channel in self.channels:
@@ -398,9 +404,7 @@ class SubscriberProtocol(Protocol):
                 continue
             for channel in gone.intersection(sub.presence):
                 app.presence.leave(channel, self.client_id, sub)
-            sub.presence = [c for c in sub.presence if c not in gone]
-            sub.channels = [c for c in sub.channels if c not in gone]
-            sub._matchers = [compile_pattern(c) for c in sub.channels if is_pattern(c)]
+            sub.narrow(gone)
             app.registry.leave(sub, gone)
         self.send_json({"type": "unsubscribed", "id": request_id,
                         "channels": list(dict.fromkeys(names))})
