@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from http.client import responses
 from io import BytesIO
 from typing import Any
 from urllib.parse import parse_qsl
 
 from cyclone import httpserver, httputil
+from cyclone.escape import parse_qs_bytes
 from cyclone.httpserver import HTTPRequest
+from twisted.internet import interfaces
 from twisted.logger import Logger
 
 from cyclone_sse.handlers.publish import LeanPublish, PublishHandler
@@ -49,6 +52,61 @@ MAX_HEADER_LINES = 100
 MAX_PIPELINED = 64 * 1024
 #: RFC 9110 5.1: a field name is a token.
 _FIELD_NAME_TEXT = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+
+#: Header names met so far, in cyclone's spelling (HTTPHeaders._normalize_name); at most
+#: ``MAX_KNOWN_NAMES`` are kept, so a client sending made-up names cannot grow it.
+_canonical_names: dict[str, str] = {}
+MAX_KNOWN_NAMES = 512
+_CANONICAL = re.compile(r"[A-Z0-9][a-z0-9]*(-[A-Z0-9][a-z0-9]*)*\Z")
+
+
+def canonical_name(name: str) -> str:
+    """A (valid) header name as cyclone's ``HTTPHeaders`` keys it: ``Http-Header-Case``."""
+    canonical = name if _CANONICAL.match(name) else \
+        "-".join(word.capitalize() for word in name.split("-"))
+    if len(_canonical_names) < MAX_KNOWN_NAMES:
+        _canonical_names[name] = canonical
+    return canonical
+
+
+def parse_form(text: str) -> list[tuple[str, str]]:
+    """``parse_qsl(text, errors="strict")``: blank values dropped, ``+`` and %-escapes
+    decoded (strictly UTF-8); a body with neither is only split."""
+    if "%" in text or "+" in text:
+        return parse_qsl(text, errors="strict")
+    pairs = []
+    for pair in text.split("&"):
+        name, equals, value = pair.partition("=")
+        if equals and value:
+            pairs.append((name, value))
+    return pairs
+
+
+class LeanRequest(HTTPRequest):
+    """cyclone's ``HTTPRequest``, built without its constructor's per-request work (a
+    TLS check through zope's ``providedBy``, a query parse of an empty query, the
+    ``X-Real-Ip`` lookups): the connection knows its scheme once, and a connection
+    behind ``xheaders`` builds cyclone's own.  It sets every attribute that
+    constructor sets (tests/test_quality.py compares them)."""
+
+    def __init__(self, connection: Any, method: str, uri: str, version: str,
+                 headers: Any, remote_ip: str, protocol: str) -> None:
+        self.method = method
+        self.uri = uri
+        self.version = version
+        self.headers = headers
+        self.body = b""
+        self.remote_ip = remote_ip
+        self.protocol = protocol
+        self.host = headers.get("Host") or "127.0.0.1"
+        self.files: dict[str, Any] = {}
+        self.connection = connection
+        self._start_time = time.time()
+        self._finish_time = None
+        self.path, _, self.query = uri.partition("?")
+        self.arguments = parse_qs_bytes(self.query, keep_blank_values=True) \
+            if self.query else {}
 
 
 class HTTPConnection(httpserver.HTTPConnection):
@@ -68,6 +126,7 @@ class HTTPConnection(httpserver.HTTPConnection):
         app = self.factory
         self.settings = app.settings_obj
         self.max_body = self.settings.max_body
+        self.registry = app.registry
         self.counters = app.registry.counters
         self.clock = app.clock
         self.request_callback = self._dispatch
@@ -80,6 +139,8 @@ class HTTPConnection(httpserver.HTTPConnection):
         self.limits: ConnectionLimits = app.connection_limits
         self.address = str(getattr(self.transport.getPeer(), "host", ""))
         self.socket = direct_socket(self.transport)
+        self.scheme = "https" if interfaces.ISSLTransport.providedBy(self.transport) \
+            else "http"
         self.over_limit = self.limits.admit(self.address)
         if self.over_limit and self.limits.beyond_reserve():
             self.reject(503, self.over_limit, logged=True)  # not even the reserve is left
@@ -98,6 +159,20 @@ class HTTPConnection(httpserver.HTTPConnection):
     # input ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        registry = self.registry
+        if registry.holding:  # (re-entered: the outer call flushes)
+            self._received(data)
+            return
+        # Events published while this read is handled fan out once it is done, in one
+        # flush, instead of through a timer per publish (``ChannelRegistry.holding``).
+        registry.holding = True
+        try:
+            self._received(data)
+        finally:
+            registry.holding = False
+            registry.flush_held()
+
+    def _received(self, data: bytes) -> None:
         if self.upgraded is not None:
             self.upgraded.dataReceived(data)
             return
@@ -134,7 +209,7 @@ class HTTPConnection(httpserver.HTTPConnection):
         # what follows (a body, a pipelined request) waits in LineReceiver's buffer, so
         # a stream that starts now sees it, as it would have line by line
         self._buffer = data[end + 4:]
-        self._on_headers(head)
+        self._on_headers(head, inline=True)
         if self._buffer and not self.paused and not self.streaming and not self.closing:
             super().dataReceived(b"")  # (the body, or what comes next)
         return True
@@ -160,7 +235,7 @@ class HTTPConnection(httpserver.HTTPConnection):
     def lineLengthExceeded(self, line: bytes) -> None:
         self.reject(431, f"request line or header longer than {self.MAX_LENGTH} bytes")
 
-    def _on_headers(self, data: bytes) -> None:
+    def _on_headers(self, data: bytes, inline: bool = False) -> None:
         # cyclone's _on_headers, with the head parsed once: _check_head's parse is
         # reused (cyclone would split and parse the same bytes again)
         checked = self._check_head(data)
@@ -168,13 +243,23 @@ class HTTPConnection(httpserver.HTTPConnection):
             self.reject(*checked)  # type: ignore[misc]
             return
         length, method, uri, version, headers = checked  # type: ignore[misc]
-        self._request = HTTPRequest(connection=self, method=method, uri=uri,
-                                    version=version, headers=headers,
-                                    remote_ip=self.address)
+        if self.xheaders:
+            self._request = HTTPRequest(connection=self, method=method, uri=uri,
+                                        version=version, headers=headers,
+                                        remote_ip=self.address)
+        else:
+            self._request = LeanRequest(self, method, uri, version, headers, self.address,
+                                        self.scheme)
         if length:
-            self._arm(self.settings.body_timeout, "request body")
             if headers.get("Expect") == "100-continue":
                 self.transport.write(b"HTTP/1.1 100 (Continue)\r\n\r\n")
+            elif inline and len(self._buffer) >= length:
+                # the whole body came with the head: taken at once (no raw mode, no
+                # copy through a buffer, no second pass of the line reader)
+                body, self._buffer = self._buffer[:length], self._buffer[length:]
+                self._on_request_body(body)
+                return
+            self._arm(self.settings.body_timeout, "request body")
             self._contentbuffer = BytesIO()  # (length is at most --max-body)
             self.content_length = length
             self.setRawMode()
@@ -196,21 +281,37 @@ class HTTPConnection(httpserver.HTTPConnection):
         except UnicodeDecodeError:
             return 400, "malformed HTTP headers (not UTF-8 or not 'Name: value')"
         headers = httputil.HTTPHeaders()
-        add = headers.add
+        # filled as HTTPHeaders.add would (the joined value in the dict, each value in
+        # ``_as_list``, cyclone's private list: tests/test_quality.py checks it), without
+        # its per-call name normalisation and its unbounded cache of every name a
+        # client ever sent
+        values_of = headers._as_list
+        store = dict.__setitem__
         for line in text.split("\r\n"):  # checked and parsed in one pass
             if not line:
                 continue
             if line[0] in " \t":
                 return 400, "obsolete line folding in the headers"
             name, colon, value = line.partition(":")
-            if not colon or not _FIELD_NAME_TEXT.match(name):
-                return 400, ("whitespace before a header's colon" if name.rstrip() != name
-                             else "malformed header line (expected 'Name: value')")
-            add(name, value.strip())
-        if parts[2] == b"HTTP/1.1" and len(headers.get_list("Host")) != 1:
+            canonical = _canonical_names.get(name) if colon else None
+            if canonical is None:
+                if not colon or not _FIELD_NAME_TEXT.match(name):
+                    return 400, ("whitespace before a header's colon"
+                                 if name.rstrip() != name
+                                 else "malformed header line (expected 'Name: value')")
+                canonical = canonical_name(name)
+            value = value.strip()
+            values = values_of.get(canonical)
+            if values is None:
+                values_of[canonical] = [value]
+                store(headers, canonical, value)
+            else:
+                values.append(value)
+                store(headers, canonical, ",".join(values))
+        if parts[2] == b"HTTP/1.1" and len(values_of.get("Host", ())) != 1:
             return 400, "an HTTP/1.1 request needs exactly one Host header"
-        lengths = {v.strip() for v in headers.get_list("Content-Length")}
-        if "Transfer-Encoding" in headers:
+        lengths = {v.strip() for v in values_of.get("Content-Length", ())}
+        if "Transfer-Encoding" in values_of:
             if lengths:
                 return 400, "both Transfer-Encoding and Content-Length: ambiguous framing"
             if "chunked" in headers["Transfer-Encoding"].lower():
@@ -240,7 +341,7 @@ class HTTPConnection(httpserver.HTTPConnection):
             super()._on_request_body(data)
             return
         try:
-            pairs = parse_qsl(data.decode("utf-8"), errors="strict")
+            pairs = parse_form(data.decode("utf-8"))
         except UnicodeDecodeError:
             self.reject(400, "form body is not valid UTF-8")
             return
@@ -293,7 +394,8 @@ class HTTPConnection(httpserver.HTTPConnection):
         if self.paused:
             self.paused = False
             self.transport.resumeProducing()
-            self.dataReceived(b"")  # answer what was pipelined meanwhile
+            if self._buffer:
+                self.dataReceived(b"")  # answer what was pipelined meanwhile
 
     def start_streaming(self) -> None:
         """A handler now owns the connection for an event stream."""

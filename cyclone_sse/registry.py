@@ -104,6 +104,9 @@ class ChannelRegistry(Service):
         self._batch_since = 0.0  # when the first of them was queued
         self.latency = Histogram()
         self._flush_call: Any = None
+        #: True while an HTTP connection handles a read: it flushes when done, so no
+        #: timer is set per queued event (connection.py).
+        self.holding = False
 
     # membership --------------------------------------------------------------------
 
@@ -189,7 +192,7 @@ class ChannelRegistry(Service):
         if not self._pending:
             self._batch_since = self.clock.seconds()
         self._pending.append(event)
-        if self._flush_call is None:
+        if self._flush_call is None and not self.holding:
             self._flush_call = self.clock.callLater(0, self.flush)
         self.counters.events_published += 1
 
@@ -290,6 +293,12 @@ class ChannelRegistry(Service):
         return drained
 
     # introspection -----------------------------------------------------------------
+
+    def flush_held(self) -> None:
+        """Once ``holding`` ends: fan out the events queued meanwhile (those queued
+        before, with their timer set, wait for it)."""
+        if self._pending and self._flush_call is None:
+            self.flush()
 
     @property
     def connections(self) -> int:

@@ -121,6 +121,23 @@ def test_private_internals_we_lean_on_are_still_there():
     import inspect
     body_reader = inspect.getsource(cyclone.httpserver.HTTPConnection.rawDataReceived)
     assert "self._contentbuffer" in body_reader and "self.content_length" in body_reader
+    # connection.py fills HTTPHeaders as its add() does: the joined value in the dict,
+    # each value in the private _as_list that get_list reads
+    from cyclone.httputil import HTTPHeaders
+    headers = HTTPHeaders()
+    headers.add("X-A", "1")
+    headers.add("x-a", "2")
+    assert headers._as_list == {"X-A": ["1", "2"]} and dict(headers) == {"X-A": "1,2"}
+    # connection.py's LeanRequest sets what cyclone's HTTPRequest constructor sets
+    from cyclone_sse.connection import LeanRequest, canonical_name
+    made = cyclone.httpserver.HTTPRequest("GET", "/?a=1", headers=HTTPHeaders(),
+                                          connection=Connection(app).protocol)
+    lean = LeanRequest(Connection(app).protocol, "GET", "/?a=1", "HTTP/1.0",
+                       HTTPHeaders(), "127.0.0.1", "http")
+    assert set(vars(made)) == set(vars(lean))
+    assert (lean.path, lean.query, lean.arguments) == (made.path, made.query, made.arguments)
+    for name in ("content-type", "X-FOO", "Last-Event-ID", "a--b", "9x-y", "Host"):
+        assert canonical_name(name) == HTTPHeaders._normalize_name(name), name
     # connection.py's lean path: cyclone's route table
     assert hasattr(cyclone.web.Application(), "handlers")
     # links/amqp.py: the body-frame decoder it replaces

@@ -69,16 +69,30 @@ def http_date() -> str:
     return _date[1]
 
 
-def ok_head(app: Any, request: Any, headers: list[tuple[str, str]]) -> bytes:
+def ok_head(app: Any, request: Any, headers: list[tuple[str, str]],
+            length: int | None = None) -> bytes:
     """A ``200 OK`` head written without a cyclone handler (the lean paths): the headers
-    every answer carries, ``headers`` (which win over them), and the date."""
-    names = {name for name, _ in headers}
-    lines = [f"{request.version} 200 OK",
-             *(f"{name}: {value}" for name, value in default_headers(app, request)
-               if name not in names),
-             *(f"{name}: {value}" for name, value in headers),
-             f"Date: {http_date()}", "", ""]
-    return "\r\n".join(lines).encode("latin-1")
+    every answer carries, ``headers`` (which win over them), ``Content-Length`` when
+    ``length`` is given, and the date.  All but the last two are joined once per
+    kind of request (version, scheme, CORS answer) and kept on the application."""
+    settings = app.settings_obj
+    key = (request.version, request.protocol == "https" and settings.hsts,
+           app.allowed_origin(request.headers.get("Origin")), tuple(headers))
+    cache = app.__dict__.setdefault("_ok_heads", {})
+    start = cache.get(key)
+    if start is None:
+        names = {name for name, _ in headers}
+        start = "".join(f"{line}\r\n" for line in (
+            f"{request.version} 200 OK",
+            *(f"{name}: {value}" for name, value in default_headers(app, request)
+              if name not in names),
+            *(f"{name}: {value}" for name, value in headers)))
+        if len(cache) < 64:  # (bounded: origins come from --cors-origin)
+            cache[key] = start
+    if length is not None:
+        return f"{start}Content-Length: {length}\r\nDate: {http_date()}\r\n\r\n".encode(
+            "latin-1")
+    return f"{start}Date: {http_date()}\r\n\r\n".encode("latin-1")
 
 
 def bearer_of(request: Any) -> str | None:

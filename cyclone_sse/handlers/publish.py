@@ -197,16 +197,11 @@ class PublishHandler(PublishLogic, BaseHandler):
 #: What cyclone replaces with a space in form arguments (RequestHandler.get_arguments).
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
 def _answer_bytes(value: dict[str, object]) -> bytes:
-    """The answer's JSON, written out directly for the usual one-event answer (channel
-    names and ids need no escaping: their alphabets have no quote or backslash)."""
-    events: Any = value["events"]
-    if len(events) != 1:
-        return dumps(value)
-    event = events[0]
-    return (f'{{"status":"ok","events":[{{"channel":"{event["channel"]}","id":'
-            f'"{event["id"]}","subscribers":{event["subscribers"]},"duplicate":'
-            f'{"true" if event["duplicate"] else "false"}}}],"subscribers":'
-            f'{value["subscribers"]}}}').encode()
+    """The answer's JSON (one publish of one event has ``Published.answer``)."""
+    return dumps(value)
+
+
+_ANSWER_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
 
 
 class LeanPublish(PublishLogic):
@@ -230,8 +225,14 @@ class LeanPublish(PublishLogic):
 
     def get_arguments(self, name: str) -> list[str]:
         """Form values as cyclone's ``get_arguments`` gives them."""
-        return [_CONTROL_CHARS.sub(" ", v.decode("utf-8") if isinstance(v, bytes) else v)
-                .strip() for v in self.request.arguments.get(name, [])]
+        values = []
+        for value in self.request.arguments.get(name, ()):
+            if isinstance(value, bytes):
+                value = value.decode("utf-8")
+            if not value.isprintable():  # (no control character in a printable text)
+                value = _CONTROL_CHARS.sub(" ", value)
+            values.append(value.strip())
+        return values
 
     def get_argument(self, name: str, default: str | None) -> str | None:
         values = self.get_arguments(name)
@@ -259,17 +260,20 @@ class LeanPublish(PublishLogic):
         except Exception as exc:
             self._failed(exc)
             return True
-        self._answer(_answer_value(results))
+        if len(results) == 1:
+            self._send(results[0].answer())
+        else:
+            self._answer(_answer_value(results))
         return True
 
     def _answer(self, value: dict[str, object]) -> None:
+        self._send(_answer_bytes(value))
+
+    def _send(self, body: bytes) -> None:
         request = self.request
         if request.connection._request is not request:  # (the client left meanwhile)
             return
-        body = _answer_bytes(value)
-        request.write(ok_head(self.application, request, [
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Content-Length", str(len(body)))]) + body)
+        request.write(ok_head(self.application, request, _ANSWER_HEADERS, len(body)) + body)
         request.finish()
 
     def _failed(self, failure: Any) -> None:
