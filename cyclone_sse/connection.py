@@ -126,7 +126,6 @@ class HTTPConnection(httpserver.HTTPConnection):
         app = self.factory
         self.settings = app.settings_obj
         self.max_body = self.settings.max_body
-        self.registry = app.registry
         self.counters = app.registry.counters
         self.clock = app.clock
         self.request_callback = self._dispatch
@@ -159,20 +158,6 @@ class HTTPConnection(httpserver.HTTPConnection):
     # input ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        registry = self.registry
-        if registry.holding:  # (re-entered: the outer call flushes)
-            self._received(data)
-            return
-        # Events published while this read is handled fan out once it is done, in one
-        # flush, instead of through a timer per publish (``ChannelRegistry.holding``).
-        registry.holding = True
-        try:
-            self._received(data)
-        finally:
-            registry.holding = False
-            registry.flush_held()
-
-    def _received(self, data: bytes) -> None:
         if self.upgraded is not None:
             self.upgraded.dataReceived(data)
             return

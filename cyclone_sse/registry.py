@@ -104,9 +104,6 @@ class ChannelRegistry(Service):
         self._batch_since = 0.0  # when the first of them was queued
         self.latency = Histogram()
         self._flush_call: Any = None
-        #: True while an HTTP connection handles a read: it flushes when done, so no
-        #: timer is set per queued event (connection.py).
-        self.holding = False
 
     # membership --------------------------------------------------------------------
 
@@ -188,11 +185,11 @@ class ChannelRegistry(Service):
         channel flushes the batch first, so every stream still sees publish order.
         """
         if self._pending and self._pending[-1].channel != event.channel:
-            self.flush()  # (it starts a new list)
+            self._fan_out()  # (it starts a new list; the turn's timer stays set)
         if not self._pending:
             self._batch_since = self.clock.seconds()
         self._pending.append(event)
-        if self._flush_call is None and not self.holding:
+        if self._flush_call is None:
             self._flush_call = self.clock.callLater(0, self.flush)
         self.counters.events_published += 1
 
@@ -204,6 +201,9 @@ class ChannelRegistry(Service):
             if self._flush_call.active():
                 self._flush_call.cancel()
             self._flush_call = None
+        self._fan_out()
+
+    def _fan_out(self) -> None:
         events = self._pending
         if not events:
             return
@@ -293,12 +293,6 @@ class ChannelRegistry(Service):
         return drained
 
     # introspection -----------------------------------------------------------------
-
-    def flush_held(self) -> None:
-        """Once ``holding`` ends: fan out the events queued meanwhile (those queued
-        before, with their timer set, wait for it)."""
-        if self._pending and self._flush_call is None:
-            self.flush()
 
     @property
     def connections(self) -> int:

@@ -392,9 +392,8 @@ def test_per_channel_metrics_are_bounded_to_the_busiest():
 def test_the_fan_out_latency_is_a_prometheus_histogram():
     app = make_app()
     Connection(app).send("GET", "/?channels=a")
-    # (a broker's publish fans out at the end of the reactor turn; an HTTP publish at
-    # the end of its read, which takes no time on this Clock)
-    app.broker.publish("a", "x")
+    Connection(app).send("POST", "/publish", b"channel=a&message=x",
+                         {"Content-Type": "application/x-www-form-urlencoded"})
     app.clock.advance(0.003)  # the fan-out at the end of the turn, 3 ms later here
     app.clock.advance(0)
     Connection(app).send("POST", "/publish", b"channel=nobody&message=x",
