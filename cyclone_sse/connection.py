@@ -116,9 +116,11 @@ class HTTPConnection(httpserver.HTTPConnection):
 
     streaming = False   # a response now owns the connection (see start_streaming)
     closing = False     # rejected: whatever else arrives is ignored
+    _reading = False    # a read is being handled (answers may wait in _out)
     upgraded: Any = None  # the WebSocket protocol this connection now carries (upgrade)
     lean_stream: Any = None  # the LeanSubscribe whose stream this connection carries
     _request: Any  # (cyclone's: the request being read or answered)
+    _buffer: bytes  # (LineReceiver's: what was read and not parsed yet)
     _contentbuffer: Any
 
     def connectionMade(self) -> None:
@@ -135,6 +137,7 @@ class HTTPConnection(httpserver.HTTPConnection):
         self._limit = 0.0
         self._armed = False
         self._waiting = True  # for the first byte of a request (no request under way)
+        self._out: list[bytes] = []  # answers held until the read is handled (write)
         self.limits: ConnectionLimits = app.connection_limits
         self.address = str(getattr(self.transport.getPeer(), "host", ""))
         self.socket = direct_socket(self.transport)
@@ -158,6 +161,20 @@ class HTTPConnection(httpserver.HTTPConnection):
     # input ------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        if self._reading:  # (answering what was pipelined: the outer call sends)
+            self._received(data)
+            return
+        # Answers to requests pipelined in this read are sent together once it is
+        # handled: one send() instead of one per request (see ``write``).
+        self._reading = True
+        try:
+            self._received(data)
+        finally:
+            self._reading = False
+            if self._out:
+                self._send_out()
+
+    def _received(self, data: bytes) -> None:
         if self.upgraded is not None:
             self.upgraded.dataReceived(data)
             return
@@ -173,11 +190,13 @@ class HTTPConnection(httpserver.HTTPConnection):
             return
         if self.paused and len(self._buffer) + len(data) > MAX_PIPELINED:
             self.transport.pauseProducing()  # read again once the answer is out
-        if self._waiting and self.line_mode and not self.paused and not self._buffer \
-                and not self._busyReceiving and data[:1] not in (b"\r", b"\n"):
-            end = data.find(b"\r\n\r\n")
-            if end >= 0 and self._whole_head(data, end):
-                return
+        if self._waiting and self.line_mode and not self.paused and not self._busyReceiving:
+            if self._buffer:  # (what was pipelined behind the request just answered)
+                data, self._buffer = self._buffer + data, b""
+            if data[:1] not in (b"\r", b"\n"):
+                end = data.find(b"\r\n\r\n")
+                if end >= 0 and self._whole_head(data, end):
+                    return
         super().dataReceived(data)
 
     def _whole_head(self, data: bytes, end: int) -> bool:
@@ -237,6 +256,7 @@ class HTTPConnection(httpserver.HTTPConnection):
                                         self.scheme)
         if length:
             if headers.get("Expect") == "100-continue":
+                self._send_out()
                 self.transport.write(b"HTTP/1.1 100 (Continue)\r\n\r\n")
             elif inline and len(self._buffer) >= length:
                 # the whole body came with the head: taken at once (no raw mode, no
@@ -386,6 +406,7 @@ class HTTPConnection(httpserver.HTTPConnection):
         """A handler now owns the connection for an event stream."""
         self.streaming = True
         self._disarm()
+        self._send_out()
         if self._buffer.strip(b"\r\n"):
             self._refuse_behind_stream()
 
@@ -398,13 +419,33 @@ class HTTPConnection(httpserver.HTTPConnection):
         self._disarm()
         self.upgraded = protocol
         rest = self.clearLineBuffer()  # what the client sent after its handshake
+        self._send_out()
         self.transport.write(response)
         protocol.makeConnection(self.transport)
         if rest:
             protocol.dataReceived(rest)
 
     def write(self, chunk: bytes) -> None:
-        """An answer (cyclone's or the lean publish's), sent at once when it can be."""
+        """An answer (cyclone's or the lean publish's), sent at once when it can be;
+        while more pipelined requests of this read wait behind it, kept until the read
+        is handled (``_send_out``)."""
+        if self._reading and self._buffer:
+            self._out.append(chunk)
+            return
+        if self._out:
+            self._out.append(chunk)
+            chunk = b"".join(self._out)
+            self._out = []
+        self._send(chunk)
+
+    def _send_out(self) -> None:
+        """Send the answers ``write`` kept; called before anything else is written."""
+        if self._out:
+            chunk = b"".join(self._out)
+            self._out = []
+            self._send(chunk)
+
+    def _send(self, chunk: bytes) -> None:
         if self.socket is not None:
             chunk = send_now(self.transport, self.socket, chunk)
             if not chunk:
@@ -482,6 +523,7 @@ class HTTPConnection(httpserver.HTTPConnection):
                 "X-Content-Type-Options: nosniff\r\n"
                 f"{retry}Content-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n").encode()
+        self._send_out()
         self.transport.write(head + body)
         self.setRawMode()
         self.closing = True  # ignore whatever else arrives

@@ -80,6 +80,31 @@ def test_pipelined_requests_are_answered_one_at_a_time_in_order():
     assert len(answers) == 3 and b'"events"' in answers[1] and b'"uptime"' in answers[2]
 
 
+def test_answers_to_requests_pipelined_in_one_read_go_out_in_one_write_in_order():
+    app = make_app()
+    stream = Connection(app).send("GET", "/?channels=a")
+    conn = Connection(app)
+    writes = []
+    write = conn.transport.write
+    conn.transport.write = lambda data: (writes.append(data), write(data))  # type: ignore
+    publish = (b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+               b"x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\nchannel=a&message=%d")
+    conn.protocol.dataReceived(b"".join(publish % n for n in range(3)) +
+                               b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(writes) == 1
+    answers = conn.raw.split(b"HTTP/1.1 200 OK")[1:]
+    assert len(answers) == 4 and b'"uptime"' in answers[3]
+    ids = [json.loads(a.partition(b"\r\n\r\n")[2])["events"][0]["id"] for a in answers[:3]]
+    app.clock.advance(0)
+    assert [(e["id"], e["data"]) for e in stream.events()] == list(zip(ids, "012", strict=True))
+    # a request that is not whole yet waits; the answers before it are not held back
+    writes.clear()
+    conn.protocol.dataReceived(publish % 3 + b"GET /st")
+    assert len(writes) == 1 and conn.raw.count(b"HTTP/1.1 200 OK") == 5
+    conn.protocol.dataReceived(b"ats HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.raw.count(b"HTTP/1.1 200 OK") == 6
+
+
 # timeouts -----------------------------------------------------------------------------
 
 def test_slow_request_headers_are_cut_off_whatever_trickles_in():

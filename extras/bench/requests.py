@@ -9,6 +9,7 @@ request, from /proc):
 
 one          one publisher waiting for each answer, 10 subscribers on one channel
 concurrent   16 publishers on keep-alive connections, each waiting for its answers
+pipelined    16 publishers, each with 16 requests in flight (HTTP pipelining)
 per-user     10,000 subscribers each on its own channel, 2 events published to each
 patterns     3,000 subscribers each on its own pattern p<i>.*, one event to each p<i>.x
              (beside: the same with 3,000 exact channels)
@@ -135,6 +136,35 @@ async def concurrent(count: int = 20000, clients: int = 16) -> dict[str, object]
         daemon.stop()
 
 
+async def pipelined(count: int = 40000, clients: int = 16,
+                    window: int = 16) -> dict[str, object]:
+    """``clients`` keep-alive publishers, each with ``window`` requests in flight
+    (HTTP pipelining: sent together, answered in order)."""
+    daemon = Daemon()
+    try:
+        await ready(daemon)
+        load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
+        await load.connect(10)
+        load.reset()
+        found = await publishers(daemon, clients)
+        rounds = count // clients // window
+
+        async def each(publisher: Publisher) -> None:
+            for _ in range(rounds):
+                for _ in range(window):
+                    publisher.send("general")
+                for _ in range(window):
+                    await publisher.answer()
+        seconds, cpu = await timed(daemon, asyncio.gather(*(each(p) for p in found)))
+        total = rounds * window * clients
+        await wait_delivered(load, total * 10, 30)
+        load.close()
+        return rate_row(f"pipelined ({clients} publishers, {window} in flight each)", total,
+                        seconds, cpu, complete=load.delivered == total * 10)
+    finally:
+        daemon.stop()
+
+
 async def per_user(users: int = 10000, events: int = 2, pattern: bool = False,
                    name: str = "per-user", server: object = None) -> dict[str, object]:
     daemon = server() if callable(server) else Daemon()
@@ -226,6 +256,7 @@ async def main(args: argparse.Namespace) -> None:
     runs = {
         "one": lambda: one(count=args.count),
         "concurrent": lambda: concurrent(count=4 * args.count),
+        "pipelined": lambda: pipelined(count=8 * args.count),
         "per-user": lambda: per_user(),
         "patterns": lambda: _pair(),
         "redis": lambda: one(("--broker=redis", f"--redis-prefix=bench-{secrets.token_hex(3)}",
@@ -261,8 +292,8 @@ async def main(args: argparse.Namespace) -> None:
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description="cyclone-sse request-path benchmark")
-    parser.add_argument("workloads", nargs="*", help="one concurrent per-user patterns redis "
-                        "amqp batch connect nchan (default: all)")
+    parser.add_argument("workloads", nargs="*", help="one concurrent pipelined per-user patterns "
+                        "redis amqp batch connect nchan (default: all)")
     parser.add_argument("--count", type=int, default=5000, help="publishes in 'one'")
     run_async(main, parser.parse_args())
 
