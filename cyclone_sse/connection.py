@@ -393,6 +393,7 @@ class HTTPConnection(httpserver.HTTPConnection):
     def _finish_request(self) -> None:
         super()._finish_request()
         if self.streaming or self.transport.disconnecting:
+            self._send_out()  # (the last answers: nothing more is read)
             return
         self._waiting = True
         self._arm(self.settings.idle_timeout, "")

@@ -103,6 +103,12 @@ def test_answers_to_requests_pipelined_in_one_read_go_out_in_one_write_in_order(
     assert len(writes) == 1 and conn.raw.count(b"HTTP/1.1 200 OK") == 5
     conn.protocol.dataReceived(b"ats HTTP/1.1\r\nHost: x\r\n\r\n")
     assert conn.raw.count(b"HTTP/1.1 200 OK") == 6
+    # an answer that closes the connection goes out with those before it, and ends it
+    closing = Connection(app)
+    closing.protocol.dataReceived(publish % 4 + b"GET /stats HTTP/1.1\r\nHost: x\r\n"
+                                  b"Connection: close\r\n\r\n" + publish % 5)
+    assert closing.raw.count(b"HTTP/1.1 200 OK") == 2 and b'"uptime"' in closing.raw
+    assert closing.transport.disconnecting
 
 
 # timeouts -----------------------------------------------------------------------------

@@ -31,16 +31,19 @@ http {{
   keepalive_requests 10000000;
   keepalive_timeout 300s;
   client_body_temp_path {folder}/body;
+  {redis}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
     location = / {{
       nchan_subscriber eventsource;
       nchan_channel_id $arg_channels;
+      {redis_pass}
     }}
     location = /publish {{
       nchan_publisher;
       nchan_channel_id $arg_channel;
       nchan_message_buffer_length 1000;
+      {redis_pass}
     }}
   }}
 }}
@@ -54,7 +57,7 @@ def available() -> bool:
 class Nchan:
     """An nginx + nchan process with the interface of run.Daemon (port, CPU, stop)."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis: bool = False) -> None:
         import os
         os.sched_setaffinity(0, {1})
         self.folder = Path(tempfile.mkdtemp(prefix="nchan-"))
@@ -62,7 +65,14 @@ class Nchan:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         conf = self.folder / "nginx.conf"
-        conf.write_text(CONFIG.format(module=MODULE, folder=self.folder, port=self.port))
+        # with ``redis``: nchan's Redis store (messages and channels kept in Redis, as
+        # cyclone-sse's Redis broker and history do)
+        redis_conf = "upstream bench_redis { nchan_redis_server redis://127.0.0.1:6379; }" \
+            if redis else ""
+        conf.write_text(CONFIG.format(module=MODULE, folder=self.folder, port=self.port,
+                                      redis=redis_conf,
+                                      redis_pass="nchan_redis_pass bench_redis;" if redis
+                                      else ""))
         self.proc = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", str(conf),
                                       "-p", str(self.folder)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

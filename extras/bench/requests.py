@@ -18,7 +18,8 @@ amqp         "one" through --broker=amqp
 batch        one publisher, 100 events per request (the JSON list body), 10 subscribers
 connect      10,000 subscribers connecting, 128 at a time; and the same resuming with a
              Last-Event-ID that replays 2 events each
-nchan        "one", "per-user" and "connect" against nginx + nchan (extras/bench/nchan.py),
+nchan        "one" (in memory and with nchan's Redis store), "per-user" and "connect"
+             against nginx + nchan (extras/bench/nchan.py),
              in the same run, when Debian's libnginx-mod-nchan is installed
 """
 
@@ -274,6 +275,8 @@ async def main(args: argparse.Namespace) -> None:
                   "skipped", flush=True)
             return []
         return [await one(count=args.count, name="nchan: one", server=nchan.Nchan),
+                await one(count=args.count, name="nchan: one, Redis store",
+                          server=lambda: nchan.Nchan(redis=True)),
                 await per_user(name="nchan: per-user", server=nchan.Nchan),
                 await connect(server=nchan.Nchan, name="nchan: connect")]
 
