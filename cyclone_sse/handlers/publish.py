@@ -196,11 +196,6 @@ class PublishHandler(PublishLogic, BaseHandler):
 
 #: What cyclone replaces with a space in form arguments (RequestHandler.get_arguments).
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
-def _answer_bytes(value: dict[str, object]) -> bytes:
-    """The answer's JSON (one publish of one event has ``Published.answer``)."""
-    return dumps(value)
-
-
 _ANSWER_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
 
 
@@ -267,7 +262,7 @@ class LeanPublish(PublishLogic):
         return True
 
     def _answer(self, value: dict[str, object]) -> None:
-        self._send(_answer_bytes(value))
+        self._send(dumps(value))  # (one event alone: Published.answer)
 
     def _send(self, body: bytes) -> None:
         request = self.request
