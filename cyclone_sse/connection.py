@@ -41,7 +41,7 @@ from twisted.logger import Logger
 from cyclone_sse.handlers.publish import LeanPublish, PublishHandler
 from cyclone_sse.handlers.subscribe import LeanSubscribe, SubscribeHandler
 from cyclone_sse.limits import RESERVED_PATHS, RETRY_AFTER, ConnectionLimits
-from cyclone_sse.transports.stream import direct_socket, send_now
+from cyclone_sse.sockets import direct_socket, write_now
 
 log = Logger()
 
@@ -437,21 +437,14 @@ class HTTPConnection(httpserver.HTTPConnection):
             self._out.append(chunk)
             chunk = b"".join(self._out)
             self._out = []
-        self._send(chunk)
+        write_now(self.transport, self.socket, chunk)
 
     def _send_out(self) -> None:
         """Send the answers ``write`` kept; called before anything else is written."""
         if self._out:
             chunk = b"".join(self._out)
             self._out = []
-            self._send(chunk)
-
-    def _send(self, chunk: bytes) -> None:
-        if self.socket is not None:
-            chunk = send_now(self.transport, self.socket, chunk)
-            if not chunk:
-                return
-        self.transport.write(chunk)
+            write_now(self.transport, self.socket, chunk)
 
     def _refuse_behind_stream(self) -> None:
         self.counters.refused_pipelined += 1

@@ -102,7 +102,7 @@ def test_private_internals_we_lean_on_are_still_there():
     from twisted.internet.task import Clock
     from txamqp import connection
 
-    # transports/stream.py: the direct send() path checks Twisted's own write buffer
+    # sockets.py: the direct send() path checks Twisted's own write buffer
     assert issubclass(tcp.Server, abstract.FileDescriptor)
     descriptor = abstract.FileDescriptor(Clock())
     assert descriptor.dataBuffer == b"" and descriptor._tempDataLen == 0
@@ -140,6 +140,17 @@ def test_private_internals_we_lean_on_are_still_there():
         assert canonical_name(name) == HTTPHeaders._normalize_name(name), name
     # connection.py's lean path: cyclone's route table
     assert hasattr(cyclone.web.Application(), "handlers")
+    # links/redis.py's send_encoded: txredisapi's reply queue, timeout and state
+    import txredisapi
+    from twisted.internet.defer import DeferredQueue
+    protocol = txredisapi.RedisProtocol(replyTimeout=1)
+    assert isinstance(protocol.replyQueue, DeferredQueue)
+    assert protocol.replyQueue.waiting == [] and protocol.replyTimeout == 1
+    assert "self.replyQueue.put" in inspect.getsource(txredisapi.RedisProtocol.replyReceived)
+    # links/redis.py skips txredisapi's reply conversion: with our settings it is none
+    converting = txredisapi.RedisProtocol(charset=None, convertNumbers=False)
+    reply = [b"1", [b"2.5", b"\xff", 3], b"", -1, b"x"]
+    assert converting.tryConvertData(reply) == reply
     # links/amqp.py: the body-frame decoder it replaces
     assert hasattr(connection.Body, "decode")
     # handlers/grip.py: the connection pool's factory class, made quiet

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 from twisted.internet import defer
 
 from cyclone_sse.auth.tokens import Claims
+from cyclone_sse.brokers.base import Published
 from cyclone_sse.channels import check_channel
 from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
 from cyclone_sse.event import as_data, check_publish, check_text, dumps
@@ -242,6 +243,11 @@ class LeanPublish(PublishLogic):
         broker = self.application.broker
         if not broker.immediate:
             try:
+                if len(messages) == 1 and len(messages[0][0]) == 1:  # one event: as below
+                    [([channel], data, name, publisher_id)] = messages
+                    d = broker.publish(channel, data, name, publisher_id)
+                    d.addCallbacks(self._answer_one, self._failed)
+                    return True
                 d = self.publish(messages)
             except Exception as exc:  # (a broker that refuses at once: an --app's)
                 self._failed(exc)
@@ -263,6 +269,9 @@ class LeanPublish(PublishLogic):
 
     def _answer(self, value: dict[str, object]) -> None:
         self._send(dumps(value))  # (one event alone: Published.answer)
+
+    def _answer_one(self, published: Published) -> None:
+        self._send(published.answer())
 
     def _send(self, body: bytes) -> None:
         request = self.request

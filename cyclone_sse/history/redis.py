@@ -41,7 +41,7 @@ from cyclone_sse.history.base import (
 )
 from cyclone_sse.history.redis_scripts import APPEND, MIGRATE, SINCE, SWEEP
 from cyclone_sse.interfaces import IRedisHistory, IStats
-from cyclone_sse.links.redis import DEFAULT_TIMEOUT, RedisAddress, RedisLink
+from cyclone_sse.links.redis import DEFAULT_TIMEOUT, RedisAddress, RedisLink, encode_arguments
 
 DEFAULT_PREFIX = "cyclone-sse"
 
@@ -73,7 +73,7 @@ class RedisHistory(SweptStore):
         self.max_bytes = max_bytes
         self.channel_bytes = channel_bytes
         self.bytes = 0  # held in all, as of the last append from here
-        self._scripts: dict[str, str] = {}
+        self._scripts: dict[str, bytes] = {}  # name -> "EVALSHA <sha> 0 <prefix>", encoded
 
     @defer.inlineCallbacks
     def load_scripts(self, connection: Any) -> Any:
@@ -82,13 +82,16 @@ class RedisHistory(SweptStore):
         yield connection.execute_command("EVAL", MIGRATE, 0, self.prefix)
         for name, body in (("append", APPEND), ("since", SINCE), ("sweep", SWEEP)):
             sha = yield connection.execute_command("SCRIPT", "LOAD", body)
-            self._scripts[name] = _text(sha)
+            self._scripts[name] = encode_arguments(("EVALSHA", _text(sha), 0, self.prefix))
 
     def _run(self, name: str, *args: Any) -> defer.Deferred[Any]:
-        d = self.link.when_ready()
-        d.addCallback(lambda _: self.link.raw_command("EVALSHA", self._scripts[name], 0,
-                                                      self.prefix, *args))
-        return d
+        """Run script ``name`` with ``args`` (after the prefix), encoded here in one go."""
+        head = self._scripts.get(name)
+        if head is None:  # (not loaded yet: it is once the link is ready)
+            d = self.link.when_ready()
+            d.addCallback(lambda _: self._run(name, *args))
+            return d
+        return self.link.send(b"*%d\r\n%s%s" % (4 + len(args), head, encode_arguments(args)))
 
     def append(self, channel: str, data: str, name: str | None = None,
                publisher_id: str | None = None,

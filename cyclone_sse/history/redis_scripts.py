@@ -98,8 +98,11 @@ if size > 0 then
   for _ = 1, redis.call('XLEN', key) - size do evict_oldest(p, ch) end
 end
 if ttl > 0 then
-  for _, entry in ipairs(redis.call('XRANGE', key, '-', '+', 'COUNT', 16)) do
-    if tonumber(entry[2][6]) >= now - ttl then break end
+  -- at most 16 past their age per append (the sweep takes whole idle channels); the
+  -- oldest alone is read, since it is nearly always still young
+  for _ = 1, 16 do
+    local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+    if #oldest == 0 or tonumber(oldest[1][2][6]) >= now - ttl then break end
     evict_oldest(p, ch)
   end
 end

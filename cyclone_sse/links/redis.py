@@ -7,7 +7,8 @@ pub/sub messages to a callback.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -21,12 +22,28 @@ from twisted.internet.protocol import Factory
 
 from cyclone_sse.links.reconnect import Link
 from cyclone_sse.links.tls import ClientTls
+from cyclone_sse.sockets import direct_socket, write_now
 
 MessageHandler = Callable[[bytes | None, bytes, bytes], None]  # (pattern, channel, message)
 #: Seconds a Redis reply may take before the connection counts as lost (--redis-timeout).
 DEFAULT_TIMEOUT = 3.0
 #: What a command that got no reply in time fails with.
 ReplyTimeout = txredisapi.TimeoutError
+
+
+def encode_arguments(arguments: Iterable[bytes | str | int]) -> bytes:
+    """Command arguments as RESP bulk strings (a command is ``*<count>`` and these)."""
+    parts = []
+    for argument in arguments:
+        value = argument if isinstance(argument, bytes) else \
+            argument.encode() if isinstance(argument, str) else b"%d" % argument
+        parts.append(b"$%d\r\n%s\r\n" % (len(value), value))
+    return b"".join(parts)
+
+
+def encode_command(*arguments: bytes | str | int) -> bytes:
+    """One command in RESP, as Redis reads it: an array of bulk strings."""
+    return b"*%d\r\n%s" % (len(arguments), encode_arguments(arguments))
 
 
 @dataclass
@@ -76,19 +93,80 @@ class RedisAddress:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
-class _Commands(txredisapi.RedisProtocol):
-    """A command connection that tells its link when it is gone."""
+class _Unconverted:
+    """txredisapi's reply conversion, for our settings (``charset=None``,
+    ``convertNumbers=False``): it changes nothing, so it is not run over every reply
+    (tests/test_quality.py checks it still changes nothing)."""
+
+    @staticmethod
+    def tryConvertData(data: Any) -> Any:
+        return data
+
+
+class _Commands(_Unconverted, txredisapi.RedisProtocol):
+    """A command connection that tells its link when it is gone, and sends commands
+    already encoded (``send_encoded``) without txredisapi's per-command cost."""
 
     factory: _Factory
+    socket: Any = None  # (for write_now)
+    _watchdog: Any = None  # the timer of the oldest reply awaited by send_encoded
+
+    def connectionMade(self) -> Any:
+        self.socket = direct_socket(self.transport)
+        self._sent: deque[float] = deque()  # when each send_encoded command went out
+        return super().connectionMade()
+
+    def send_encoded(self, command: bytes) -> defer.Deferred[Any]:
+        """Send ``command`` (RESP, from ``encode_command``): straight to the socket when
+        it can be, without txredisapi's argument encoding, its three Deferreds per
+        command and its timer per command.  Replies come in order through txredisapi's
+        own queue (``replyQueue``, shared with its commands); one timer per connection
+        (``_check_replies``) aborts it when the oldest reply is later than the timeout,
+        as txredisapi would."""
+        if not self.connected:
+            return defer.fail(txredisapi.ConnectionError("Not connected"))
+        write_now(self.transport, self.socket, command)
+        if self.replyTimeout:
+            self._sent.append(self.factory.clock.seconds())
+            if self._watchdog is None:
+                self._watchdog = self.callLater(self.replyTimeout, self._check_replies)
+        d: defer.Deferred[Any] = self.replyQueue.get()
+        d.addCallback(self._encoded_reply)
+        return d
+
+    def _encoded_reply(self, reply: Any) -> Any:
+        if self._sent:
+            self._sent.popleft()
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def _check_replies(self) -> None:
+        self._watchdog = None
+        if not self._sent or not self.connected:
+            return
+        left = self._sent[0] + self.replyTimeout - self.factory.clock.seconds()
+        if left > 0:
+            self._watchdog = self.callLater(left, self._check_replies)
+            return
+        # what txredisapi's own timeout does: every waiting reply fails, the
+        # connection is aborted (and re-made by the link)
+        error = ReplyTimeout(f"Not received Redis response in {self.replyTimeout} seconds")
+        while self.replyQueue.waiting:
+            self.replyQueue.put(error)
+        self.transport.abortConnection()
 
     def connectionLost(self, why: Any) -> None:
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
         # the link first, with the reason (a refused certificate, say): then the
         # replies failing below are no news to it
         self.factory.link.lost(self, why.getErrorMessage())
         super().connectionLost(why)
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):
+class _Subscriber(_Unconverted, txredisapi.SubscriberProtocol):
     """A pub/sub connection: messages go to the link's ``on_message``."""
 
     factory: _Factory
@@ -190,6 +268,14 @@ class RedisLink(Link):
             return self.connection.execute_command(*args)
         d = self.when_ready()
         d.addCallback(lambda _: self.connection.execute_command(*args))
+        return d
+
+    def send(self, command: bytes) -> defer.Deferred[Any]:
+        """Run one encoded command (``encode_command``), waiting as ``command`` does."""
+        if self.ready:
+            return self.connection.send_encoded(command)  # type: ignore[no-any-return]
+        d = self.when_ready()
+        d.addCallback(lambda _: self.connection.send_encoded(command))
         return d
 
     def raw_command(self, *args: Any) -> defer.Deferred[Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -21,36 +20,12 @@ from cyclone_sse.event import (
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.registry import Counters
+from cyclone_sse.sockets import direct_socket, send_now
 from cyclone_sse.subscription import Subscriber
 
 #: Bytes a stream may queue beyond the transport's own 64 KiB buffer while its client
 #: is not reading; past it the stream is closed (the client replays on reconnect).
 DEFAULT_MAX_PENDING = 512 * 1024
-
-
-def direct_socket(transport: Any) -> Any:
-    """A plain TCP transport's socket, for ``send_now``; None for anything else (TLS
-    wrappers forward attribute lookups to the TCP transport below them!)."""
-    return transport.socket if type(transport) is tcp.Server else None
-
-
-def send_now(transport: Any, sock: Any, data: bytes) -> bytes:
-    """Send what the socket takes at once, while Twisted holds nothing for this
-    connection (so order is kept); returns the rest, for ``transport.write``.
-
-    Going through ``transport.write`` costs two ``epoll_ctl`` calls and a reactor
-    dispatch per write; a fan-out to thousands of idle connections, or the answer to a
-    publish, rarely needs them.  (``dataBuffer`` and ``_tempDataLen`` are Twisted's
-    private write buffer: tests/test_quality.py checks they still exist.)"""
-    if transport.dataBuffer or transport._tempDataLen or transport.disconnecting:
-        return data
-    try:
-        sent = sock.send(data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        sent = 0  # let the transport find and report the broken connection
-    return data[sent:] if sent != len(data) else b""
 
 
 @implementer(IPushProducer)
