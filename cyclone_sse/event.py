@@ -12,6 +12,7 @@ values may not contain CR, LF or NUL, which would let a publisher inject fields
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -92,6 +93,7 @@ def encode(event_id: str | None, data: str, name: str | None = None) -> bytes:
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
+@functools.lru_cache(maxsize=8)  # (a reconnect storm of quiet streams: one id, many times)
 def encode_position(event_id: str) -> bytes:
     """The resume point of a client that has no event yet, as a named event with data:
     browsers record an ``id:`` even without data, but clients such as npm's

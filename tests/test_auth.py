@@ -132,10 +132,22 @@ def test_a_tampered_payload_fails_the_signature():
 
 
 def check(gate, channels, tok=None):
+    """The gate's decision, through ``check`` and ``check_now`` (the lean subscribe
+    path's), which must agree."""
     result = []
     gate.check(Credentials(tok), channels).addBoth(result.append)
+    try:
+        at_once = gate.check_now(Credentials(tok), channels)
+    except Exception as exc:
+        at_once = exc
     if isinstance(result[0], Exception) or hasattr(result[0], "value"):
+        assert type(at_once) is type(result[0].value) and \
+            str(at_once) == str(result[0].value)
         raise result[0].value
+    assert vars(at_once).keys() == vars(result[0]).keys()
+    assert (at_once.expires, at_once.allowed, at_once.tokens) == \
+        (result[0].expires, result[0].allowed, result[0].tokens)
+    assert (at_once.claims and at_once.claims.sub) == (result[0].claims and result[0].claims.sub)
     return result[0]
 
 

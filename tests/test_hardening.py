@@ -533,3 +533,26 @@ def test_a_second_stop_signal_is_ignored_quietly(tmp_path):
     assert "Server Shut Down" in log
     assert "Traceback" not in log and "ReactorNotRunning" not in log
     assert log.count("Received SIG") == 1
+
+
+@pytest.mark.parametrize("query", [
+    "channels=a&channels=b", "a=1&&b=2&", "a&b=", "=x&a==1", "a=%41&b=c+d", "a=\u00e9&b=1",
+    "channels=a;b", "a=%zz", ""])
+def test_the_lean_query_parse_is_the_one_cyclone_makes(query):
+    from urllib.parse import parse_qs
+
+    from cyclone_sse.connection import parse_query
+    assert parse_query(query) == parse_qs(query, keep_blank_values=True)
+
+
+def test_lean_arguments_are_cyclone_arguments():
+    import cyclone.web
+
+    from cyclone_sse.handlers.base import arguments_of
+    app = make_app()
+    connection = Connection(app).protocol
+    from cyclone.httpserver import HTTPRequest
+    request = HTTPRequest("GET", "/?a=%20x%01y%20&a=plain&b=&c=%C3%A9", connection=connection)
+    handler = cyclone.web.RequestHandler(app, request)
+    for name in ("a", "b", "c", "missing"):
+        assert arguments_of(request, name) == handler.get_arguments(name), name

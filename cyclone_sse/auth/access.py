@@ -129,6 +129,14 @@ class Gate:
         d.addCallback(self._grant, claims, names, hook)
         return d
 
+    def check_now(self, credentials: Credentials, channels: list[str]) -> Access:
+        """``check`` for a gate that asks no callback: the ``Access`` at once, or the
+        exception (the lean subscribe path: no Deferred per connection)."""
+        if self.callback is not None:
+            raise RuntimeError("this gate asks the auth callback: use check")
+        return self._grant(None, self.claims_of(credentials),
+                           [c for c in channels if not is_pattern(c)], None)
+
     def _grant(self, allowed: ChannelList | None, claims: Claims | None, names: list[str],
                hook: Hook | None) -> Access:
         access = Access(self.policies, claims, allowed, hook, self.verifier is not None)

@@ -95,6 +95,23 @@ def ok_head(app: Any, request: Any, headers: list[tuple[str, str]],
     return f"{start}Date: {http_date()}\r\n\r\n".encode("latin-1")
 
 
+#: What cyclone replaces with a space in form arguments (RequestHandler.get_arguments).
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
+
+
+def arguments_of(request: Any, name: str) -> list[str]:
+    """The request's ``name`` arguments as cyclone's ``get_arguments`` gives them
+    (decoded, control characters made spaces, stripped), for the lean paths."""
+    values = []
+    for value in request.arguments.get(name, ()):
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if not value.isprintable():  # (no control character in a printable text)
+            value = _CONTROL_CHARS.sub(" ", value)
+        values.append(value.strip())
+    return values
+
+
 def bearer_of(request: Any) -> str | None:
     """The request's ``Authorization: Bearer`` value, if any."""
     auth = request.headers.get("Authorization", "")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -14,7 +13,13 @@ from cyclone_sse.brokers.base import Published
 from cyclone_sse.channels import check_channel
 from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
 from cyclone_sse.event import as_data, check_publish, check_text, dumps
-from cyclone_sse.handlers.base import BaseHandler, bearer_of, key_matches, ok_head
+from cyclone_sse.handlers.base import (
+    BaseHandler,
+    arguments_of,
+    bearer_of,
+    key_matches,
+    ok_head,
+)
 
 #: Deepest nesting of arrays and objects in a JSON body.
 MAX_JSON_DEPTH = 32
@@ -195,8 +200,6 @@ class PublishHandler(PublishLogic, BaseHandler):
         return d  # type: ignore[return-value]
 
 
-#: What cyclone replaces with a space in form arguments (RequestHandler.get_arguments).
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
 _ANSWER_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
 
 
@@ -221,14 +224,7 @@ class LeanPublish(PublishLogic):
 
     def get_arguments(self, name: str) -> list[str]:
         """Form values as cyclone's ``get_arguments`` gives them."""
-        values = []
-        for value in self.request.arguments.get(name, ()):
-            if isinstance(value, bytes):
-                value = value.decode("utf-8")
-            if not value.isprintable():  # (no control character in a printable text)
-                value = _CONTROL_CHARS.sub(" ", value)
-            values.append(value.strip())
-        return values
+        return arguments_of(self.request, name)
 
     def get_argument(self, name: str, default: str | None) -> str | None:
         values = self.get_arguments(name)
