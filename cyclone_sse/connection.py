@@ -422,7 +422,9 @@ class HTTPConnection(httpserver.HTTPConnection):
     def start_streaming(self) -> None:
         """A handler now owns the connection for an event stream."""
         self.streaming = True
-        self._disarm()
+        # no timer is needed again: not left in the reactor's heap, where each of
+        # thousands of streams would make every callLater dearer
+        self._stop_timer()
         self._send_out()
         if self._buffer.strip(b"\r\n"):
             self._refuse_behind_stream()
@@ -433,7 +435,7 @@ class HTTPConnection(httpserver.HTTPConnection):
         connection stays the transport's protocol (its limits are released when it
         closes)."""
         self.streaming = True
-        self._disarm()
+        self._stop_timer()  # (as for a stream)
         self.upgraded = protocol
         rest = self.clearLineBuffer()  # what the client sent after its handshake
         self._send_out()

@@ -160,6 +160,21 @@ def test_streams_and_held_polls_are_not_timed_out():
     assert answer(poll)[0] == 200 and not stream.transport.disconnecting
 
 
+def test_a_stream_leaves_no_timer_behind_in_the_reactor():
+    # thousands of streams, each with a dead timer, would make every callLater dearer
+    app = make_app(header_timeout=5, idle_timeout=5)
+    before = len(app.clock.getDelayedCalls())
+    streams = [Connection(app).send("GET", f"/?channels=s{i}") for i in range(20)]
+    sockets = [Connection(app).send("GET", "/", headers={
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) for _ in range(5)]
+    assert all(b" 200 OK" in s.raw.split(b"\r\n")[0] for s in streams)
+    assert all(b" 101 " in s.raw.split(b"\r\n")[0] for s in sockets)
+    kept = [c for c in app.clock.getDelayedCalls()
+            if getattr(c.func, "__name__", "") == "_timed_out"]
+    assert kept == [], len(app.clock.getDelayedCalls()) - before
+
+
 # against the real daemon ---------------------------------------------------------------
 
 def test_slowloris_is_cut_off_while_a_subscriber_keeps_receiving(tmp_path):
