@@ -174,13 +174,18 @@ class PublishLogic:
 
     def publish(self, messages: list[Message]) -> defer.Deferred[Any]:
         """Publish checked messages, in order; fires with the answer's JSON value."""
+        return self.publish_events(messages).addCallback(_answer_value)
+
+    def publish_events(self, messages: list[Message]) -> defer.Deferred[Any]:
+        """Publish checked messages, in order; fires with the ``Published`` of a lone
+        event, or the list of them."""
         broker = self.application.broker
         publishes = [broker.publish(channel, data, name, publisher_id)
                      for channels, data, name, publisher_id in messages
                      for channel in dict.fromkeys(channels)]
-        d = publishes[0] if len(publishes) == 1 else \
-            defer.gatherResults(publishes, consumeErrors=True)
-        d.addCallback(_answer_value)
+        if len(publishes) == 1:
+            return publishes[0]
+        d = defer.gatherResults(publishes, consumeErrors=True)
         d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
         return d
 
@@ -239,12 +244,7 @@ class LeanPublish(PublishLogic):
         broker = self.application.broker
         if not broker.immediate:
             try:
-                if len(messages) == 1 and len(messages[0][0]) == 1:  # one event: as below
-                    [([channel], data, name, publisher_id)] = messages
-                    d = broker.publish(channel, data, name, publisher_id)
-                    d.addCallbacks(self._answer_one, self._failed)
-                    return True
-                d = self.publish(messages)
+                d = self.publish_events(messages)
             except Exception as exc:  # (a broker that refuses at once: an --app's)
                 self._failed(exc)
                 return True
@@ -257,17 +257,13 @@ class LeanPublish(PublishLogic):
         except Exception as exc:
             self._failed(exc)
             return True
-        if len(results) == 1:
-            self._send(results[0].answer())
-        else:
-            self._answer(_answer_value(results))
+        self._answer(results[0] if len(results) == 1 else results)
         return True
 
-    def _answer(self, value: dict[str, object]) -> None:
-        self._send(dumps(value))  # (one event alone: Published.answer)
-
-    def _answer_one(self, published: Published) -> None:
-        self._send(published.answer())
+    def _answer(self, results: Published | list[Published]) -> None:
+        """One event's answer written out (``Published.answer``), several through JSON."""
+        self._send(results.answer() if isinstance(results, Published)
+                   else dumps(_answer_value(results)))
 
     def _send(self, body: bytes) -> None:
         request = self.request
