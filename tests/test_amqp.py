@@ -1,5 +1,6 @@
 """The AMQP broker against a real RabbitMQ, with real daemons."""
 
+import json
 import subprocess
 import sys
 
@@ -132,3 +133,80 @@ def test_amqps_with_a_private_ca_and_a_client_certificate(tmp_path):
     for name in ("untrusting", "anonymous"):
         log = "".join(daemons[name].log)
         assert log.count("amqp connection") == 1 and "Traceback" not in log, log
+
+
+def kombu_connection():
+    import kombu
+    return kombu.Connection(f"amqp://guest:guest@{AMQP[0]}:{AMQP[1]}//")
+
+
+def test_messages_from_celerys_kombu_with_rich_headers_are_delivered(
+        tmp_path, amqp_exchange):  # noqa: F811
+    """kombu (py-amqp), as Celery publishes: headers of every kind (None, lists, nested
+    tables, booleans, 64-bit numbers, timestamps) and a non-ASCII event name."""
+    import datetime
+
+    import kombu
+    daemon = amqp_daemon(tmp_path, amqp_exchange)
+    try:
+        client = SSEClient(daemon.port, "channels=jobs")
+        headers = {"task": "app.notify", "shadow": None, "timelimit": [None, 30],
+                   "retries": 2**40, "ignore_result": True, "origin": {"host": "w1"},
+                   "eta": datetime.datetime(2026, 12, 3, 12, 0)}
+        with kombu_connection() as connection:
+            producer = connection.Producer()
+            exchange = kombu.Exchange(amqp_exchange, type="direct", durable=True)
+            for body, name in (("{\"done\": 1}", "t\u00e2che"), ("second", None)):
+                producer.publish(body, exchange=exchange, routing_key="jobs",
+                                 headers=headers, content_type="application/json",
+                                 content_encoding="utf-8", serializer=None,
+                                 **({"type": name} if name else {}))
+        assert [(e["event"], e["data"]) for e in client.events(2)] == [
+            ("t\u00e2che", "{\"done\": 1}"), ("message", "second")]
+        assert daemon.request("GET", "/stats")[1]["broker"]["rejected"] == 0
+    finally:
+        daemon.stop()
+
+
+def test_non_ascii_names_travel_and_what_amqp_cannot_carry_is_refused(
+        tmp_path, amqp_exchange):  # noqa: F811
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = amqp_daemon(tmp_path / "a", amqp_exchange)
+    b = amqp_daemon(tmp_path / "b", amqp_exchange)
+    try:
+        on_a, on_b = SSEClient(a.port, "channels=c"), SSEClient(b.port, "channels=c")
+        status, answer = a.request("POST", "/publish", json.dumps(
+            {"channel": "c", "message": "x", "event": "\u00e9" * 128}),
+            {"Content-Type": "application/json"})
+        assert status == 400 and "longer than 255 bytes" in answer["error"]
+        status, _ = a.request("POST", "/publish", json.dumps(
+            {"channel": "c", "message": "d\u00e9j\u00e0", "event": "\u00e9t\u00e9",
+             "id": "\u20ac-1"}), {"Content-Type": "application/json"})
+        assert status == 200
+        for client in (on_a, on_b):
+            [event] = client.events(1)  # (the refused one reached no one)
+            assert (event["event"], event["data"]) == ("\u00e9t\u00e9", "d\u00e9j\u00e0")
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_channel_the_server_closes_is_set_up_anew(tmp_path, amqp_exchange):  # noqa: F811
+    """The exchange deleted under a running daemon: RabbitMQ closes its channel at the
+    next publish; the one after is refused (503) while the daemon reconnects and
+    declares everything again, and publishing works once it is back."""
+    daemon = amqp_daemon(tmp_path, amqp_exchange)
+    try:
+        client = SSEClient(daemon.port, "channels=c")
+        with kombu_connection() as connection:
+            connection.default_channel.exchange_delete(amqp_exchange)
+        assert daemon.publish_form("message=lost+upstream&channel=c")[0] == 200
+        daemon.wait_for("amqp connection .*the server closed channel 1: NOT_FOUND")
+        daemon.wait_for("amqp connection .* is back")
+        assert daemon.publish_form("message=again&channel=c")[0] == 200
+        amqp_publish(amqp_exchange, "c", "from outside")
+        assert [e["data"] for e in client.events(3)] == [
+            "lost upstream", "again", "from outside"]
+    finally:
+        daemon.stop()

@@ -151,8 +151,17 @@ def test_private_internals_we_lean_on_are_still_there():
     converting = txredisapi.RedisProtocol(charset=None, convertNumbers=False)
     reply = [b"1", [b"2.5", b"\xff", 3], b"", -1, b"x"]
     assert converting.tryConvertData(reply) == reply
-    # links/amqp.py: the body-frame decoder it replaces
+    # links/amqp.py: the body-frame decoder it replaces; the frame hooks its reader
+    # takes frames in (tests/test_amqp_wire.py feeds frames through dataReceived), the
+    # heartbeat check it widens, the frame size txamqp learns at connection.tune
     assert hasattr(connection.Body, "decode")
+    from txamqp.client import TwistedDelegate
+    from txamqp.protocol import AMQClient, FrameReceiver
+    assert "_unpack_frame" in FrameReceiver.dataReceived.__code__.co_names
+    assert "frame_received" in FrameReceiver.dataReceived.__code__.co_names
+    assert {"check_heartbeat", "checkHB", "MAX_UNSEEN_HEARTBEAT", "heartbeatInterval"} <= \
+        set(AMQClient.__init__.__code__.co_names) | set(dir(AMQClient))
+    assert "MAX_LENGTH" in TwistedDelegate.connection_tune.__code__.co_names
     # handlers/grip.py: the connection pool's factory class, made quiet
     from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
     assert HTTPConnectionPool._factory is _HTTP11ClientFactory

@@ -22,9 +22,10 @@ from twisted.logger import Logger
 
 from cyclone_sse.brokers.base import Broker, Published
 from cyclone_sse.channels import check_channel, is_pattern
-from cyclone_sse.errors import BrokerUnavailable
+from cyclone_sse.errors import BrokerUnavailable, InvalidEvent
 from cyclone_sse.event import check_field
-from cyclone_sse.links.amqp import AmqpAddress, AmqpLink, find_spec, make_content
+from cyclone_sse.links.amqp import AmqpAddress, AmqpLink, find_spec
+from cyclone_sse.links.amqp_wire import Delivery, DeliveryReader, PublishFrames
 from cyclone_sse.links.tls import check_link_options
 
 log = Logger()
@@ -51,6 +52,8 @@ class AmqpBroker(Broker):
         self.queue_name = f"cyclone-sse.{self.me}"
         self.channel_id = settings.amqp_channel
         self.channel: Any = None
+        self.client: Any = None
+        self._frames = PublishFrames(self.channel_id, self.exchange, {ORIGIN_HEADER: self.me})
         self.received = 0
         self.rejected = 0
         self._warned_patterns = False
@@ -84,15 +87,16 @@ class AmqpBroker(Broker):
                                        durable=True)
         yield channel.queue_declare(queue=self.queue_name, durable=False,
                                     arguments={"x-expires": QUEUE_EXPIRES_MS})
-        self.channel = channel
+        self.channel, self.client = channel, client
         for name in self.registry.names():
             yield self._bind(name)
-        reply = yield channel.basic_consume(queue=self.queue_name, no_ack=True)
-        queue = yield client.queue(reply.consumer_tag)
-        self.link.consume(queue, self._received)
+        # deliveries are read as frames arrive (amqp_wire), not through txamqp's queues
+        client.reader = DeliveryReader(self.channel_id, self._received,
+                                       self.settings.max_body)
+        yield channel.basic_consume(queue=self.queue_name, no_ack=True)
 
     def _down(self) -> None:
-        self.channel = None
+        self.channel = self.client = None
 
     # bindings -----------------------------------------------------------------------
 
@@ -143,28 +147,30 @@ class AmqpBroker(Broker):
 
     # incoming -----------------------------------------------------------------------
 
-    def _received(self, message: Any) -> None:
-        properties = message.content.properties
+    def _received(self, message: Delivery) -> None:
+        properties = message.properties
         headers = properties.get("headers") or {}
         if headers.get(ORIGIN_HEADER) == self.me:
             return  # published here, already stored and delivered
         try:
-            body = message.content.body
-            if len(body) > self.settings.max_body:
-                raise ValueError(f"larger than --max-body ({self.settings.max_body} bytes)")
+            if message.problem:
+                raise ValueError(message.problem)
             channel = check_channel(message.routing_key)
-            data = body.decode("utf-8")
+            data = message.body.decode("utf-8")
             name = properties.get("type") or None
+            publisher_id = properties.get("message-id") or None
+            if not isinstance(name or "", str) or not isinstance(publisher_id or "", str):
+                raise ValueError("the type or message-id property is not UTF-8")
             if name:
                 check_field("event", name)
         except Exception as exc:
             self.rejected += 1
             if self.rejected == 1 or self.rejected % 1000 == 0:
                 log.warn("ignored AMQP message for {key!r} ({count} so far): {error}",
-                         key=str(message.routing_key)[:200], count=self.rejected, error=exc)
+                         key=message.routing_key[:200], count=self.rejected, error=exc)
             return
         self.received += 1
-        self._store_and_deliver(channel, data, name, properties.get("message-id") or None)
+        self._store_and_deliver(channel, data, name, publisher_id)
 
     def _store_and_deliver(self, channel: str, data: str, name: str | None,
                            publisher_id: str | None) -> defer.Deferred[Published]:
@@ -178,7 +184,15 @@ class AmqpBroker(Broker):
             return defer.fail(BrokerUnavailable(
                 f"AMQP broker at {self.link.address} is unreachable: not published, "
                 "retry later"))
-        self.channel.basic_publish(
-            exchange=self.exchange, routing_key=channel,
-            content=make_content(data, name, publisher_id, {ORIGIN_HEADER: self.me}))
+        if self.channel.closed:  # (the server closed it: set everything up anew)
+            self.client.transport.abortConnection()
+            return defer.fail(BrokerUnavailable(
+                f"AMQP broker at {self.link.address} closed the channel: not published, "
+                "retry later"))
+        try:
+            frames = self._frames.encode(channel, data.encode("utf-8"), name, publisher_id,
+                                         self.client.MAX_LENGTH)
+        except ValueError as exc:
+            return defer.fail(InvalidEvent(str(exc)))
+        self.client.send_now(frames)
         return self._store_and_deliver(channel, data, name, publisher_id)

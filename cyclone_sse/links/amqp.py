@@ -21,10 +21,11 @@ from txamqp.client import TwistedDelegate
 from txamqp.content import Content
 from txamqp.factory import AMQFactory
 from txamqp.protocol import AMQClient
-from txamqp.queue import Closed
 
+from cyclone_sse.links.amqp_wire import DeliveryReader
 from cyclone_sse.links.reconnect import Link
 from cyclone_sse.links.tls import ClientTls
+from cyclone_sse.sockets import direct_socket, write_now
 
 #: Where the 0-9-1 spec is looked for when --amqp-spec is not given.
 SPEC_CANDIDATES = (
@@ -109,17 +110,70 @@ def find_spec(path: str | None = None) -> str:
                             "package or pass --amqp-spec=FILE")
 
 
+#: What ``_Client._unpack_frame`` gives for a frame a ``DeliveryReader`` took.
+_TAKEN = object()
+
+
 class _Client(AMQClient):
-    """Tells its link when the connection is gone."""
+    """Tells its link when the connection is gone; reads deliveries and writes publishes
+    through ``amqp_wire`` instead of txamqp's codec (``reader``, ``send_now``)."""
 
     link: AmqpLink
+    reader: DeliveryReader | None = None
+    socket: Any = None
+    _last_taken = 0.0  # when the reader last took a frame (for the heartbeat check)
+    _closed_why = ""  # why this connection is dropped, when the server closed a channel
 
     def protocol_itself(self) -> _Client:
         return self
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.socket = direct_socket(self.transport)
+
+    # txamqp's FrameReceiver.dataReceived cuts whole frames and passes each through
+    # _unpack_frame (its spec-driven decoder), then frame_received: both private,
+    # overridden here so the reader sees a frame before any decoding
+    # (tests/test_quality.py checks they are still called so).
+    def _unpack_frame(self, data: bytes) -> Any:
+        reader = self.reader
+        if reader is not None and reader.take(data):
+            self._last_taken = self.clock.seconds()
+            return _TAKEN
+        return super()._unpack_frame(data)
+
+    def frame_received(self, frame: Any) -> Any:
+        if frame is _TAKEN:
+            return None
+        return super().frame_received(frame)
+
+    def check_heartbeat(self) -> None:
+        """txamqp's check (abort after 3 silent heartbeat intervals), which counts the
+        frames the reader took as traffic: txamqp reschedules it only for its own."""
+        window = self.heartbeatInterval * self.MAX_UNSEEN_HEARTBEAT
+        quiet = self.clock.seconds() - self._last_taken
+        if quiet < window:
+            self.checkHB = self.clock.callLater(window - quiet, self.check_heartbeat)
+            return
+        super().check_heartbeat()
+
+    def send_now(self, data: bytes) -> None:
+        """Write frames built by ``amqp_wire``, in order with txamqp's own (which
+        txamqp writes to the transport as soon as they are made)."""
+        write_now(self.transport, self.socket, data)
+
     def connectionLost(self, reason: Any) -> None:
-        self.link.lost(self, reason.getErrorMessage())
+        self.link.lost(self, self._closed_why or reason.getErrorMessage())
         super().connectionLost(reason)
+
+    def channel_failed(self, channel: Any, reason: Any) -> None:
+        """The server closed a channel (an exchange deleted, a declare refused): the
+        connection is dropped, so the link makes it anew and sets everything up again
+        (txamqp would leave the channel dead and the connection up)."""
+        message = getattr(reason, "value", reason)
+        self._closed_why = (f"the server closed channel {channel.id}: "
+                            f"{getattr(message, 'reply_text', message)}")
+        self.transport.abortConnection()
 
 
 class _Factory(AMQFactory):
@@ -159,27 +213,17 @@ class AmqpLink(Link):
             yield on_up(client)
         return up
 
-    @staticmethod
-    @defer.inlineCallbacks
-    def consume(queue: Any, on_message: Callable[[Any], object]) -> Any:
-        """Hand every message of a txamqp consumer queue to ``on_message`` until the
-        connection closes it."""
-        while True:
-            try:
-                message = yield queue.get()
-            except Closed:
-                return
-            on_message(message)
-
 
 def make_content(data: str | bytes, name: str | None = None,
                  publisher_id: str | None = None,
                  headers: dict[str, str] | None = None) -> Content:
+    """txamqp content for ``basic_publish`` (strings as UTF-8 bytes: txamqp measures a
+    ``str`` in characters, which breaks the frame of a non-ASCII one)."""
     content = Content(data.encode("utf-8") if isinstance(data, str) else data)
     if name:
-        content["type"] = name
+        content["type"] = name.encode("utf-8")
     if publisher_id:
-        content["message-id"] = publisher_id
+        content["message-id"] = publisher_id.encode("utf-8")
     if headers:
         content["headers"] = headers
     return content
