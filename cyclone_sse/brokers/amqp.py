@@ -173,26 +173,35 @@ class AmqpBroker(Broker):
         self._store_and_deliver(channel, data, name, publisher_id)
 
     def _store_and_deliver(self, channel: str, data: str, name: str | None,
-                           publisher_id: str | None) -> defer.Deferred[Published]:
-        return super().publish(channel, data, name, publisher_id)
+                           publisher_id: str | None) -> Published:
+        return Broker.publish_now(self, channel, data, name, publisher_id)
 
     # publishing ---------------------------------------------------------------------
 
-    def publish(self, channel: str, data: str, name: str | None = None,
-                publisher_id: str | None = None) -> defer.Deferred[Published]:
+    @property
+    def immediate(self) -> bool:
+        return True  # (its history is the memory one, which answers at once)
+
+    def publish_now(self, channel: str, data: str, name: str | None = None,
+                    publisher_id: str | None = None) -> Published:
+        """Sent to the exchange for the other daemons, then stored and delivered here;
+        ``BrokerUnavailable`` while RabbitMQ is out of reach, ``InvalidEvent`` for what
+        AMQP cannot carry (nothing is stored then)."""
         if not self.connected or self.channel is None:
-            return defer.fail(BrokerUnavailable(
-                f"AMQP broker at {self.link.address} is unreachable: not published, "
-                "retry later"))
+            raise BrokerUnavailable(f"AMQP broker at {self.link.address} is unreachable: "
+                                    "not published, retry later")
         if self.channel.closed:  # (the server closed it: set everything up anew)
             self.client.transport.abortConnection()
-            return defer.fail(BrokerUnavailable(
-                f"AMQP broker at {self.link.address} closed the channel: not published, "
-                "retry later"))
+            raise BrokerUnavailable(f"AMQP broker at {self.link.address} closed the "
+                                    "channel: not published, retry later")
         try:
             frames = self._frames.encode(channel, data.encode("utf-8"), name, publisher_id,
                                          self.client.MAX_LENGTH)
         except ValueError as exc:
-            return defer.fail(InvalidEvent(str(exc)))
+            raise InvalidEvent(str(exc)) from None
         self.client.send_now(frames)
         return self._store_and_deliver(channel, data, name, publisher_id)
+
+    def publish(self, channel: str, data: str, name: str | None = None,
+                publisher_id: str | None = None) -> defer.Deferred[Published]:
+        return defer.maybeDeferred(self.publish_now, channel, data, name, publisher_id)
