@@ -14,7 +14,7 @@ from txamqp.protocol import FrameReceiver
 
 from cyclone_sse.links import amqp_wire
 from cyclone_sse.links.amqp import _Client, find_spec
-from cyclone_sse.links.amqp_wire import DeliveryReader, PublishFrames, read_table
+from cyclone_sse.links.amqp_wire import DeliveryReader, PublishFrames, TooLong, read_table
 from tests.services import require_spec
 
 
@@ -81,10 +81,13 @@ def test_a_publish_without_name_or_id_and_an_empty_body(spec):
 
 def test_what_amqp_cannot_carry_is_refused_before_anything_is_written():
     frames = PublishFrames(1, "x", {})
-    with pytest.raises(ValueError, match="event name longer than 255 bytes"):
+    with pytest.raises(TooLong, match="event name longer than 255 bytes") as refused:
         frames.encode("c", b"x", "\u00e9" * 128)
-    with pytest.raises(ValueError, match="event id longer than 255 bytes"):
+    assert refused.value.field == "event"
+    with pytest.raises(TooLong, match="event id longer than 255 bytes") as refused:
         frames.encode("c", b"x", None, "\u20ac" * 90)
+    assert refused.value.field == "id"
+    assert len(frames.encode("c", b"x", "\u00e9" * 127, "\u20ac" * 85)) > 0  # (254, 255)
 
 
 def test_deliveries_written_by_txamqp_are_read_with_every_property(spec):

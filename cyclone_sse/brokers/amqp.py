@@ -25,7 +25,7 @@ from cyclone_sse.channels import check_channel, is_pattern
 from cyclone_sse.errors import BrokerUnavailable, InvalidEvent
 from cyclone_sse.event import check_field
 from cyclone_sse.links.amqp import AmqpAddress, AmqpLink, find_spec
-from cyclone_sse.links.amqp_wire import Delivery, DeliveryReader, PublishFrames
+from cyclone_sse.links.amqp_wire import Delivery, DeliveryReader, PublishFrames, TooLong
 from cyclone_sse.links.tls import check_link_options
 
 log = Logger()
@@ -197,8 +197,8 @@ class AmqpBroker(Broker):
         try:
             frames = self._frames.encode(channel, data.encode("utf-8"), name, publisher_id,
                                          self.client.MAX_LENGTH)
-        except ValueError as exc:
-            raise InvalidEvent(str(exc)) from None
+        except TooLong as exc:
+            raise InvalidEvent(str(exc), field=exc.field) from None
         self.client.send_now(frames)
         return self._store_and_deliver(channel, data, name, publisher_id)
 

@@ -48,11 +48,20 @@ _FIXED = {b"t": ("!B", 1), b"b": ("!b", 1), b"B": ("!B", 1), b"s": ("!h", 2),
           b"T": ("!Q", 8)}
 
 
-def shortstr(value: str | bytes, what: str) -> bytes:
+class TooLong(ValueError):
+    """A value longer than the AMQP short string that must carry it; ``field`` names
+    the publish field it came from."""
+
+    def __init__(self, what: str, field: str) -> None:
+        super().__init__(f"{what} longer than 255 bytes cannot travel through AMQP")
+        self.field = field
+
+
+def shortstr(value: str | bytes, what: str, field: str = "") -> bytes:
     """An AMQP short string: one length byte, then at most 255 bytes."""
     data = value.encode("utf-8") if isinstance(value, str) else value
     if len(data) > 255:
-        raise ValueError(f"{what} longer than 255 bytes cannot travel through AMQP")
+        raise TooLong(what, field)
     return bytes((len(data),)) + data
 
 
@@ -80,18 +89,18 @@ class PublishFrames:
 
     def encode(self, routing_key: str, body: bytes, name: str | None = None,
                message_id: str | None = None, frame_max: int = 0) -> bytes:
-        """The frames; ``ValueError`` for a key, name or id AMQP cannot carry.
+        """The frames; ``TooLong`` for a key, name or id AMQP cannot carry.
         ``frame_max`` (negotiated at connection tune; 0: none) splits the body."""
         flags, properties = _FLAG_HEADERS, [self.headers]
         if message_id:
             flags |= _FLAG_MESSAGE_ID
-            properties.append(shortstr(message_id, "the event id"))
+            properties.append(shortstr(message_id, "the event id", "id"))
         if name:
             flags |= _FLAG_TYPE
-            properties.append(shortstr(name, "the event name"))
+            properties.append(shortstr(name, "the event name", "event"))
         channel = self.channel
-        parts = [frame(FRAME_METHOD, channel,
-                       self._method + shortstr(routing_key, "the channel name") + b"\x00"),
+        key = shortstr(routing_key, "the channel name", "channel")
+        parts = [frame(FRAME_METHOD, channel, self._method + key + b"\x00"),
                  frame(FRAME_HEADER, channel,
                        _content_head.pack(BASIC, 0, len(body), flags) + b"".join(properties))]
         step = frame_max - 8 if frame_max > 8 else len(body) or 1
