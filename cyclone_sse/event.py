@@ -89,7 +89,10 @@ def encode(event_id: str | None, data: str, name: str | None = None) -> bytes:
     lines = [] if event_id is None else [f"id: {check_field('id', event_id)}"]
     if name:
         lines.append(f"event: {check_field('event', name)}")
-    lines.extend("data: " + line for line in _LINE_BREAK.split(data))
+    if "\n" in data or "\r" in data:
+        lines.extend("data: " + line for line in _LINE_BREAK.split(data))
+    else:  # (most payloads are one line: no split)
+        lines.append("data: " + data)
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 

@@ -241,6 +241,16 @@ def post(app, body: bytes, content_type="application/json", headers=None, path="
     return answer(conn)
 
 
+def test_nesting_is_measured_through_objects_and_arrays_alike():
+    from cyclone_sse.handlers.publish import _deeper_than
+    value: object = "leaf"
+    for level in range(32):
+        value = {"k": [1, "x", None], "v": value} if level % 2 else [0, value, "y"]
+    assert not _deeper_than(value, 32) and _deeper_than([value], 32)
+    assert _deeper_than({"a": 1, "b": [{}], "c": value}, 32)
+    assert not _deeper_than("text", 0) and not _deeper_than(7, 0)
+
+
 def test_deep_json_is_a_400_without_a_traceback():
     from twisted.logger import globalLogPublisher
     seen = []

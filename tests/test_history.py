@@ -263,6 +263,24 @@ class TestMemoryHistory(HistoryContract, unittest.TestCase):
         assert fresh
 
 
+    @defer.inlineCallbacks
+    def test_its_own_bookkeeping_stays_bounded_under_the_byte_budget(self):
+        """The heap that finds the largest channel gets an entry per append; it was
+        compacted only once over budget, so a daemon under it grew without end."""
+        history = yield self.make(size=100)
+        for n in range(20_000):
+            history.append(f"c{n % 3}", "x" * 50)
+        assert history.bytes < history.max_bytes
+        assert len(history._largest) <= 4 * 3 + 1024 + 1
+        # still the largest first once over budget: compaction lost nothing
+        history.max_bytes = history.bytes
+        history.append("big", "y" * 5000)
+        history.append("c0", "z")
+        assert history.bytes <= history.max_bytes
+        kept = {name: len(log.events) for name, log in history._logs.items()}
+        assert kept["big"] == 1 and sum(kept.values()) < 300 + 2  # the c channels gave
+
+
 class TestRedisHistory(HistoryContract, unittest.TestCase):
     """The same contract against a real Redis (127.0.0.1:6379), one key prefix per
     test, removed afterwards."""

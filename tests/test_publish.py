@@ -209,6 +209,19 @@ def test_a_batch_publishes_every_event_in_order_with_one_answer():
     assert len(conn.events()) == 4  # a refused batch publishes none of its events
 
 
+def test_the_written_out_answer_is_the_json_answer_byte_for_byte():
+    from cyclone_sse.brokers.base import Published
+    from cyclone_sse.event import dumps
+    from cyclone_sse.handlers.publish import _answer_value
+    results = [Published("a", "3f2a1c-1", 2), Published("news.sport:x@y/z=+#_-", "e-22", 0,
+                                                       duplicate=True)]
+    for some in ([results[0]], [results[1]], results):
+        assert Published.answer_of(some) == dumps(_answer_value(some))
+        assert json.loads(Published.answer_of(some))["subscribers"] == sum(
+            r.subscribers for r in some)
+    assert results[0].answer() == dumps(_answer_value(results[0]))
+
+
 def test_a_batch_needs_the_key_in_the_header():
     app = make_app(http_secret="k")
     assert post_json(app, [{"channel": "a", "data": "x"}])[0] == 401

@@ -30,13 +30,19 @@ class Published:
                 "duplicate": self.duplicate}
 
     def answer(self) -> bytes:
-        """The answer to a publish of this one event, as ``dumps`` of its JSON value
+        """The answer to a publish of this one event (``answer_of``)."""
+        return Published.answer_of([self])
+
+    @staticmethod
+    def answer_of(results: list[Published]) -> bytes:
+        """The answer to a publish of these events, as ``dumps`` of its JSON value
         (channel names and ids need no escaping: their alphabets have no quote, no
         backslash and nothing outside ASCII), written out directly."""
-        return (f'{{"status":"ok","events":[{{"channel":"{self.channel}","id":'
-                f'"{self.id}","subscribers":{self.subscribers},"duplicate":'
-                f'{"true" if self.duplicate else "false"}}}],"subscribers":'
-                f'{self.subscribers}}}').encode()
+        events = ",".join(
+            f'{{"channel":"{r.channel}","id":"{r.id}","subscribers":{r.subscribers},'
+            f'"duplicate":{"true" if r.duplicate else "false"}}}' for r in results)
+        total = sum(r.subscribers for r in results)
+        return f'{{"status":"ok","events":[{events}],"subscribers":{total}}}'.encode()
 
 
 @implementer(IBroker, IStats)

@@ -12,7 +12,7 @@ from cyclone_sse.auth.tokens import Claims
 from cyclone_sse.brokers.base import Published
 from cyclone_sse.channels import check_channel
 from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
-from cyclone_sse.event import as_data, check_publish, check_text, dumps
+from cyclone_sse.event import as_data, check_publish, check_text
 from cyclone_sse.handlers.base import (
     BaseHandler,
     arguments_of,
@@ -26,15 +26,18 @@ MAX_JSON_DEPTH = 32
 
 
 def _deeper_than(value: object, limit: int) -> bool:
-    """Whether arrays/objects in ``value`` nest deeper than ``limit`` (no recursion)."""
+    """Whether arrays/objects in ``value`` nest deeper than ``limit`` (no recursion;
+    only containers are walked)."""
+    if not isinstance(value, (dict, list)):
+        return False
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1)
-                         for child in (item.values() if isinstance(item, dict) else item))
+        if depth > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
     return False
 
 
@@ -263,7 +266,7 @@ class LeanPublish(PublishLogic):
     def _answer(self, results: Published | list[Published]) -> None:
         """One event's answer written out (``Published.answer``), several through JSON."""
         self._send(results.answer() if isinstance(results, Published)
-                   else dumps(_answer_value(results)))
+                   else Published.answer_of(results))
 
     def _send(self, body: bytes) -> None:
         request = self.request

@@ -144,6 +144,8 @@ class MemoryHistory(SweptStore):
             heapq.heappush(self._largest, (-log.bytes, channel))
             if self.bytes > self.max_bytes:
                 self._evict_from_the_largest()
+            elif len(self._largest) > 4 * len(self._logs) + 1024:
+                self._compact_largest()  # (under budget too: one entry per append)
         return event, True
 
     def _evict_from_the_largest(self) -> None:
@@ -155,9 +157,14 @@ class MemoryHistory(SweptStore):
                 continue  # a stale entry
             self._evict_oldest(log)
             heapq.heappush(self._largest, (-log.bytes, channel))
-        if len(self._largest) > 4 * len(self._logs) + 1024:  # drop the stale entries
-            self._largest = [(-log.bytes, name) for name, log in self._logs.items()]
-            heapq.heapify(self._largest)
+        if len(self._largest) > 4 * len(self._logs) + 1024:
+            self._compact_largest()
+
+    def _compact_largest(self) -> None:
+        """Drop the stale entries: one per channel is kept (amortised O(1) per append,
+        and the heap stays within a few entries per channel)."""
+        self._largest = [(-log.bytes, name) for name, log in self._logs.items()]
+        heapq.heapify(self._largest)
 
     def _evict_oldest(self, log: _ChannelLog) -> None:
         _, event, publisher_id = log.events.popleft()
