@@ -7,6 +7,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial import unittest
 
 from cyclone_sse.auth.access import Credentials, Gate
 from cyclone_sse.auth.policy import CALLBACK, DENY, PUBLIC, TOKEN, PolicyTable, user_of
@@ -365,3 +368,48 @@ def test_the_callback_url_is_logged_without_its_credentials():
     from cyclone_sse.auth.callback import AuthCallback
     callback = AuthCallback(Clock(), "https://sse:pa55@app.example/auth?x=1", 1, 0)
     assert callback.shown == "https://app.example/auth?x=1"
+
+
+class _ClosesIdleConnections(Protocol):
+    """An application that answers the first request on each connection, keeps it open
+    (HTTP/1.1, no ``Connection: close``), and closes it unanswered when a second
+    request comes on it: what a server closing idle kept-alive connections does to a
+    client that writes just as it closes."""
+
+    def connectionMade(self) -> None:
+        self.buffer, self.answered = b"", 0
+        self.factory.connections += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            if self.answered:
+                self.transport.loseConnection()
+                return
+            self.answered += 1
+            body = b'{"allow": ["private-a"], "ttl": 0}'
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+class TestAuthCallbackConnections(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_a_kept_alive_connection_closed_under_a_question_is_asked_again(self):
+        from twisted.internet import reactor
+
+        from cyclone_sse.auth.callback import AuthCallback
+        factory = Factory.forProtocol(_ClosesIdleConnections)
+        factory.connections = 0
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        callback = AuthCallback(reactor, f"http://127.0.0.1:{port.getHost().port}/auth", 5, 0)
+        self.addCleanup(callback.pool.closeCachedConnections)
+        for _ in range(3):
+            allowed = yield callback.ask(["private-a"], None, None, "127.0.0.1", None)
+            assert allowed.covers("private-a")
+        assert factory.connections == 3 and callback.failures == 0

@@ -20,7 +20,14 @@ from urllib.parse import urlsplit, urlunsplit
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
+from twisted.web.client import (
+    Agent,
+    FileBodyProducer,
+    HTTPConnectionPool,
+    RequestTransmissionFailed,
+    ResponseNeverReceived,
+    readBody,
+)
 from twisted.web.http_headers import Headers
 
 from cyclone_sse.auth.tokens import ChannelList
@@ -47,8 +54,8 @@ class AuthCallback:
         self.shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.timeout = timeout
         self.cache_seconds = cache_seconds
-        self.agent = Agent(reactor, connectTimeout=timeout,
-                           pool=HTTPConnectionPool(reactor, persistent=True))
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.agent = Agent(reactor, connectTimeout=timeout, pool=self.pool)
         self._cache: OrderedDict[tuple[Any, ...], tuple[float, ChannelList]] = OrderedDict()
         self.failing = False
         self.asked = 0
@@ -67,12 +74,22 @@ class AuthCallback:
             if value:
                 headers.addRawHeader(name, value.encode("latin-1", "replace"))
         body = json.dumps({"channels": channels, "address": address, "sub": sub}).encode()
-        d: defer.Deferred[Any] = self.agent.request(b"POST", self.url, headers,
-                                                    FileBodyProducer(BytesIO(body)))
+        d = self._post(headers, body)
+        # A kept-alive connection the application closed while idle fails the request
+        # before any answer: asked once more, on a new connection.  (Twisted's pool
+        # retries only idempotent methods; this question changes nothing, so it may.)
+        d.addErrback(self._post_again, headers, body)
         d.addCallback(self._read)
         d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=self._timed_out)
         d.addCallbacks(self._answered, self._failed, callbackArgs=(key,))
         return d
+
+    def _post(self, headers: Headers, body: bytes) -> defer.Deferred[Any]:
+        return self.agent.request(b"POST", self.url, headers, FileBodyProducer(BytesIO(body)))
+
+    def _post_again(self, failure: Failure, headers: Headers, body: bytes) -> Any:
+        failure.trap(ResponseNeverReceived, RequestTransmissionFailed)
+        return self._post(headers, body)
 
     def _timed_out(self, result: object, timeout: float) -> Failure:
         return Failure(self._unavailable(f"no answer within {timeout:g} s"))
