@@ -89,6 +89,9 @@ class AuthCallback:
 
     def _post_again(self, failure: Failure, headers: Headers, body: bytes) -> Any:
         failure.trap(ResponseNeverReceived, RequestTransmissionFailed)
+        reasons = getattr(failure.value, "reasons", ())  # (the failures under it)
+        if any(reason.check(defer.CancelledError) for reason in reasons):
+            return failure  # (the question timed out: not asked again)
         return self._post(headers, body)
 
     def _timed_out(self, result: object, timeout: float) -> Failure:
