@@ -264,7 +264,7 @@ class LeanPublish(PublishLogic):
         return True
 
     def _answer(self, results: Published | list[Published]) -> None:
-        """One event's answer written out (``Published.answer``), several through JSON."""
+        """The answer written out, for one event or several (``Published.answer_of``)."""
         self._send(results.answer() if isinstance(results, Published)
                    else Published.answer_of(results))
 

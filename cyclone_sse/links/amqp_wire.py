@@ -22,6 +22,7 @@ from typing import Any
 
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY = 1, 2, 3
 FRAME_END = 0xCE
+_END = bytes((FRAME_END,))
 BASIC = 60
 BASIC_PUBLISH, BASIC_DELIVER = 40, 60
 #: Nested tables or arrays deeper than this make a message rejected, not a recursion.
@@ -41,6 +42,8 @@ _frame_head = struct.Struct("!BHI")
 _method_head = struct.Struct("!HHH")   # class, method, reserved-1 (publish)
 _content_head = struct.Struct("!HHQH")  # class, weight, body size, property flags
 _LONG = struct.Struct("!I")
+#: The class and method ids that open a payload of ``basic.deliver``.
+_DELIVER = struct.pack("!HH", BASIC, BASIC_DELIVER)
 #: Table field types of a fixed size: struct format and size.
 _FIXED = {b"t": ("!B", 1), b"b": ("!b", 1), b"B": ("!B", 1), b"s": ("!h", 2),
           b"u": ("!H", 2), b"U": ("!h", 2), b"I": ("!i", 4), b"i": ("!I", 4),
@@ -66,7 +69,7 @@ def shortstr(value: str | bytes, what: str, field: str = "") -> bytes:
 
 
 def frame(kind: int, channel: int, payload: bytes) -> bytes:
-    return _frame_head.pack(kind, channel, len(payload)) + payload + b"\xce"
+    return _frame_head.pack(kind, channel, len(payload)) + payload + _END
 
 
 def string_table(values: dict[str, str]) -> bytes:
@@ -147,7 +150,7 @@ class DeliveryReader:
             return False
         kind, state = packet[0], self._state
         if state == 0:
-            if kind != FRAME_METHOD or packet[7:11] != b"\x00\x3c\x00\x3c":
+            if kind != FRAME_METHOD or packet[7:11] != _DELIVER:
                 return False
             self._start(packet)
         elif state == 1 and kind == FRAME_HEADER:
