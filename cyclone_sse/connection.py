@@ -100,6 +100,20 @@ def parse_query(query: str) -> dict[str, list[str]]:
     return arguments
 
 
+_new_headers = httputil.HTTPHeaders.__new__
+
+
+def new_headers() -> tuple[Any, dict[str, list[str]]]:
+    """An empty ``HTTPHeaders`` and its ``_as_list``, made without its constructor's
+    ``update()`` pass over nothing (a tenth of a head's parse): the two attributes it
+    sets are set here (tests/test_quality.py compares them)."""
+    headers = _new_headers(httputil.HTTPHeaders)
+    values_of: dict[str, list[str]] = {}
+    headers._as_list = values_of
+    headers._last_key = None
+    return headers, values_of
+
+
 class LeanRequest(HTTPRequest):
     """cyclone's ``HTTPRequest``, built without its constructor's per-request work (a
     TLS check through zope's ``providedBy``, a query parse of an empty query, the
@@ -116,7 +130,7 @@ class LeanRequest(HTTPRequest):
         self.body = b""
         self.remote_ip = remote_ip
         self.protocol = protocol
-        self.host = headers.get("Host") or "127.0.0.1"
+        self.host = dict.get(headers, "Host") or "127.0.0.1"
         self.files: dict[str, Any] = {}
         self.connection = connection
         self._start_time = time.time()
@@ -133,6 +147,7 @@ class HTTPConnection(httpserver.HTTPConnection):
     streaming = False   # a response now owns the connection (see start_streaming)
     closing = False     # rejected: whatever else arrives is ignored
     _reading = False    # a read is being handled (answers may wait in _out)
+    _stopped_reading = False  # the transport was paused while an answer was pending
     upgraded: Any = None  # the WebSocket protocol this connection now carries (upgrade)
     lean_stream: Any = None  # the LeanSubscribe whose stream this connection carries
     _request: Any  # (cyclone's: the request being read or answered)
@@ -205,6 +220,7 @@ class HTTPConnection(httpserver.HTTPConnection):
                 self._refuse_behind_stream()
             return
         if self.paused and len(self._buffer) + len(data) > MAX_PIPELINED:
+            self._stopped_reading = True
             self.transport.pauseProducing()  # read again once the answer is out
         if self._waiting and self.line_mode and not self.paused and not self._busyReceiving:
             if self._buffer:  # (what was pipelined behind the request just answered)
@@ -271,7 +287,7 @@ class HTTPConnection(httpserver.HTTPConnection):
             self._request = LeanRequest(self, method, uri, version, headers, self.address,
                                         self.scheme)
         if length:
-            if headers.get("Expect") == "100-continue":
+            if dict.get(headers, "Expect") == "100-continue":
                 self._send_out()
                 self.transport.write(b"HTTP/1.1 100 (Continue)\r\n\r\n")
             elif inline and len(self._buffer) >= length:
@@ -301,12 +317,11 @@ class HTTPConnection(httpserver.HTTPConnection):
             text = data[eol + 2:].decode("utf-8") if eol >= 0 else ""
         except UnicodeDecodeError:
             return 400, "malformed HTTP headers (not UTF-8 or not 'Name: value')"
-        headers = httputil.HTTPHeaders()
         # filled as HTTPHeaders.add would (the joined value in the dict, each value in
         # ``_as_list``, cyclone's private list: tests/test_quality.py checks it), without
         # its per-call name normalisation and its unbounded cache of every name a
         # client ever sent
-        values_of = headers._as_list
+        headers, values_of = new_headers()
         store = dict.__setitem__
         for line in text.split("\r\n"):  # checked and parsed in one pass
             if not line:
@@ -331,19 +346,24 @@ class HTTPConnection(httpserver.HTTPConnection):
                 store(headers, canonical, ",".join(values))
         if parts[2] == b"HTTP/1.1" and len(values_of.get("Host", ())) != 1:
             return 400, "an HTTP/1.1 request needs exactly one Host header"
-        lengths = {v.strip() for v in values_of.get("Content-Length", ())}
+        lengths = values_of.get("Content-Length")  # (values are stripped)
         if "Transfer-Encoding" in values_of:
             if lengths:
                 return 400, "both Transfer-Encoding and Content-Length: ambiguous framing"
             if "chunked" in headers["Transfer-Encoding"].lower():
                 return 411, "chunked request bodies are not accepted: send Content-Length"
             return 501, "Transfer-Encoding is not supported: send Content-Length"
-        if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
-            return 400, "Content-Length must be one non-negative whole number"
+        length = 0
+        if lengths is not None:
+            text = lengths[0]
+            # (ASCII digits only: "²" is a digit to str.isdigit, not to int)
+            if not (text.isdigit() and text.isascii()) or \
+                    (len(lengths) > 1 and any(other != text for other in lengths)):
+                return 400, "Content-Length must be one non-negative whole number"
+            length = int(text)
         if self.over_limit and parts[1].split(b"?")[0].decode("latin-1") \
                 not in RESERVED_PATHS:
             return 503, self.over_limit
-        length = int(lengths.pop()) if lengths else 0
         if length > self.max_body:
             return 413, f"request body larger than {self.max_body} bytes"
         try:
@@ -357,7 +377,7 @@ class HTTPConnection(httpserver.HTTPConnection):
         # once, strictly: raw bytes and %-escapes alike must be UTF-8 (cyclone's own
         # parse would replace what is not)
         request = self._request
-        content_type = request.headers.get("Content-Type", "")
+        content_type = dict.get(request.headers, "Content-Type", "")
         if not content_type.startswith("application/x-www-form-urlencoded"):
             super()._on_request_body(data)
             return
@@ -415,7 +435,9 @@ class HTTPConnection(httpserver.HTTPConnection):
         self._arm(self.settings.idle_timeout, "")
         if self.paused:
             self.paused = False
-            self.transport.resumeProducing()
+            if self._stopped_reading:
+                self._stopped_reading = False
+                self.transport.resumeProducing()
             if self._buffer:
                 self.dataReceived(b"")  # answer what was pipelined meanwhile
 

@@ -237,8 +237,15 @@ class ChannelRegistry(Service):
         groups = self._matching_groups(channel)
         if not groups:
             return 0
-        seen: set[ISubscriber] = set(direct) if direct else set()
         count = 0
+        if not direct and len(groups) == 1:  # one pattern's subscribers: none to skip
+            for subscriber in groups[0]:
+                access = subscriber.access
+                if access is None or access.may_read(channel):
+                    subscriber.deliver(events, frame)
+                    count += 1
+            return count
+        seen: set[ISubscriber] = set(direct) if direct else set()
         for subs in groups:
             for subscriber in subs:
                 if subscriber not in seen:
@@ -308,6 +315,8 @@ class ChannelRegistry(Service):
         groups = self._matching_groups(channel) if self._patterns else None
         if not groups:
             return len(direct) if direct else 0
+        if not direct and len(groups) == 1:
+            return len(groups[0])
         everyone: set[ISubscriber] = set(direct) if direct else set()
         for subs in groups:
             everyone |= subs

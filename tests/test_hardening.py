@@ -30,6 +30,10 @@ def answer(conn):
      "Transfer-Encoding is not supported"),
     (b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
      400, "one non-negative whole number"),
+    ("POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: \u00b2\r\n\r\n".encode(),
+     400, "one non-negative whole number"),  # (a digit to str.isdigit, not to int)
+    (b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+     400, "one non-negative whole number"),
     (b"GET /stats HTTP/1.1\r\n\r\n", 400, "exactly one Host"),
     (b"GET /stats HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "exactly one Host"),
     (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "HTTP version not supported"),

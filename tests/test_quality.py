@@ -128,8 +128,11 @@ def test_private_internals_we_lean_on_are_still_there():
     headers.add("X-A", "1")
     headers.add("x-a", "2")
     assert headers._as_list == {"X-A": ["1", "2"]} and dict(headers) == {"X-A": "1,2"}
+    # connection.py's new_headers sets what HTTPHeaders' constructor sets
+    from cyclone_sse.connection import LeanRequest, canonical_name, new_headers
+    made_headers, _ = new_headers()
+    assert type(made_headers) is HTTPHeaders and vars(made_headers) == vars(HTTPHeaders())
     # connection.py's LeanRequest sets what cyclone's HTTPRequest constructor sets
-    from cyclone_sse.connection import LeanRequest, canonical_name
     made = cyclone.httpserver.HTTPRequest("GET", "/?a=1", headers=HTTPHeaders(),
                                           connection=Connection(app).protocol)
     lean = LeanRequest(Connection(app).protocol, "GET", "/?a=1", "HTTP/1.0",

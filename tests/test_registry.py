@@ -62,6 +62,42 @@ def test_patterns_match_and_never_deliver_twice():
     assert len(both.frames) == 1 and len(pattern_only.frames) == 1 and other.frames == []
 
 
+class Allows:
+    """An access that reads only the channels it names."""
+
+    def __init__(self, *channels):
+        self.channels = set(channels)
+
+    def may_read(self, channel):
+        return channel in self.channels
+
+
+def test_a_lone_pattern_reaches_only_what_each_subscriber_may_read():
+    # one matching pattern and no exact subscriber: the fan-out skips the dedup set,
+    # but never the access check
+    registry = ChannelRegistry(Clock())
+    allowed, refused, anyone = Recorder(), Recorder(), Recorder()
+    allowed.access, refused.access = Allows("u.1"), Allows("u.2")
+    for sub in (allowed, refused, anyone):
+        registry.attach(sub, ["u.*"])
+    assert registry.audience("u.1") == 3  # (what subscribers the pattern holds)
+    registry.deliver(event("u.1"))
+    registry.flush()
+    assert len(allowed.frames) == 1 and refused.frames == [] and len(anyone.frames) == 1
+    assert registry.counters.deliveries == 2
+
+
+def test_overlapping_patterns_and_names_deliver_once_each():
+    registry = ChannelRegistry(Clock())
+    twice, named = Recorder(), Recorder()
+    registry.attach(twice, ["u.*", "*.1"])
+    registry.attach(named, ["u.1", "u.*"])
+    assert registry.audience("u.1") == 2
+    registry.deliver(event("u.1"))
+    registry.flush()
+    assert len(twice.frames) == 1 and len(named.frames) == 1
+
+
 def test_brokers_hear_about_first_and_last_subscribers():
     registry = ChannelRegistry(Clock())
     heard = []

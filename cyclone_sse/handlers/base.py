@@ -77,7 +77,7 @@ def ok_head(app: Any, request: Any, headers: list[tuple[str, str]],
     kind of request (version, scheme, CORS answer) and kept on the application."""
     settings = app.settings_obj
     key = (request.version, request.protocol == "https" and settings.hsts,
-           app.allowed_origin(request.headers.get("Origin")), tuple(headers))
+           app.allowed_origin(dict.get(request.headers, "Origin")), tuple(headers))
     cache = app.__dict__.setdefault("_ok_heads", {})
     start = cache.get(key)
     if start is None:
@@ -114,7 +114,7 @@ def arguments_of(request: Any, name: str) -> list[str]:
 
 def bearer_of(request: Any) -> str | None:
     """The request's ``Authorization: Bearer`` value, if any."""
-    auth = request.headers.get("Authorization", "")
+    auth = dict.get(request.headers, "Authorization", "")
     return auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
 
 

@@ -126,7 +126,7 @@ class PublishLogic:
 
     def parse(self) -> tuple[list[Message], str | None]:
         """The messages of either body format, and the body's key (the 2013 ``key``)."""
-        content_type = self.request.headers.get("Content-Type", "")
+        content_type = dict.get(self.request.headers, "Content-Type", "")
         if content_type.startswith("application/json"):
             return self._parse_json()
         channels = self.get_arguments("channel")
@@ -235,7 +235,9 @@ class LeanPublish(PublishLogic):
         return arguments_of(self.request, name)
 
     def get_argument(self, name: str, default: str | None) -> str | None:
-        values = self.get_arguments(name)
+        if name not in self.request.arguments:  # (most fields of most publishes)
+            return default
+        values = arguments_of(self.request, name)
         return values[-1] if values else default
 
     def run(self) -> bool:

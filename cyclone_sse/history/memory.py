@@ -127,7 +127,8 @@ class MemoryHistory(SweptStore):
                 if previous is not None:
                     return previous, False
         now = self.clock.seconds()
-        self._expire(log, now)
+        if self.ttl and log.events:
+            self._expire(log, now)
         self._seq += 1
         event = Event(channel, data, EventId(self.epoch, self._seq), name)
         log.events.append((now, event, publisher_id))
