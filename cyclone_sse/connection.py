@@ -153,6 +153,8 @@ class HTTPConnection(httpserver.HTTPConnection):
     _request: Any  # (cyclone's: the request being read or answered)
     _buffer: bytes  # (LineReceiver's: what was read and not parsed yet)
     _contentbuffer: Any
+    _finish_callback: Any  # (cyclone's: notifyFinish's Deferred)
+    no_keep_alive: bool  # (cyclone's)
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -426,8 +428,37 @@ class HTTPConnection(httpserver.HTTPConnection):
                                       and not self.settings.access_log)
         return bool(lean)
 
+    def answer(self, chunk: bytes) -> None:
+        """A lean path's whole answer to the request being handled: written, then the
+        request finished as ``request.finish()`` finishes it, without its two layers of
+        calls (the request's ``write`` and ``finish``, the connection's ``finish``)."""
+        self.write(chunk)
+        self._request._finish_time = time.time()
+        self._request_finished = True
+        self._finish_request()
+
     def _finish_request(self) -> None:
-        super()._finish_request()
+        # cyclone's _finish_request, with its keep-alive rule read from the canonical
+        # header names (no per-call normalisation): an HTTP/1.1 request keeps the
+        # connection unless it says "Connection: close"; an HTTP/1.0 one only with
+        # "Connection: Keep-Alive", and then only with a Content-Length or as a GET or
+        # HEAD (tests/test_hardening.py checks each case on both paths)
+        request = self._request
+        asked = dict.get(request.headers, "Connection")
+        if self.no_keep_alive:
+            close = True
+        elif request.version == "HTTP/1.1":
+            close = asked == "close"
+        else:
+            close = asked != "Keep-Alive" or not (
+                "Content-Length" in request.headers or request.method in ("HEAD", "GET"))
+        if self._finish_callback:
+            self._finish_callback.callback(None)
+            self._finish_callback = None
+        self._request = None
+        self._request_finished = False
+        if close:
+            self.transport.loseConnection()
         if self.streaming or self.transport.disconnecting:
             self._send_out()  # (the last answers: nothing more is read)
             return

@@ -55,6 +55,26 @@ def test_http_1_0_needs_no_host_and_blank_lines_before_a_request_are_ignored():
     assert answer(conn)[0] == 200
 
 
+@pytest.mark.parametrize("version,connection,kept", [
+    ("HTTP/1.1", None, True), ("HTTP/1.1", "close", False), ("HTTP/1.1", "Keep-Alive", True),
+    ("HTTP/1.0", None, False), ("HTTP/1.0", "Keep-Alive", True), ("HTTP/1.0", "close", False),
+])
+@pytest.mark.parametrize("path", ["/publish", "/stats"])  # the lean path and cyclone's
+def test_keep_alive_follows_the_version_and_the_connection_header(version, connection,
+                                                                  kept, path):
+    conn = Connection(make_app())
+    body = b"channel=a&message=hi" if path == "/publish" else b""
+    head = f"{'POST' if body else 'GET'} {path} {version}\r\nHost: x\r\n"
+    if connection:
+        head += f"Connection: {connection}\r\n"
+    if body:
+        head += "Content-Type: application/x-www-form-urlencoded\r\n" \
+                f"Content-Length: {len(body)}\r\n"
+    conn.protocol.dataReceived(head.encode() + b"\r\n" + body)
+    assert answer(conn)[0] == 200
+    assert conn.transport.disconnecting is not kept
+
+
 # one request at a time ------------------------------------------------------------------
 
 def test_a_request_pipelined_behind_a_subscribe_is_refused_by_closing():

@@ -121,6 +121,12 @@ def test_private_internals_we_lean_on_are_still_there():
     import inspect
     body_reader = inspect.getsource(cyclone.httpserver.HTTPConnection.rawDataReceived)
     assert "self._contentbuffer" in body_reader and "self.content_length" in body_reader
+    # connection.py's _finish_request does cyclone's work: the state it resets, the
+    # notifyFinish Deferred it fires, the keep-alive switch it reads
+    finisher = inspect.getsource(cyclone.httpserver.HTTPConnection._finish_request)
+    for name in ("self.no_keep_alive", "self._finish_callback", "self._request_finished",
+                 "self._request = None", "supports_http_1_1"):
+        assert name in finisher, name
     # connection.py fills HTTPHeaders as its add() does: the joined value in the dict,
     # each value in the private _as_list that get_list reads
     from cyclone.httputil import HTTPHeaders

@@ -29,19 +29,23 @@ class Published:
         return {"channel": self.channel, "id": self.id, "subscribers": self.subscribers,
                 "duplicate": self.duplicate}
 
+    def written(self) -> str:
+        """This event's entry in an answer, as ``dumps`` of ``as_json`` (channel names
+        and ids need no escaping: their alphabets have no quote, no backslash and
+        nothing outside ASCII), written out directly."""
+        return (f'{{"channel":"{self.channel}","id":"{self.id}","subscribers":'
+                f'{self.subscribers},"duplicate":{"true" if self.duplicate else "false"}}}')
+
     def answer(self) -> bytes:
-        """The answer to a publish of this one event (``answer_of``)."""
-        return Published.answer_of([self])
+        """The answer to a publish of this one event (``answer_of([self])``)."""
+        return (f'{{"status":"ok","events":[{self.written()}],"subscribers":'
+                f'{self.subscribers}}}').encode()
 
     @staticmethod
     def answer_of(results: list[Published]) -> bytes:
-        """The answer to a publish of these events, as ``dumps`` of its JSON value
-        (channel names and ids need no escaping: their alphabets have no quote, no
-        backslash and nothing outside ASCII), written out directly."""
-        events = ",".join(
-            f'{{"channel":"{r.channel}","id":"{r.id}","subscribers":{r.subscribers},'
-            f'"duplicate":{"true" if r.duplicate else "false"}}}' for r in results)
-        total = sum(r.subscribers for r in results)
+        """The answer to a publish of these events, as ``dumps`` of its JSON value."""
+        events = ",".join([r.written() for r in results])
+        total = sum([r.subscribers for r in results])
         return f'{{"status":"ok","events":[{events}],"subscribers":{total}}}'.encode()
 
 

@@ -162,12 +162,13 @@ class PublishLogic:
         """The request's messages, authenticated and checked (or the error)."""
         proof = self.authenticate()
         messages, key = self.parse()
-        self.check_rights(proof, key, [c for m in messages for c in m[0]])
+        if proof is not True:
+            self.check_rights(proof, key, [c for m in messages for c in m[0]])
         most = self.application.settings_obj.max_publish_channels
         for channels, _, name, publisher_id in messages:
             if not channels:
                 raise BadRequest("missing field 'channel'", field="channel")
-            if most and len(set(channels)) > most:
+            if most and len(channels) > most and len(set(channels)) > most:
                 raise BadRequest(f"too many channels in one publish: {len(set(channels))} > "
                                  f"{most}", field="channel")
             for channel in channels:
@@ -274,8 +275,8 @@ class LeanPublish(PublishLogic):
         request = self.request
         if request.connection._request is not request:  # (the client left meanwhile)
             return
-        request.write(ok_head(self.application, request, _ANSWER_HEADERS, len(body)) + body)
-        request.finish()
+        request.connection.answer(
+            ok_head(self.application, request, _ANSWER_HEADERS, len(body)) + body)
 
     def _failed(self, failure: Any) -> None:
         if self.request.connection._request is not self.request:
