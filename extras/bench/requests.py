@@ -12,8 +12,8 @@ one          one publisher waiting for each answer, 10 subscribers on one channe
 concurrent   16 publishers on keep-alive connections, each waiting for its answers
 pipelined    16 publishers, each with 16 requests in flight (HTTP pipelining)
 per-user     10,000 subscribers each on its own channel, 2 events published to each
-patterns     3,000 subscribers each on its own pattern p<i>.*, one event to each p<i>.x
-             (beside: the same with 3,000 exact channels)
+patterns     10,000 subscribers each on its own pattern p<i>.*, one event to each p<i>.x
+             (beside: the same with 10,000 exact channels)
 redis        "one" through --broker=redis (history in Redis)
 amqp         "one" through --broker=amqp
 batch        one publisher, 100 events per request (the JSON list body), 10 subscribers
@@ -282,8 +282,8 @@ async def main(args: argparse.Namespace) -> None:
                 await connect(server=nchan.Nchan, name="nchan: connect")]
 
     async def _pair() -> list[dict[str, object]]:
-        return [await per_user(3000, 1, True, "patterns (3,000 p<i>.*)"),
-                await per_user(3000, 1, False, "exact (3,000 channels)")]
+        return [await per_user(10000, 1, True, "patterns (10,000 p<i>.*)"),
+                await per_user(10000, 1, False, "exact (10,000 channels)")]
 
     async def _connects() -> list[dict[str, object]]:
         return [await connect(), await connect(replay=True)]
