@@ -11,11 +11,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
+from measured import ServerProcess, wait_listening
+
 MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
-CLK_TCK = 100
 
 CONFIG = """
 load_module {module};
@@ -54,7 +54,7 @@ def available() -> bool:
     return shutil.which("nginx") is not None and MODULE.is_file()
 
 
-class Nchan:
+class Nchan(ServerProcess):
     """An nginx + nchan process with the interface of run.Daemon (port, CPU, stop)."""
 
     def __init__(self, redis: bool = False) -> None:
@@ -76,21 +76,8 @@ class Nchan:
         self.proc = subprocess.Popen(["taskset", "-c", "0", "nginx", "-c", str(conf),
                                       "-p", str(self.folder)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        end = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    raise RuntimeError("nginx did not start") from None
-                time.sleep(0.05)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        wait_listening(self.port, "nginx")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+        super().stop()
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -22,6 +22,10 @@ connect      10,000 subscribers connecting, 128 at a time; and the same resuming
 nchan        "one" (in memory and with nchan's Redis store), "per-user" and "connect"
              against nginx + nchan (extras/bench/nchan.py),
              in the same run, when Debian's libnginx-mod-nchan is installed
+floor        "per-user" against a bare Twisted protocol that does only the I/O of a
+             publish (extras/bench/floor.py): what Twisted costs before any work
+
+The per-user rows also split the CPU into user and system time.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import floor  # noqa: E402
 import nchan  # noqa: E402
 from client import LoadClient, Publisher  # noqa: E402
 from client import run as run_async  # noqa: E402
@@ -183,11 +188,15 @@ async def per_user(users: int = 10000, events: int = 2, pattern: bool = False,
             for _ in range(events):
                 for n in range(users):
                     await publisher.publish(channel(n))
+        user, system = daemon.cpu_split()  # type: ignore[attr-defined]
         seconds, cpu = await timed(daemon, run())
+        user_after, system_after = daemon.cpu_split()  # type: ignore[attr-defined]
         await wait_delivered(load, users * events, 30)
         load.close()
-        return rate_row(name, users * events, seconds, cpu,
-                        complete=load.delivered == users * events)
+        count = users * events
+        return rate_row(name, count, seconds, cpu, complete=load.delivered == count,
+                        user_us_each=round(1e6 * (user_after - user) / count, 1),
+                        system_us_each=round(1e6 * (system_after - system) / count, 1))
     finally:
         daemon.stop()
 
@@ -268,6 +277,8 @@ async def main(args: argparse.Namespace) -> None:
         "batch": lambda: batch(),
         "connect": lambda: _connects(),
         "nchan": lambda: _nchan(),
+        "floor": lambda: per_user(name="floor: per-user, a bare Twisted protocol",
+                                  server=floor.Floor),
     }
 
     async def _nchan() -> list[dict[str, object]]:
@@ -314,7 +325,7 @@ def summary(name: str, rows: list[dict[str, object]]) -> dict[str, object]:
 def cli() -> None:
     parser = argparse.ArgumentParser(description="cyclone-sse request-path benchmark")
     parser.add_argument("workloads", nargs="*", help="one concurrent pipelined per-user patterns "
-                        "redis amqp batch connect nchan (default: all)")
+                        "redis amqp batch connect nchan floor (default: all)")
     parser.add_argument("--count", type=int, default=5000, help="publishes in 'one'")
     parser.add_argument("--rounds", type=int, default=1, help="run the workloads this many "
                         "times, in turn, and end with each one's best and median")

@@ -32,13 +32,15 @@ sys.path.insert(0, str(ROOT / "extras"))
 
 from client import LoadClient, Publisher, WebSocketStream, masked_frame, percentile  # noqa: E402
 from client import run as run_async  # noqa: E402
+from measured import ServerProcess  # noqa: E402
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-class Daemon:
+class Daemon(ServerProcess):
+    """The daemon under test, a twistd process pinned to ``cpu``."""
+
     def __init__(self, *options: str, cpu: str = "0", port: int = 0) -> None:
         self.proc = subprocess.Popen(
             ["taskset", "-c", cpu, TWISTD, "-n", "--pidfile=", "cyclone-sse", f"--port={port}",
@@ -59,16 +61,8 @@ class Daemon:
         import threading
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
     def rss_kb(self) -> int:
         return int(Path(f"/proc/{self.proc.pid}/statm").read_text().split()[1]) * PAGE_KB
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
 
 
 async def wait_delivered(load: LoadClient, expected: int, timeout: float) -> float:
