@@ -8,7 +8,7 @@ subscribe upstream only to what someone here listens to.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -77,6 +77,17 @@ class Histogram:
             total += count
             out.append((bound, total))
         return out
+
+
+def _beyond(groups: list[set[ISubscriber]],
+            direct: set[ISubscriber] | None) -> Collection[ISubscriber]:
+    """The subscribers of the matching patterns' ``groups`` that are not among the
+    channel's ``direct`` subscribers, each once (a lone group is itself: no set is
+    made)."""
+    if not direct and len(groups) == 1:
+        return groups[0]
+    reached: set[ISubscriber] = set().union(*groups)
+    return reached - direct if direct else reached
 
 
 class ChannelRegistry(Service):
@@ -238,23 +249,12 @@ class ChannelRegistry(Service):
         if not groups:
             return 0
         count = 0
-        if not direct and len(groups) == 1:  # one pattern's subscribers: none to skip
-            for subscriber in groups[0]:
-                access = subscriber.access
-                if access is None or access.may_read(channel):
-                    subscriber.deliver(events, frame)
-                    count += 1
-            return count
-        seen: set[ISubscriber] = set(direct) if direct else set()
-        for subs in groups:
-            for subscriber in subs:
-                if subscriber not in seen:
-                    seen.add(subscriber)
-                    # A pattern reaches only what its subscriber may read by name.
-                    access = subscriber.access
-                    if access is None or access.may_read(channel):
-                        subscriber.deliver(events, frame)
-                        count += 1
+        for subscriber in _beyond(groups, direct):
+            # A pattern reaches only what its subscriber may read by name.
+            access = subscriber.access
+            if access is None or access.may_read(channel):
+                subscriber.deliver(events, frame)
+                count += 1
         return count
 
     # heartbeats and shutdown -------------------------------------------------------
@@ -313,14 +313,8 @@ class ChannelRegistry(Service):
         """How many local subscribers an event on ``channel`` would reach now."""
         direct = self._channels.get(channel)
         groups = self._matching_groups(channel) if self._patterns else None
-        if not groups:
-            return len(direct) if direct else 0
-        if not direct and len(groups) == 1:
-            return len(groups[0])
-        everyone: set[ISubscriber] = set(direct) if direct else set()
-        for subs in groups:
-            everyone |= subs
-        return len(everyone)
+        named = len(direct) if direct else 0
+        return named + len(_beyond(groups, direct)) if groups else named
 
     def subscriber_counts(self) -> list[tuple[str, int]]:
         """``[(channel or pattern, subscribers)]``, the original /stats list."""

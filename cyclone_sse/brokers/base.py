@@ -29,7 +29,7 @@ class Published:
         return {"channel": self.channel, "id": self.id, "subscribers": self.subscribers,
                 "duplicate": self.duplicate}
 
-    def written(self) -> str:
+    def as_json_text(self) -> str:
         """This event's entry in an answer, as ``dumps`` of ``as_json`` (channel names
         and ids need no escaping: their alphabets have no quote, no backslash and
         nothing outside ASCII), written out directly."""
@@ -38,13 +38,13 @@ class Published:
 
     def answer(self) -> bytes:
         """The answer to a publish of this one event (``answer_of([self])``)."""
-        return (f'{{"status":"ok","events":[{self.written()}],"subscribers":'
+        return (f'{{"status":"ok","events":[{self.as_json_text()}],"subscribers":'
                 f'{self.subscribers}}}').encode()
 
     @staticmethod
     def answer_of(results: list[Published]) -> bytes:
         """The answer to a publish of these events, as ``dumps`` of its JSON value."""
-        events = ",".join([r.written() for r in results])
+        events = ",".join([r.as_json_text() for r in results])
         total = sum([r.subscribers for r in results])
         return f'{{"status":"ok","events":[{events}],"subscribers":{total}}}'.encode()
 
