@@ -24,6 +24,10 @@ class InvalidChannel(BadRequest):
     """A channel name outside the allowed alphabet or length."""
 
 
+class TooDeep(BadRequest):
+    """JSON nested deeper than a client's JSON may be (``checks.MAX_JSON_DEPTH``)."""
+
+
 class InvalidEvent(BadRequest):
     """An event field that cannot be framed safely (CR, LF or NUL in id/event)."""
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from cyclone_sse.errors import BadRequest
+from cyclone_sse.checks import MAX_JSON_DEPTH, loads
+from cyclone_sse.errors import BadRequest, TooDeep
 from cyclone_sse.event import parse_stream
 
 #: Most items one publish may carry.
@@ -43,13 +43,18 @@ class PushpinEvent:
     publisher_id: str | None
 
 
-def _text(format_: dict[str, Any], field: str) -> str | None:
-    """A format's ``field`` or its base64 ``field-bin``, as UTF-8 text."""
-    if isinstance(format_.get(field), str):
-        return str(format_[field])
+def _text(format_: dict[str, Any], field: str, name: str) -> str:
+    """A format's ``field`` or its base64 ``field-bin``, as UTF-8 text (a format
+    ``name`` without either publishes nothing: refused, never answered 200)."""
+    value = format_.get(field)
+    if isinstance(value, str):
+        return value
+    if value is not None:
+        raise BadRequest(f"{name}: '{field}' must be a string (or '{field}-bin' base64)",
+                         field=field)
     raw = format_.get(f"{field}-bin")
     if raw is None:
-        return None
+        raise BadRequest(f"{name}: needs '{field}' or '{field}-bin'", field=field)
     try:
         return base64.b64decode(raw, validate=True).decode("utf-8")
     except (binascii.Error, ValueError, TypeError):
@@ -85,17 +90,12 @@ def item_events(item: Any, channel: str | None = None) -> list[PushpinEvent]:
     stream, message, response = (formats.get(name) for name in
                                  ("http-stream", "ws-message", "http-response"))
     if isinstance(stream, dict):
-        content = _text(stream, "content")
-        if content is not None:
-            found = _stream_events(content)
+        if stream.get("action") != "close":  # (a close carries nothing)
+            found = _stream_events(_text(stream, "content", "http-stream"))
     elif isinstance(message, dict):
-        content = _text(message, "content")
-        if content is not None:
-            found = [(content, None)]
+        found = [(_text(message, "content", "ws-message"), None)]
     elif isinstance(response, dict):
-        body = _text(response, "body")
-        if body is not None:
-            found = [(body, None)]
+        found = [(_text(response, "body", "http-response"), None)]
     else:
         raise BadRequest("an item needs one of the formats http-stream, ws-message, "
                          "http-response", field="formats")
@@ -118,13 +118,13 @@ def body_events(body: Any) -> list[PushpinEvent]:
 def tnetstring_loads(data: bytes) -> Any:
     """Decode one TNetString (what Pushpin's ZeroMQ clients send); ValueError if it is
     not one."""
-    value, rest = _tnet(data)
+    value, rest = _tnet(data, 1)
     if rest:
         raise ValueError("bytes after the TNetString")
     return value
 
 
-def _tnet(data: bytes) -> tuple[Any, bytes]:
+def _tnet(data: bytes, depth: int) -> tuple[Any, bytes]:
     size, colon, rest = data.partition(b":")
     if not colon or not size.isdigit() or len(size) > 9:
         raise ValueError("not a TNetString")
@@ -143,9 +143,12 @@ def _tnet(data: bytes) -> tuple[Any, bytes]:
     if kind == b"~":
         return None, rest
     if kind in (b"]", b"}"):
+        if depth > MAX_JSON_DEPTH:  # (the same bound as JSON's)
+            raise TooDeep(f"TNetString nested deeper than {MAX_JSON_DEPTH} levels",
+                          field="item")
         values = []
         while payload:
-            value, payload = _tnet(payload)
+            value, payload = _tnet(payload, depth + 1)
             values.append(value)
         if kind == b"]":
             return values, rest
@@ -173,9 +176,11 @@ def zmq_item(payload: bytes) -> Any | None:
     the payload is plain data."""
     if payload[:2] == b"J{":
         try:
-            return json.loads(payload[1:])
-        except ValueError:
-            return None
+            return loads(payload[1:], "item")
+        except TooDeep:
+            raise
+        except BadRequest:
+            return None  # (not JSON after all: plain data that starts with J{)
     if payload[:1].isdigit() and payload.endswith(b"}"):
         try:
             return _decoded(tnetstring_loads(payload))

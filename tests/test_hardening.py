@@ -266,7 +266,7 @@ def post(app, body: bytes, content_type="application/json", headers=None, path="
 
 
 def test_nesting_is_measured_through_objects_and_arrays_alike():
-    from cyclone_sse.handlers.publish import _deeper_than
+    from cyclone_sse.checks import deeper_than as _deeper_than
     value: object = "leaf"
     for level in range(32):
         value = {"k": [1, "x", None], "v": value} if level % 2 else [0, value, "y"]

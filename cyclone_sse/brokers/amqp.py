@@ -21,9 +21,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cyclone_sse.brokers.base import Broker, Published
-from cyclone_sse.channels import check_channel, is_pattern
+from cyclone_sse.channels import is_pattern
+from cyclone_sse.checks import check_message
 from cyclone_sse.errors import BrokerUnavailable, InvalidEvent
-from cyclone_sse.event import check_field
 from cyclone_sse.links.amqp import AmqpAddress, AmqpLink, find_spec
 from cyclone_sse.links.amqp_wire import Delivery, DeliveryReader, PublishFrames, TooLong
 from cyclone_sse.links.tls import check_link_options
@@ -155,14 +155,13 @@ class AmqpBroker(Broker):
         try:
             if message.problem:
                 raise ValueError(message.problem)
-            channel = check_channel(message.routing_key)
+            channel = message.routing_key
             data = message.body.decode("utf-8")
             name = properties.get("type") or None
             publisher_id = properties.get("message-id") or None
             if not isinstance(name or "", str) or not isinstance(publisher_id or "", str):
                 raise ValueError("the type or message-id property is not UTF-8")
-            if name:
-                check_field("event", name)
+            check_message(channel, data, name, publisher_id)
         except Exception as exc:
             self.rejected += 1
             if self.rejected == 1 or self.rejected % 1000 == 0:

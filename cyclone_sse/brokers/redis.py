@@ -27,7 +27,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cyclone_sse.brokers.base import Broker, Published
-from cyclone_sse.channels import check_channel, is_pattern
+from cyclone_sse.channels import is_pattern
+from cyclone_sse.checks import check_message
 from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import Event, EventId
 from cyclone_sse.interfaces import IRedisHistory
@@ -314,8 +315,8 @@ class RedisBroker(Broker):
         try:
             if len(message) > self.settings.max_body:
                 raise ValueError(f"larger than --max-body ({self.settings.max_body} bytes)")
-            check_channel(channel)
             data = message.decode("utf-8")
+            check_message(channel, data)
         except Exception as exc:
             self.raw_warnings += 1
             if self.raw_warnings == 1 or self.raw_warnings % 1000 == 0:

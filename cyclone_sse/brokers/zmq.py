@@ -24,7 +24,7 @@ from twisted.logger import Logger
 
 from cyclone_sse.brokers.base import Broker, Published
 from cyclone_sse.channels import check_channel
-from cyclone_sse.event import check_field
+from cyclone_sse.checks import check_message
 from cyclone_sse.links.zmq import ZmqReader, endpoints
 from cyclone_sse.pushpin import item_events, zmq_item
 
@@ -111,13 +111,9 @@ class ZmqBroker(Broker):
                           for e in item_events(item, channel)]
             else:
                 name = frames[2].decode("utf-8") if len(frames) > 2 and frames[2] else None
-                if name:
-                    check_field("event", name)
                 events = [(channel, payload.decode("utf-8"), name, None)]
-            for event_channel, _, event_name, _ in events:
-                check_channel(event_channel)
-                if event_name:
-                    check_field("event", event_name)
+            for event in events:
+                check_message(*event)  # (the checks of every path: no history-gap here)
         except Exception as exc:
             self.rejected += 1
             if self.rejected == 1 or self.rejected % 1000 == 0:

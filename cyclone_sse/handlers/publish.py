@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -11,6 +10,7 @@ from twisted.internet import defer
 from cyclone_sse.auth.tokens import Claims
 from cyclone_sse.brokers.base import Published
 from cyclone_sse.channels import check_channel
+from cyclone_sse.checks import loads
 from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
 from cyclone_sse.event import as_data, check_publish, check_text
 from cyclone_sse.handlers.base import (
@@ -20,26 +20,6 @@ from cyclone_sse.handlers.base import (
     key_matches,
     ok_head,
 )
-
-#: Deepest nesting of arrays and objects in a JSON body.
-MAX_JSON_DEPTH = 32
-
-
-def _deeper_than(value: object, limit: int) -> bool:
-    """Whether arrays/objects in ``value`` nest deeper than ``limit`` (no recursion;
-    only containers are walked)."""
-    if not isinstance(value, (dict, list)):
-        return False
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
-    return False
-
 
 #: One publish: (channels, data, event name, publisher id).
 Message = tuple[list[str], str, "str | None", "str | None"]
@@ -137,14 +117,7 @@ class PublishLogic:
                   self.get_argument("id", None) or None)], self.get_argument("key", None))
 
     def _parse_json(self) -> tuple[list[Message], str | None]:
-        try:
-            body = json.loads(self.request.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadRequest(f"body is not valid UTF-8 JSON: {exc}", field="body") from None
-        except RecursionError:
-            body = None
-        if body is None or _deeper_than(body, MAX_JSON_DEPTH):
-            raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", field="body")
+        body = loads(self.request.body)
         if isinstance(body, list):  # a batch: one request, many events
             most = self.application.settings_obj.max_batch
             if not body or len(body) > most:

@@ -7,16 +7,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from typing import Any
 
 import jwt
 from twisted.internet import defer
 
 from cyclone_sse.auth.tokens import Claims
-from cyclone_sse.channels import check_channel
-from cyclone_sse.errors import BadRequest, Unauthorized
-from cyclone_sse.event import check_publish, check_text
+from cyclone_sse.checks import check_message, loads
+from cyclone_sse.errors import Unauthorized
 from cyclone_sse.handlers.publish import PublishHandler
 from cyclone_sse.pushpin import body_events
 
@@ -59,16 +57,10 @@ class PushpinPublishHandler(PublishHandler):
 
     def post(self) -> defer.Deferred[object]:  # type: ignore[override]
         proof = self.authenticate()
-        try:
-            body = json.loads(self.request.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise BadRequest("body is not UTF-8 JSON", field="body") from None
-        events = body_events(body)
+        events = body_events(loads(self.request.body))
         channels = list(dict.fromkeys(e.channel for e in events))
         for event in events:
-            check_channel(event.channel)
-            check_text(event.data, "data")
-            check_publish(event.name, event.publisher_id)
+            check_message(event.channel, event.data, event.name, event.publisher_id)
         self.check_rights(proof, None, channels)
         broker = self.application.broker
         # issued in item order, so the history numbers them in that order

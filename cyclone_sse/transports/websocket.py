@@ -43,6 +43,7 @@ import binascii
 import json
 import secrets
 import struct
+import zlib
 from typing import Any
 
 from twisted.internet import defer
@@ -52,18 +53,21 @@ from twisted.logger import Logger
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
 from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token
 from zope.interface import implementer
 
 from cyclone_sse.auth.access import Access, Credentials
 from cyclone_sse.channels import check_channel, compile_pattern, is_pattern, split_channels
+from cyclone_sse.checks import loads
 from cyclone_sse.errors import (
     BadRequest,
     Conflict,
     CycloneSSEError,
     Forbidden,
     NotFound,
+    TooDeep,
     TooManyRequests,
     UpgradeRequired,
 )
@@ -76,9 +80,57 @@ from cyclone_sse.transports.stream import BoundedWriter
 
 log = Logger()
 
+#: The reason of a 1009 close: a message (inflated or not) over the limit.
+TOO_BIG = "message too big (--ws-max-message)"
 #: A ping with no payload: what the keep-alive round sends every ``--ws-ping`` seconds.
 PING_FRAME = b"\x89\x00"
 
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate (RFC 7692) whose inflate stops at ``limit`` bytes per message.
+
+    wsproto inflates whatever a frame holds (58 KB of zeros become 60 MB) and the size
+    check could only come after.  Here each piece is inflated with ``max_length`` set
+    to what the message may still grow by, plus one byte: a message that would pass
+    the limit is refused with 1009 before more than ``limit + 1`` bytes were produced,
+    so a connection never holds more than one message's worth of inflated text.
+    (Overrides the two inflating hooks of wsproto's public ``Extension`` API.)"""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.inflated = 0  # bytes of the message being received, so far
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        decompressor = self._decompressor
+        assert decompressor is not None
+        try:
+            out = decompressor.decompress(data, self.limit - self.inflated + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self.inflated += len(out)
+        if self.inflated > self.limit or decompressor.unconsumed_tail:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
+
+    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        return self._inflate(bytes(data))
+
+    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
+        if not fin or not self._inbound_is_compressible or not self._inbound_compressed:
+            return super().frame_inbound_complete(proto, fin)
+        # the end of a compressed message: the empty block RFC 7692 7.2.2 strips
+        out = self._inflate(b"\x00\x00\xff\xff")
+        self.inflated = 0
+        if isinstance(out, CloseReason):
+            return out
+        if self.client_no_context_takeover:
+            self._decompressor = None
+        self._inbound_compressed = None
+        return out
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -258,7 +310,7 @@ class SubscriberProtocol(Protocol):
             if isinstance(event, TextMessage):
                 self.size += len(event.data)
                 if self.size > self.app.settings_obj.ws_max_message:
-                    self.close_with(1009, "message too big (--ws-max-message)")
+                    self.close_with(1009, TOO_BIG)
                     return
                 if not event.message_finished:
                     self.parts.append(event.data)
@@ -270,8 +322,12 @@ class SubscriberProtocol(Protocol):
                 self.out.write(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 # the client's close (answered in kind), or a frame wsproto refused
-                # (answered with the code it chose: 1002, 1007)
-                self.close_with(event.code, event.reason or "")
+                # (answered with the code it chose: 1002, 1007, 1009 past the inflate
+                # bound)
+                reason = event.reason or ""
+                if event.code == 1009:
+                    reason = TOO_BIG
+                self.close_with(event.code, reason)
                 return
             elif isinstance(event, BytesMessage):
                 self.close_with(1003, "messages are JSON text, not binary")
@@ -308,8 +364,11 @@ class SubscriberProtocol(Protocol):
 
     def on_message(self, text: str) -> None:
         try:
-            message = json.loads(text)
-        except ValueError:
+            message = loads(text, "message")
+        except TooDeep as exc:
+            self.close_with(1008, str(exc))
+            return
+        except BadRequest:
             message = None
         if not isinstance(message, dict):
             self.close_with(1008, "messages are JSON objects")
@@ -534,9 +593,13 @@ class WebSockets:
                  b"Sec-WebSocket-Accept: " + generate_accept_token(key.encode("ascii"))]
         extensions: list[Extension] = []
         offered = headers.get("Sec-WebSocket-Extensions")
-        if offered and self.app.settings_obj.ws_deflate:
-            deflate = PerMessageDeflate()
-            agreed = server_extensions_handshake(offered.split(","), [deflate])
+        settings = self.app.settings_obj
+        if offered and settings.ws_deflate:
+            deflate = BoundedDeflate(settings.ws_max_message)
+            try:
+                agreed = server_extensions_handshake(offered.split(","), [deflate])
+            except ValueError:  # (wsproto reads window bits with int())
+                agreed = None  # an offer we cannot read is declined (RFC 7692 5.1)
             if agreed:
                 lines.append(b"Sec-WebSocket-Extensions: " + agreed)
                 extensions.append(deflate)

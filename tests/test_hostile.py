@@ -1,0 +1,176 @@
+"""Hostile input on the surfaces added after the first hardening round, each against a
+real daemon with a healthy subscriber beside it that must lose nothing: WebSocket
+compression bombs and deep JSON, deflate offers it cannot read, secrets in the log,
+reserved event names and nesting on every ingestion path."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.daemon import DEADLINE, Daemon, SSEClient
+from tests.test_websocket import close_code, frame
+
+
+def rss_kb(daemon: Daemon) -> int:
+    """The daemon's resident memory, from /proc."""
+    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
+    return int(next(line for line in status.splitlines()
+                    if line.startswith("VmRSS:")).split()[1])
+
+
+def no_traceback(daemon: Daemon) -> None:
+    log = "".join(daemon.log)
+    assert "Traceback" not in log and "Unhandled" not in log, log[-3000:]
+
+
+def upgrade(port: int, extensions: str | None = None) -> tuple[socket.socket, bytes]:
+    """A WebSocket handshake by hand: the socket and the daemon's answer head."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = ["GET / HTTP/1.1", "Host: x", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        head += chunk
+    return sock, head
+
+
+def deflated(payload: bytes) -> bytes:
+    """``payload`` compressed as permessage-deflate sends it (RFC 7692 7.2.1)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4]
+
+
+def compressed_frame(payload: bytes) -> bytes:
+    """A masked, final text frame with RSV1 set: a compressed message."""
+    whole = frame(1, deflated(payload))
+    return bytes([whole[0] | 0x40]) + whole[1:]
+
+
+@pytest.fixture
+def deflating(tmp_path):
+    daemon = Daemon(tmp_path, "--ws-deflate=1")
+    yield daemon
+    daemon.stop()
+    no_traceback(daemon)
+
+
+def timed_stats(port: int) -> float:
+    """Seconds /stats takes to answer, on a connection of its own."""
+    start = time.monotonic()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    sock.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    while sock.recv(65536):
+        pass
+    sock.close()
+    return time.monotonic() - start
+
+
+def test_a_compression_bomb_is_refused_before_it_is_inflated(deflating):
+    daemon = deflating
+    bomb = compressed_frame(b" " * 60_000_000)  # 60 MB of spaces: ~58 KB on the wire
+    assert len(bomb) < 64 * 1024  # under --ws-max-message as it arrives
+    healthy = SSEClient(daemon.port, "channels=a")
+    daemon.publish_form("channel=a&message=before")
+    before = rss_kb(daemon)
+    socks = []
+    for _ in range(20):
+        sock, head = upgrade(daemon.port, "permessage-deflate")
+        assert head.startswith(b"HTTP/1.1 101") and b"permessage-deflate" in head
+        socks.append(sock)
+    for sock in socks:
+        sock.sendall(bomb)
+    slowest = max(timed_stats(daemon.port) for _ in range(5))
+    codes = [close_code(sock) for sock in socks]
+    for sock in socks:
+        sock.close()
+    grown = rss_kb(daemon) - before
+    print(f"RSS growth for 20 bombs: {grown} KB; slowest /stats meanwhile {slowest * 1000:.1f} ms")
+    assert codes == [1009] * 20
+    assert grown < 4096
+    assert slowest < 0.1
+    daemon.publish_form("channel=a&message=after")
+    assert [e["data"] for e in healthy.events(2)] == ["before", "after"]
+    healthy.close()
+
+
+def test_a_bomb_split_into_fragments_is_bounded_per_message(deflating):
+    """Each fragment is small; the message they inflate to is not."""
+    compressed = deflated(b"x" * 10_000_000)
+    parts = [compressed[i:i + 8000] for i in range(0, len(compressed), 8000)]
+    sock, head = upgrade(deflating.port, "permessage-deflate")
+    assert head.startswith(b"HTTP/1.1 101")
+    data = b""
+    for n, part in enumerate(parts):
+        whole = frame(1 if n == 0 else 0, part)
+        first = (0x40 | 0x01) if n == 0 else 0x00  # RSV1 on the first frame only
+        data += bytes([first | (0x80 if n == len(parts) - 1 else 0)]) + whole[1:]
+    sock.sendall(data)
+    assert close_code(sock) == 1009
+    sock.close()
+
+
+def test_compressed_messages_within_the_limit_still_work(deflating):
+    """The websockets client negotiates permessage-deflate and compresses what it sends."""
+    big = "y" * 60_000  # close to the limit, once inflated
+    with connect(f"ws://127.0.0.1:{deflating.port}/", open_timeout=DEADLINE) as conn:
+        assert "permessage-deflate" in conn.response.headers["Sec-WebSocket-Extensions"]
+        for n in range(3):  # the same context, several messages
+            conn.send(json.dumps({"type": "ping", "id": n, "pad": big}))
+            assert json.loads(conn.recv(timeout=DEADLINE)) == {"type": "pong", "id": n}
+
+
+@pytest.mark.parametrize("offer", [
+    "permessage-deflate; client_max_window_bits=abc",
+    "permessage-deflate; server_max_window_bits=",
+    "permessage-deflate; client_max_window_bits=99",
+])
+def test_a_deflate_offer_it_cannot_read_is_declined_not_a_500(deflating, offer):
+    sock, head = upgrade(deflating.port, offer)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"sec-websocket-extensions" not in head.lower()  # declined (RFC 7692 5.1)
+    sock.sendall(frame(1, json.dumps({"type": "ping", "id": 1}).encode()))
+    answer = sock.recv(100)
+    assert json.loads(answer[2:]) == {"type": "pong", "id": 1}
+    sock.close()
+
+
+def test_deeply_nested_json_closes_with_1008_and_one_clean_log_line(tmp_path):
+    daemon = Daemon(tmp_path)
+    try:
+        healthy = SSEClient(daemon.port, "channels=a")
+        for _ in range(20):
+            sock, head = upgrade(daemon.port)
+            assert head.startswith(b"HTTP/1.1 101")
+            sock.sendall(frame(1, b"[" * 1000 + b"]" * 1000))
+            assert close_code(sock) == 1008
+            sock.close()
+            sock, _ = upgrade(daemon.port)
+            sock.sendall(frame(1, json.dumps({"type": "ping", "id": 1, "x": json.loads(
+                "[" * 40 + "]" * 40)}).encode()))
+            assert close_code(sock) == 1008  # past 32 levels, even when Python could
+            sock.close()
+        daemon.publish_form("channel=a&message=fine")
+        assert healthy.events(1)[0]["data"] == "fine"
+        healthy.close()
+    finally:
+        daemon.stop()
+    no_traceback(daemon)
+    assert len(daemon.log) < 30  # start-up and stop lines only: nothing per message
