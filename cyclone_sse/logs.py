@@ -1,4 +1,5 @@
-"""JSON log lines for log collectors (journald, Docker, Loki...), one object per line:
+"""What reaches the log: URIs with their secrets masked, and JSON log lines for log
+collectors (journald, Docker, Loki...), one object per line:
 
     twistd --logger=cyclone_sse.logs.json_lines -n cyclone-sse
 
@@ -13,9 +14,28 @@ import json
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
+from urllib.parse import unquote_plus
 
 from twisted.logger import ILogObserver, formatEvent
 from zope.interface import implementer
+
+#: Query arguments whose values never reach a log line, named in any spelling a query
+#: parser would decode to them (``%74oken``, ``TOKEN``, ``tok%65n``...).
+SECRET_ARGUMENTS = frozenset({"token", "key", "access_token", "jwt", "password", "secret"})
+
+
+def masked(uri: str) -> str:
+    """``uri`` as a log line may show it: the value of every secret argument is
+    ``***``.  Names are compared after %-decoding, as the daemon reads them."""
+    path, mark, query = uri.partition("?")
+    if not mark:
+        return uri
+    parts = query.split("&")
+    for n, part in enumerate(parts):
+        name, eq, _ = part.partition("=")
+        if eq and unquote_plus(name).strip().lower() in SECRET_ARGUMENTS:
+            parts[n] = name + "=***"
+    return f"{path}?{'&'.join(parts)}"
 
 
 @implementer(ILogObserver)

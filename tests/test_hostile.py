@@ -13,6 +13,7 @@ import struct
 import time
 import zlib
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from websockets.sync.client import connect
@@ -174,3 +175,55 @@ def test_deeply_nested_json_closes_with_1008_and_one_clean_log_line(tmp_path):
         daemon.stop()
     no_traceback(daemon)
     assert len(daemon.log) < 30  # start-up and stop lines only: nothing per message
+
+
+# secrets never reach the log ---------------------------------------------------------
+
+JWT_SECRET = "hostile-test-secret-of-at-least-32-bytes!"
+PUBLISH_KEY = "publish-key-that-must-stay-private"
+
+
+def spellings(name: str) -> list[str]:
+    """``name`` as a query parser reads it, however a client escapes it."""
+    escaped = "".join(f"%{ord(c):02x}" for c in name)
+    return [name, name.upper(), f"%{ord(name[0]):02x}{name[1:]}", escaped,
+            name[:-1] + f"%{ord(name[-1]):02X}"]
+
+
+def test_no_secret_reaches_the_log_however_its_name_is_encoded(tmp_path):
+    import jwt as pyjwt
+    daemon = Daemon(tmp_path, f"--jwt-secret={JWT_SECRET}", "--policies=p.*=token",
+                    f"--http-secret={PUBLISH_KEY}", "--access-log=1", "--poll-timeout=0.1")
+    tokens = []
+    try:
+        for n, spelled in enumerate(spellings("token")):
+            token = pyjwt.encode({"sub": f"user{n}", "channels": ["p.a"],
+                                  "exp": int(time.time()) + 600}, JWT_SECRET)
+            tokens.append(token)
+            ok = SSEClient(daemon.port, f"channels=p.a&{spelled}={token}")
+            # read as the token when it decodes to the name (TOKEN does not)
+            read = unquote(spelled) == "token"
+            assert ok.status == (200 if read else 401), spelled
+            ok.close()
+            refused = SSEClient(daemon.port, f"channels=p.b&{spelled}={token}")
+            assert refused.status == (403 if read else 401)
+            refused.close()
+            assert daemon.request("GET", f"/?channels=p.a&transport=poll"
+                                         f"&{spelled}={token}")[0] == (200 if read else 401)
+            sock, head = upgrade(daemon.port)
+            sock.close()
+            assert daemon.request("GET", f"/nowhere?{spelled}={token}")[0] == 404
+        for spelled in spellings("key") + spellings("access_token") + spellings("jwt"):
+            status, body = daemon.request(
+                "POST", f"/publish?{spelled}={PUBLISH_KEY}", "channel=a&message=x",
+                {"Content-Type": "application/x-www-form-urlencoded"})
+            assert status in (400, 401)
+            assert daemon.request("GET", f"/stats?{spelled}={PUBLISH_KEY}")[0] == 200
+    finally:
+        daemon.stop()
+    log = "".join(daemon.log)
+    assert "/nowhere?" in log and "/publish?" in log  # the requests were logged...
+    for secret in [*tokens, PUBLISH_KEY]:  # ...their secrets never, in any form
+        for form in {secret, secret.split(".")[-1], base64.b64encode(secret.encode()).decode()}:
+            assert form not in log
+    no_traceback(daemon)

@@ -28,6 +28,7 @@ from cyclone_sse.errors import (
 from cyclone_sse.event import dumps
 from cyclone_sse.interfaces import IBroker, IHistory
 from cyclone_sse.limits import TokenBucket
+from cyclone_sse.logs import masked
 from cyclone_sse.options import Settings
 from cyclone_sse.presence import Presence
 from cyclone_sse.registry import ChannelRegistry
@@ -35,10 +36,6 @@ from cyclone_sse.static import StaticFile
 from cyclone_sse.subscription import Subscriptions
 
 log = Logger()
-
-#: Query arguments whose values never reach a log line.
-_SECRET_ARGUMENT = re.compile(r"(?i)([?&](?:token|key|access_token|jwt)=)[^&]*")
-
 
 def default_headers(app: Any, request: Any) -> list[tuple[str, str]]:
     """The headers every answer carries: server, caching, sniffing, HSTS, CORS."""
@@ -227,8 +224,9 @@ class BaseHandler(cyclone.web.RequestHandler):
         self.write_json(body, status)
 
     def _request_summary(self) -> str:
-        # cyclone's summary has the whole URI: tokens and keys in it are blanked.
-        return _SECRET_ARGUMENT.sub(r"\1***", super()._request_summary())
+        # (cyclone's own has the whole URI: tokens and keys in it are masked here)
+        request = self.request
+        return f"{request.method} {masked(request.uri)} ({request.remote_ip})"
 
     def key_matches(self, given: str | None = None) -> bool:
         """``given`` (or the ``Authorization: Bearer`` value) is the publish key,
