@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 import jwt
 
@@ -18,10 +20,46 @@ from cyclone_sse.channels import check_channel
 DEFAULT_TIMEOUT = 55.0
 #: The issuer in the Grip-Sig tokens this proxy signs.
 SIG_ISSUER = "cyclone-sse"
-#: Response headers a proxy must not pass on (RFC 9110 7.6.1) and GRIP's own.
+#: Headers a proxy must not pass on (RFC 9110 7.6.1; ``proxy-connection`` as old
+#: clients send it), and ``content-length``, which this proxy computes itself.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate",
-                        "proxy-authorization", "te", "trailer", "transfer-encoding",
-                        "upgrade", "content-length"})
+                        "proxy-authorization", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade", "content-length"})
+
+
+def hop_by_hop(headers: dict[str, str]) -> frozenset[str]:
+    """The lower-cased names not to pass on: the fixed ones and those the message's own
+    ``Connection`` header lists (RFC 9110 7.6.1), and GRIP's ``grip-*`` are dropped
+    by the caller."""
+    listed = headers.get("connection", "")
+    return HOP_BY_HOP | {name.strip().lower() for name in listed.split(",") if name.strip()}
+
+
+def checked_status(code: int) -> int:
+    """A status a proxy may send as a final answer: three digits, 200 to 599 (1xx are
+    interim, and anything else no client can read)."""
+    if not 200 <= code <= 599:
+        raise GripError(f"status {code} is not a final HTTP status (200-599)")
+    return code
+
+
+def _seconds(text: str, name: str, most: float) -> float:
+    """A number of seconds from a GRIP header: finite and not negative, cut to
+    ``most`` and at least 1 (a 0 or 1e308 would hold the client for ever)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise GripError(f"{name}: {text[:40]!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise GripError(f"{name}: {text[:40]!r} is not a finite, positive number of "
+                        "seconds")
+    return min(max(value, 1.0), most)
+
+
+def has_dot_segments(path: str) -> bool:
+    """Whether a request path holds ``.`` or ``..`` segments, even %-encoded: a
+    backend that resolves them would serve what lies outside the route's prefix."""
+    return any(unquote(segment) in (".", "..") for segment in path.split("/"))
 
 
 class GripError(ValueError):
@@ -64,8 +102,9 @@ def _params(value: str) -> tuple[str, dict[str, str]]:
     return first, params
 
 
-def read_hold(headers: dict[str, str]) -> Hold | None:
-    """The hold a backend's response headers (lower-cased names) ask for, or None."""
+def read_hold(headers: dict[str, str], most: float = DEFAULT_TIMEOUT) -> Hold | None:
+    """The hold a backend's response headers (lower-cased names) ask for, or None;
+    its timeouts are cut to ``most`` seconds (``--grip-max-timeout``)."""
     mode = headers.get("grip-hold", "").strip().lower()
     if not mode:
         return None
@@ -78,11 +117,14 @@ def read_hold(headers: dict[str, str]) -> Hold | None:
             channels.append(check_channel(name, "Grip-Channel"))
     if not channels:
         raise GripError("Grip-Hold without Grip-Channel")
-    try:
-        timeout = float(headers.get("grip-timeout", DEFAULT_TIMEOUT))
-        status = int(headers["grip-status"].split()[0]) if "grip-status" in headers else None
-    except ValueError:
-        raise GripError("Grip-Timeout or Grip-Status is not a number") from None
+    timeout = _seconds(headers.get("grip-timeout", str(DEFAULT_TIMEOUT)), "Grip-Timeout",
+                       max(most, 1.0))
+    status = None
+    if "grip-status" in headers:
+        code = headers["grip-status"].split(None, 1)[:1]
+        if not code or not code[0].isdigit() or len(code[0]) != 3:
+            raise GripError(f"Grip-Status: {headers['grip-status'][:40]!r} is not a status")
+        status = checked_status(int(code[0]))
     keep_alive, every = None, 0.0
     if headers.get("grip-keep-alive"):
         data, params = _params(headers["grip-keep-alive"])
@@ -90,11 +132,12 @@ def read_hold(headers: dict[str, str]) -> Hold | None:
         try:
             keep_alive = {"raw": lambda d: d.encode("utf-8"), "cstring": _unescape,
                           "base64": lambda d: base64.b64decode(d, validate=True)}[kind](data)
-            every = float(params.get("timeout", "20"))
         except (KeyError, ValueError, binascii.Error):
             raise GripError(f"Grip-Keep-Alive: cannot read {headers['grip-keep-alive']!r}") \
                 from None
-    return Hold(mode, channels, max(0.0, timeout), keep_alive, max(1.0, every), status)
+        every = _seconds(params.get("timeout", "20"), "Grip-Keep-Alive timeout",
+                         max(most, 1.0))
+    return Hold(mode, channels, timeout, keep_alive, every, status)
 
 
 def routes(text: str) -> list[tuple[str, str]]:

@@ -258,6 +258,11 @@ class Settings:
                                          _seconds)
     grip_max_answer: int = option(8 * 1024 * 1024, "largest answer body read from a GRIP "
                                   "backend, bytes (past it: 502)", _int(1))
+    grip_max_head: int = option(64 * 1024, "largest status line and headers read from a "
+                                "GRIP backend, bytes (past it: 502)", _int(1024))
+    grip_max_timeout: float = option(600.0, "longest Grip-Timeout and Grip-Keep-Alive "
+                                     "interval a backend may ask for, seconds (longer "
+                                     "ones are cut to this)", _seconds)
     internal_port: int = option(0, "serve /publish, /stats, /metrics only here (0: on --port)",
                                 _port)
     internal_listen: str = option("127.0.0.1", "interface of --internal-port")

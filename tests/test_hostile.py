@@ -8,8 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
-import struct
 import time
 import zlib
 from pathlib import Path
@@ -210,11 +210,11 @@ def test_no_secret_reaches_the_log_however_its_name_is_encoded(tmp_path):
             refused.close()
             assert daemon.request("GET", f"/?channels=p.a&transport=poll"
                                          f"&{spelled}={token}")[0] == (200 if read else 401)
-            sock, head = upgrade(daemon.port)
+            sock, _head = upgrade(daemon.port)
             sock.close()
             assert daemon.request("GET", f"/nowhere?{spelled}={token}")[0] == 404
         for spelled in spellings("key") + spellings("access_token") + spellings("jwt"):
-            status, body = daemon.request(
+            status, _body = daemon.request(
                 "POST", f"/publish?{spelled}={PUBLISH_KEY}", "channel=a&message=x",
                 {"Content-Type": "application/x-www-form-urlencoded"})
             assert status in (400, 401)
@@ -227,3 +227,171 @@ def test_no_secret_reaches_the_log_however_its_name_is_encoded(tmp_path):
         for form in {secret, secret.split(".")[-1], base64.b64encode(secret.encode()).decode()}:
             assert form not in log
     no_traceback(daemon)
+
+
+# GRIP proxy answers: the backend's headers only, checked -------------------------------
+
+class RawBackend:
+    """A backend that answers each path with canned bytes (what no framework would
+    send), in a thread; ``seen`` lists the request targets it was sent."""
+
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        import threading
+        self.answers = answers
+        self.seen: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            target = data.split(b" ", 2)[1].decode()
+            self.seen.append(target)
+            answer = self.answers.get(target.partition("?")[0], b"HTTP/1.1 404 Not Found\r\n"
+                                      b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            try:
+                conn.sendall(answer)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def plain(status: str, headers: list[str], body: bytes = b"") -> bytes:
+    lines = [f"HTTP/1.1 {status}", *headers, f"Content-Length: {len(body)}",
+             "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def raw_get(port: int, path: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """(status line, headers in order, body) of one answer, read to the close."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = [(n.strip().lower(), v.strip()) for n, _, v in (x.partition(":") for x in lines)]
+    return status, headers, body
+
+
+@pytest.fixture
+def grip_site(tmp_path):
+    script = b"<html><body><script>document.title='ran'</script>hi</body></html>"
+    backend = RawBackend({
+        "/api/typed": plain("200 OK", ["Content-Type: text/event-stream",
+                                       "Date: Mon, 01 Jan 2024 00:00:00 GMT",
+                                       "Server: backend", "Cache-Control: private",
+                                       "Connection: close, X-Internal",
+                                       "X-Internal: secret-hop", "Keep-Alive: timeout=5",
+                                       "Grip-Whatever: 1"], b"data: x\n\n"),
+        "/api/untyped": plain("200 OK", [], script),
+        "/api/huge-head": plain("200 OK", [f"X-Filler-{n}: {'v' * 1000}"
+                                           for n in range(20000)], b"x"),
+        "/api/status": plain("200 OK", ["Grip-Hold: response", "Grip-Channel: s",
+                                        "Grip-Status: 99999"]),
+        "/api/backend-status": plain("99 Odd", ["Content-Type: text/plain"], b"?"),
+        "/api/nan": plain("200 OK", ["Grip-Hold: response", "Grip-Channel: s",
+                                     "Grip-Timeout: nan"]),
+        "/api/negative": plain("200 OK", ["Grip-Hold: response", "Grip-Channel: s",
+                                          "Grip-Timeout: -5"]),
+        "/api/zero": plain("200 OK", ["Grip-Hold: response", "Grip-Channel: s",
+                                      "Grip-Timeout: 0", "Content-Type: text/plain"],
+                           b"timed out\n"),
+        "/api/huge": plain("200 OK", ["Grip-Hold: response", "Grip-Channel: s",
+                                      "Grip-Timeout: 1e308", "Content-Type: text/plain"],
+                           b"cut\n"),
+    })
+    daemon = Daemon(tmp_path, f"--grip-proxy=/api/=http://127.0.0.1:{backend.port}",
+                    "--grip-max-timeout=1.5")
+    yield daemon, backend
+    daemon.stop()
+    backend.close()
+    no_traceback(daemon)
+
+
+def test_a_grip_answer_carries_the_backends_headers_once_and_no_hop_by_hop(grip_site):
+    daemon, _ = grip_site
+    status, headers, body = raw_get(daemon.port, "/api/typed")
+    names = [name for name, _ in headers]
+    assert status == "HTTP/1.1 200 OK" and body == b"data: x\n\n"
+    assert dict(headers)["content-type"] == "text/event-stream"
+    for name in ("content-type", "date", "server", "cache-control"):
+        assert names.count(name) == 1, (name, headers)
+    assert dict(headers)["server"] == "backend"
+    assert dict(headers)["date"] == "Mon, 01 Jan 2024 00:00:00 GMT"
+    assert "x-internal" not in names and "keep-alive" not in names  # listed in Connection
+    assert not any(name.startswith("grip-") for name in names)
+    # none of the daemon's own defaults were added
+    assert "access-control-allow-origin" not in names and "x-content-type-options" not in names
+
+
+def test_a_grip_answer_without_a_type_is_never_guessed_as_html(grip_site, tmp_path):
+    daemon, _ = grip_site
+    _status, headers, _body = raw_get(daemon.port, "/api/untyped")
+    names = [name for name, _ in headers]
+    assert "content-type" not in names  # the backend's headers, no text/html of ours
+    assert dict(headers)["x-content-type-options"] == "nosniff"
+    assert names.count("date") == 1  # added once: the backend sent none
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        assert os.environ.get("CI") != "true", "CI must have Chromium"
+        pytest.skip("no chromium")
+    import subprocess
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                          f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
+                          f"http://127.0.0.1:{daemon.port}/api/untyped"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "<title>ran</title>" not in dom  # the script did not run
+
+
+@pytest.mark.parametrize("path,reason", [
+    ("/api/huge-head", "--grip-max-head"),
+    ("/api/status", "'99999' is not a status"),
+    ("/api/backend-status", "status 99 is not a final HTTP status"),
+    ("/api/nan", "Grip-Timeout"),
+    ("/api/negative", "Grip-Timeout"),
+])
+def test_grip_answers_past_a_bound_or_unreadable_are_a_clear_502(grip_site, path, reason):
+    daemon, _ = grip_site
+    before = rss_kb(daemon)
+    status, _, body = raw_get(daemon.port, path)
+    assert status.startswith("HTTP/1.1 502") and reason in json.loads(body)["error"]
+    assert rss_kb(daemon) - before < 8192  # the 20 MB head was not kept
+
+
+@pytest.mark.parametrize("path,body", [("/api/zero", b"timed out\n"), ("/api/huge", b"cut\n")])
+def test_grip_timeouts_are_clamped_to_the_bounds(grip_site, path, body):
+    daemon, _ = grip_site
+    started = time.monotonic()
+    status, _, got = raw_get(daemon.port, path)
+    waited = time.monotonic() - started
+    assert status.startswith("HTTP/1.1 200") and got == body
+    assert 0.9 <= waited < 1.5 + 1.0  # at least 1 s, at most --grip-max-timeout
+
+
+@pytest.mark.parametrize("path", ["/api/../stats", "/api/%2e%2e/stats", "/api/./typed",
+                                  "/api/x/%2E%2E/%2e%2E/stats"])
+def test_dot_segments_are_refused_not_forwarded(grip_site, path):
+    daemon, backend = grip_site
+    status, _, body = raw_get(daemon.port, path)
+    assert status.startswith("HTTP/1.1 400") and "'..' segments" in json.loads(body)["error"]
+    assert not backend.seen

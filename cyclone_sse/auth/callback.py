@@ -21,17 +21,15 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
-    Agent,
     FileBodyProducer,
-    HTTPConnectionPool,
     RequestTransmissionFailed,
     ResponseNeverReceived,
-    readBody,
 )
 from twisted.web.http_headers import Headers
 
 from cyclone_sse.auth.tokens import ChannelList
 from cyclone_sse.errors import AuthUnavailable
+from cyclone_sse.httpclient import AnswerTooLarge, agent, failure_reason, read_body
 
 log = Logger()
 
@@ -54,8 +52,7 @@ class AuthCallback:
         self.shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.timeout = timeout
         self.cache_seconds = cache_seconds
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.agent = Agent(reactor, connectTimeout=timeout, pool=self.pool)
+        self.agent = agent(reactor, MAX_ANSWER, connect_timeout=timeout)
         self._cache: OrderedDict[tuple[Any, ...], tuple[float, ChannelList]] = OrderedDict()
         self.failing = False
         self.asked = 0
@@ -97,10 +94,11 @@ class AuthCallback:
     def _timed_out(self, result: object, timeout: float) -> Failure:
         return Failure(self._unavailable(f"no answer within {timeout:g} s"))
 
-    @defer.inlineCallbacks
-    def _read(self, response: Any) -> Any:
-        body = yield readBody(response)
-        return response.code, body
+    def _read(self, response: Any) -> defer.Deferred[tuple[int, bytes]]:
+        # (a timeout cancels this read too, which closes the connection: an application
+        # that stalls mid-answer keeps nothing open)
+        return read_body(response, MAX_ANSWER).addCallback(lambda body: (response.code,
+                                                                         body))
 
     def _answered(self, answer: tuple[int, bytes], key: tuple[Any, ...]) -> ChannelList:
         status, body = answer
@@ -121,8 +119,6 @@ class AuthCallback:
 
     def _parse(self, body: bytes) -> tuple[ChannelList, float]:
         try:
-            if len(body) > MAX_ANSWER:
-                raise ValueError("answer too large")
             answer = json.loads(body)
             allow = answer["allow"]
             ttl = float(answer.get("ttl", self.cache_seconds))
@@ -135,6 +131,9 @@ class AuthCallback:
     def _failed(self, failure: Any) -> Any:
         if failure.check(AuthUnavailable):
             return failure
+        failure = failure_reason(failure)
+        if failure.check(AnswerTooLarge):
+            raise self._unavailable(f"its answer was too large: {failure.value}")
         raise self._unavailable(failure.type.__name__)
 
     def _unavailable(self, why: str) -> AuthUnavailable:

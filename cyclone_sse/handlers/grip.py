@@ -6,29 +6,30 @@ at ``Grip-Timeout`` with the backend's own answer."""
 
 from __future__ import annotations
 
+from http.client import responses
 from io import BytesIO
 from typing import Any
 
 import cyclone.web
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.python.failure import Failure
-from twisted.web.client import (
-    Agent,
-    FileBodyProducer,
-    HTTPConnectionPool,
-    ResponseDone,
-    _HTTP11ClientFactory,
-)
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from cyclone_sse.errors import BadGateway
+from cyclone_sse import httpclient
+from cyclone_sse.errors import BadGateway, BadRequest
 from cyclone_sse.event import Event
-from cyclone_sse.grip import HOP_BY_HOP, GripError, Hold, read_hold, signature
-from cyclone_sse.handlers.base import BaseHandler
+from cyclone_sse.grip import (
+    GripError,
+    Hold,
+    checked_status,
+    has_dot_segments,
+    hop_by_hop,
+    read_hold,
+    signature,
+)
+from cyclone_sse.handlers.base import BaseHandler, default_headers, http_date
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.registry import Counters
@@ -87,56 +88,12 @@ class GripStreamSubscriber(StreamSubscriber):
             self._keep_alive.stop()
 
 
-class _QuietFactory(_HTTP11ClientFactory):
-    noisy = False
-
-
-class _BoundedBody(Protocol):
-    """A backend answer's body, up to ``limit`` bytes (past it the transfer is stopped
-    and the request gets a 502): a proxy must not hold whatever a backend sends."""
-
-    def __init__(self, limit: int, done: defer.Deferred[bytes]) -> None:
-        self.limit = limit
-        self.done = done
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self.size += len(data)
-        if self.size > self.limit:
-            if not self.done.called:
-                self.done.errback(BadGateway(f"the backend's answer is larger than "
-                                             f"{self.limit} bytes (--grip-max-answer)"))
-            self.transport.stopProducing()  # type: ignore[union-attr]
-            return
-        self.parts.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.done.called:
-            return
-        # an HTTP/1.0 server that ends the body by closing counts as complete
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self.parts))
-        else:
-            self.done.errback(reason)
-
-
-def _body(response: Any, limit: int) -> defer.Deferred[bytes]:
-    """The whole body of a backend's answer, bounded."""
-    d: defer.Deferred[bytes] = defer.Deferred()
-    response.deliverBody(_BoundedBody(limit, d))
-    return d
-
-
 def _agent(app: Any) -> Agent:
     """One HTTP client (and connection pool) per application, for its backends."""
     agent = app.__dict__.get("_grip_agent")
     if agent is None:
-        pool = HTTPConnectionPool(app.clock, persistent=True)
-        # Twisted logs "Starting factory" for every connection its pool makes; its
-        # factory class is a private attribute (tests/test_quality.py checks it)
-        pool._factory = _QuietFactory
-        agent = app.__dict__["_grip_agent"] = Agent(app.clock, pool=pool)
+        agent = app.__dict__["_grip_agent"] = httpclient.agent(
+            app.clock, app.settings_obj.grip_max_head)
     return agent  # type: ignore[no-any-return]
 
 
@@ -158,10 +115,14 @@ class GripProxyHandler(BaseHandler):
     def _forward(self) -> defer.Deferred[Any]:
         request = self.request
         settings = self.application.settings_obj
+        if has_dot_segments(request.path):  # (routes were matched on the path as sent)
+            raise BadRequest("a path with '.' or '..' segments is not forwarded",
+                             field="path")
         headers = Headers()
+        dropped = hop_by_hop({k.lower(): v for k, v in request.headers.items()})
         for name, value in request.headers.get_all():
             lowered = name.lower()
-            if lowered not in HOP_BY_HOP and not lowered.startswith("grip-"):
+            if lowered not in dropped and not lowered.startswith("grip-"):
                 headers.addRawHeader(name, value)
         headers.addRawHeader("X-Forwarded-For", self.request.connection.address)
         if settings.grip_key:
@@ -170,15 +131,21 @@ class GripProxyHandler(BaseHandler):
         url = (self.backend + request.uri).encode("utf-8")
         d = _agent(self.application).request(request.method.encode(), url, headers, body)
         limit = settings.grip_max_answer
-        d.addCallback(lambda response: _body(response, limit).addCallback(
+        d.addCallback(lambda response: httpclient.read_body(response, limit).addCallback(
             lambda content: (response, content)))
         d.addTimeout(settings.grip_backend_timeout, self.application.clock)
         d.addCallbacks(self._answered, self._unreachable)
         return d
 
     def _unreachable(self, failure: Any) -> None:
+        failure = httpclient.failure_reason(failure)
         if failure.check(BadGateway):
             failure.raiseException()
+        if failure.check(httpclient.AnswerTooLarge):
+            limit = "--grip-max-head" if "header" in str(failure.value) else \
+                "--grip-max-answer"
+            raise BadGateway(f"the backend's answer is too large: {failure.value} "
+                             f"({limit})")
         raise BadGateway(f"the backend at {self.backend} did not answer: "
                          f"{failure.getErrorMessage() or failure.type.__name__}")
 
@@ -187,34 +154,55 @@ class GripProxyHandler(BaseHandler):
         received = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
                     for name, values in response.headers.getAllRawHeaders()}
         try:
-            hold = read_hold(received)
+            hold = read_hold(received, self.application.settings_obj.grip_max_timeout)
+            if hold is not None and hold.status:
+                self.set_status(hold.status, responses.get(hold.status, "Unknown"))
+            else:
+                self.set_status(checked_status(response.code),
+                                response.phrase.decode("latin-1") or None)
         except GripError as exc:
             raise BadGateway(f"the backend's GRIP instructions: {exc}") from None
-        status = hold.status if hold is not None and hold.status else response.code
-        self.set_status(status, response.phrase.decode("latin-1") or None)
-        for name, values in response.headers.getAllRawHeaders():
-            lowered = name.decode("latin-1").lower()
-            if lowered not in HOP_BY_HOP and not lowered.startswith("grip-"):
-                for value in values:
-                    self.add_header(name.decode("latin-1"), value.decode("latin-1"))
+        self._backend_headers(response.headers, received)
         if hold is None:
             self.finish(body)
             return None
         if hold.mode == "stream":
-            return self._hold_stream(hold, body, received.get("content-type", ""))
+            return self._hold_stream(hold, body, received)
         return self._hold_response(hold, body)
 
-    def _hold_stream(self, hold: Hold, body: bytes, content_type: str) -> Any:
+    def _backend_headers(self, raw: Any, received: dict[str, str]) -> None:
+        """The answer carries the backend's headers, not the daemon's defaults (one
+        ``Content-Type``, one ``Date``, one ``Server``: clients read the first), less
+        hop-by-hop and ``Grip-*`` ones.  A ``Date`` is added when the backend sent
+        none (RFC 9110 6.6.1), and ``nosniff`` when it named no ``Content-Type``, so
+        a browser never guesses HTML from the body."""
+        for name in ("Server", "Content-Type", "Date",
+                     *(name for name, _ in default_headers(self.application, self.request))):
+            self.clear_header(name)
+        dropped = hop_by_hop(received)
+        for name, values in raw.getAllRawHeaders():
+            lowered = name.decode("latin-1").lower()
+            if lowered not in dropped and not lowered.startswith("grip-"):
+                for value in values:
+                    self.add_header(name.decode("latin-1"), value.decode("latin-1"))
+        if "date" not in received:
+            self.set_header("Date", http_date())
+        if "content-type" not in received:
+            self.set_header("X-Content-Type-Options", "nosniff")
+
+    def _hold_stream(self, hold: Hold, body: bytes, received: dict[str, str]) -> Any:
         app = self.application
         connection = self.request.connection
         self.set_header("Connection", "close")  # the body ends when the stream does
-        self.set_header("X-Accel-Buffering", "no")
+        if "x-accel-buffering" not in received:  # (nginx must not buffer a stream)
+            self.set_header("X-Accel-Buffering", "no")
         head = self._generate_headers() + body
         self._headers_written = True
         connection.start_streaming()
         self.subscriber = GripStreamSubscriber(
             connection.transport, app.registry.counters, app.settings_obj.max_pending,
-            head, content_type.startswith("text/event-stream"), app.clock, hold)
+            head, received.get("content-type", "").startswith("text/event-stream"),
+            app.clock, hold)
         return app.subscriptions.open(self.subscriber, hold.channels, None)
 
     def _hold_response(self, hold: Hold, body: bytes) -> Any:
