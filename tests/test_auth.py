@@ -55,8 +55,9 @@ def test_unreadable_policies_are_refused_naming_the_rule(text):
 
 def test_user_limited_channels():
     assert user_of("notify#42") == "42"
-    assert user_of("a#b#c") == "c"
-    assert user_of("notify") is None and user_of("#42") is None and user_of("x#") is None
+    # everything after the first '#': a user name holding '#' names no other user
+    assert user_of("a#b#c") == "b#c" and user_of("#42") == "42"
+    assert user_of("notify") is None and user_of("x#") == ""  # a user no token is
 
 
 # tokens -----------------------------------------------------------------------------

@@ -395,3 +395,175 @@ def test_dot_segments_are_refused_not_forwarded(grip_site, path):
     status, _, body = raw_get(daemon.port, path)
     assert status.startswith("HTTP/1.1 400") and "'..' segments" in json.loads(body)["error"]
     assert not backend.seen
+
+
+# an auth callback that stalls mid-answer --------------------------------------------
+
+class StallingApplication:
+    """An auth application that sends its head and 11 of 100 body bytes, then waits;
+    it counts the connections it got and those the daemon closed."""
+
+    def __init__(self) -> None:
+        import threading
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.closed_by_daemon = 0
+        self.held: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                self.held.append(conn)
+            threading.Thread(target=self._stall, args=(conn,), daemon=True).start()
+
+    def _stall(self, conn: socket.socket) -> None:
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n" + b'{"allow": [')
+            conn.settimeout(DEADLINE)
+            while conn.recv(65536):  # the rest of the request body, then the daemon's close
+                pass
+        except OSError:
+            return
+        with self.lock:
+            self.closed_by_daemon += 1
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:  # now the application lets go: nothing may break
+            conn.close()
+
+
+def test_an_auth_callback_that_stalls_mid_answer_holds_no_connection_open(tmp_path):
+    app = StallingApplication()
+    daemon = Daemon(tmp_path, "--policies=c.*=callback", "--auth-timeout=0.5",
+                    f"--auth-url=http://127.0.0.1:{app.port}/auth", "--auth-cache=0")
+    try:
+        healthy = SSEClient(daemon.port, "channels=a")
+        for n in range(10):
+            refused = SSEClient(daemon.port, f"channels=c.{n}")
+            assert refused.status == 503
+            refused.close()
+        end = time.monotonic() + DEADLINE
+        while app.closed_by_daemon < app.accepted and time.monotonic() < end:
+            time.sleep(0.05)  # (the daemon's close travels to the application's thread)
+        assert app.accepted >= 10 and app.closed_by_daemon == app.accepted
+        app.close()
+        daemon.publish_form("channel=a&message=fine")
+        assert healthy.events(1)[0]["data"] == "fine"
+        healthy.close()
+    finally:
+        daemon.stop()
+        app.close()
+    no_traceback(daemon)
+    log = "".join(daemon.log)
+    assert "AlreadyCalled" not in log and "Starting factory" not in log.replace(
+        "Starting factory <cyclone_sse.app", "")
+    assert log.count("refusing its channels") == 1
+
+
+# the same publish checks on every ingestion path --------------------------------------
+
+DEEP = "[" * 40 + "]" * 40  # past the 32 levels any client JSON may nest
+
+
+def test_zeromq_refuses_reserved_names_and_deep_items_as_http_does(tmp_path):
+    import zmq
+
+    from tests.services import free_port
+    from tests.test_zmq import heard
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    daemon = Daemon(tmp_path, "--broker=zmq", f"--zmq-bind={endpoint}")
+    context = zmq.Context()
+    try:
+        pub = context.socket(zmq.PUB)
+        pub.connect(endpoint)
+        heard(pub, daemon.port)
+        stream = SSEClient(daemon.port, "channels=news")
+        for name in ("history-gap", "token-expired", "stream-open", "channel"):
+            pub.send_multipart([b"news", b"forged", name.encode()])
+        pub.send_multipart([b"news", b"J" + json.dumps(
+            {"formats": {"http-stream": {"content": "event: history-gap\ndata: x\n\n"}}}
+        ).encode()])
+        pub.send_multipart([b"news", b'J{"formats": {"ws-message": {"content": ' +
+                            DEEP.encode() + b"}}}"])
+        nested = b"0:}"
+        for _ in range(40):  # a TNetString dict in a dict in a dict...
+            payload = b"1:k," + nested
+            nested = str(len(payload)).encode() + b":" + payload + b"}"
+        pub.send_multipart([b"news", nested])
+        pub.send_multipart([b"news", b"real"])
+        events = stream.events(1)
+        assert [(e["event"], e["data"]) for e in events] == [("message", "real")]
+        stats = daemon.request("GET", "/stats")[1]["broker"]
+        assert stats["rejected"] == 7 and stats["received"] >= 2
+        stream.close()
+    finally:
+        context.destroy(linger=0)
+        daemon.stop()
+    no_traceback(daemon)
+    assert "".join(daemon.log).count("ignored ZeroMQ message") == 1  # logged once
+
+
+def test_amqp_refuses_reserved_names_and_long_ids_as_http_does(tmp_path):
+    import kombu
+
+    from tests.services import AMQP, require_spec
+    from tests.test_amqp import amqp_daemon
+    require_spec()
+    exchange = f"hostile-{os.getpid()}-{time.monotonic_ns()}"
+    daemon = amqp_daemon(tmp_path, exchange)
+    try:
+        stream = SSEClient(daemon.port, "channels=jobs")
+        with kombu.Connection(f"amqp://guest:guest@{AMQP[0]}:{AMQP[1]}//") as connection:
+            producer = connection.Producer()
+            target = kombu.Exchange(exchange, type="direct", durable=True)
+            for extra in ({"type": "history-gap"}, {"type": "token-expired"},
+                          {"message_id": "x" * 300}, {}):
+                producer.publish("payload", exchange=target, routing_key="jobs",
+                                 serializer=None, content_type="text/plain", **extra)
+        events = stream.events(1)
+        assert [(e["event"], e["data"]) for e in events] == [("message", "payload")]
+        assert daemon.request("GET", "/stats")[1]["broker"]["rejected"] == 3
+        stream.close()
+    finally:
+        daemon.stop()
+    no_traceback(daemon)
+
+
+@pytest.mark.parametrize("item,error", [
+    ({"channel": "a", "formats": {"http-stream": {"content": {"an": "object"}}}},
+     "'content' must be a string"),
+    ({"channel": "a", "formats": {"ws-message": {}}}, "needs 'content' or 'content-bin'"),
+    ({"channel": "a", "formats": {"http-response": {"body": 7}}}, "'body' must be a string"),
+    ({"channel": "a", "formats": {"http-stream": {"content": "event: history-gap\ndata: x"
+                                                             "\n\n"}}}, "reserved"),
+    ({"channel": "a", "formats": {"ws-message": {"content": "x"}}, "deep": json.loads(DEEP)},
+     "nested deeper than 32"),
+])
+def test_pushpins_publish_refuses_what_would_publish_nothing_or_too_much(tmp_path, item,
+                                                                         error):
+    daemon = Daemon(tmp_path)
+    try:
+        stream = SSEClient(daemon.port, "channels=a")
+        status, body = daemon.request("POST", "/publish/", json.dumps({"items": [item]}),
+                                      {"Content-Type": "application/json"})
+        assert status == 400 and error in body["error"]
+        daemon.publish_form("channel=a&message=real")
+        assert [e["data"] for e in stream.events(1)] == ["real"]
+        stream.close()
+    finally:
+        daemon.stop()
+    no_traceback(daemon)

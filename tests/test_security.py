@@ -205,6 +205,21 @@ TOKEN_MATRIX = [
      403, "limited to another user"),
     ("closed channel", "closed.x", lambda k: mint(channels=["*"]), "query", 403,
      "closed to subscribers"),
+    # RFC 7519: NumericDate is a number (PyJWT alone takes "1796385082")
+    ("exp as a string", "user.feed", lambda k: mint(
+        channels=["user.feed"], ttl=0, exp=str(int(time.time()) + 300)), "query", 401,
+     "'exp' is not a number"),
+    ("nbf as a string", "user.feed", lambda k: mint(channels=["user.feed"], nbf="1"),
+     "query", 401, "'nbf' is not a number"),
+    # the user is everything after the first '#'
+    ("a user name holding '#'", "notify%23bob%23alice", lambda k: mint(sub="alice"),
+     "query", 403, "limited to another user"),
+    ("the same, its owner", "notify%23bob%23alice", lambda k: mint(sub="bob#alice"),
+     "query", 200, None),
+    ("an empty name before '#'", "%2342", lambda k: mint(sub="alice", channels=["*"]),
+     "query", 403, "limited to another user"),
+    ("an empty user after '#'", "notify%23", lambda k: mint(sub="", channels=["*"]),
+     "query", 403, "limited to another user"),
 ]
 
 

@@ -63,7 +63,7 @@ class Access:
                 return InvalidToken(f"a token is needed to read {channel}")
             return Forbidden(f"channel {channel} needs a token; this daemon accepts none",
                              channel)
-        if user is not None and claims is not None and claims.sub != user:
+        if user is not None and claims is not None and (not user or claims.sub != user):
             return Forbidden(f"channel {channel} is limited to another user", channel)
         if policy.kind == TOKEN and user is None and claims is not None \
                 and not claims.channels.covers(channel):

@@ -32,9 +32,12 @@ USER_MARK = "#"
 
 
 def user_of(channel: str) -> str | None:
-    """The user a channel is limited to (``notify#42`` → ``42``), or None."""
-    name, mark, user = channel.rpartition(USER_MARK)
-    return user if mark and name and user else None
+    """The user a channel is limited to, or None: everything after its first ``#``
+    (``notify#42`` → ``42``, ``#42`` → ``42``, ``notify#a#b`` → ``a#b``, so a user
+    name holding ``#`` never names another user).  ``notify#`` → ``""``, a user no
+    token has: nobody may read it."""
+    _, mark, user = channel.partition(USER_MARK)
+    return user if mark else None
 
 
 @dataclass(frozen=True)

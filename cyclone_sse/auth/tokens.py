@@ -53,6 +53,10 @@ def _channel_claim(payload: dict[str, object], name: str) -> ChannelList:
     return ChannelList(value)
 
 
+#: Claims that RFC 7519 (section 2, 4.1) makes numbers of seconds.
+NUMERIC_DATES = ("exp", "nbf", "iat")
+
+
 class TokenVerifier:
     """Checks tokens against the configured keys; ``verify`` raises ``InvalidToken``
     with a description fit for ``WWW-Authenticate`` (never the token itself)."""
@@ -93,6 +97,11 @@ class TokenVerifier:
             raise InvalidToken(f"the token has no '{exc.claim}' claim") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken("malformed token") from None
+        for claim in NUMERIC_DATES:  # PyJWT also takes "1796385082", RFC 7519 does not
+            value = payload.get(claim)
+            if value is not None and (isinstance(value, bool) or
+                                      not isinstance(value, (int, float))):
+                raise InvalidToken(f"'{claim}' is not a number (RFC 7519 NumericDate)")
         sub = payload.get("sub")
         return Claims(str(sub) if sub is not None else None, float(payload["exp"]),
                       _channel_claim(payload, "channels"), _channel_claim(payload, "publish"))
