@@ -212,6 +212,7 @@ class App(cyclone.web.Application):
             "open_connections": self.connection_limits.open,
             "max_connections": self.connection_limits.max_connections,
             "refused_connections": self.connection_limits.refused,
+            "closed_at_file_limit": self.connection_limits.closed_at_file_limit,
             "refused_pattern_replays": self.pattern_replays.refused
             if self.pattern_replays else 0,
             "channels": len(counts),

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.internet import tcp
+from twisted.logger import ILogObserver, Logger, globalLogPublisher
+from zope.interface import implementer
 
 log = Logger()
 
@@ -38,6 +40,8 @@ class ConnectionLimits:
         self.by_address: dict[str, int] = {}
         self.refusing = False  # an episode of refusals is under way (logged once)
         self.refused = 0
+        self.at_file_limit = False  # an episode of EMFILE closes is under way
+        self.closed_at_file_limit = 0
         self._max: int | None = max_connections or None
 
     @property
@@ -48,6 +52,10 @@ class ConnectionLimits:
 
     def admit(self, address: str) -> str | None:
         """Count a new connection; say why it is over a limit (None: it is not)."""
+        if self.at_file_limit:  # a connection was accepted: the episode is over
+            self.at_file_limit = False
+            log.info("accepting connections again ({count} closed at the open-file limit "
+                     "so far)", count=self.closed_at_file_limit)
         self.open += 1
         count = self.by_address[address] = self.by_address.get(address, 0) + 1
         if self.open > self.max_connections:
@@ -80,6 +88,46 @@ class ConnectionLimits:
     @property
     def saturated(self) -> bool:
         return self.open >= self.max_connections
+
+    def closed_by_the_kernel_limit(self) -> None:
+        """A listening port closed a connection it could not keep (EMFILE)."""
+        self.closed_at_file_limit += 1
+        if not self.at_file_limit:
+            self.at_file_limit = True
+            log.warn("the process is at its open-file limit: new connections are closed "
+                     "unanswered until one ends (raise LimitNOFILE, or lower "
+                     "--max-connections so they get 503 instead)")
+
+
+#: What Twisted's listening ports log at the open-file limit (``twisted.internet.tcp``'s
+#: ``_accept``): a line for each socket it closes, and around each recovery.
+_ACCEPT_NOISE = ("EMFILE encountered", "Re-reserving EMFILE recovery")
+_ACCEPT_CLOSED = ("EMFILE recovery: Closed socket", "Could not accept new connection")
+
+
+@implementer(ILogObserver)
+class AcceptErrors:
+    """Observer for Twisted's listening ports: their per-socket lines at the open-file
+    limit become a count (``closed_at_file_limit`` in /stats) and one line per
+    episode; everything else they log goes on to the global log."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        text = event.get("log_format") or ""
+        if text.startswith(_ACCEPT_CLOSED):
+            self.limits.closed_by_the_kernel_limit()
+        elif not text.startswith(_ACCEPT_NOISE):
+            globalLogPublisher(event)
+
+
+def quiet_accept_errors(limits: ConnectionLimits) -> None:
+    """Route what every listening TCP port logs through ``AcceptErrors``.  ``Port``
+    takes its logger from the private class attribute ``_logger`` (read again at each
+    accept; tests/test_quality.py checks it and the lines matched above)."""
+    namespace = tcp.Port._logger.namespace
+    tcp.Port._logger = Logger(namespace=namespace, observer=AcceptErrors(limits))
 
 
 class TokenBucket:

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python import reflect
 
 from cyclone_sse.app import App
+from cyclone_sse.limits import quiet_accept_errors
 from cyclone_sse.options import Options, Settings
 
 log = Logger()
@@ -146,6 +147,7 @@ def makeService(options: Mapping[str, Any], reactor: Any = None) -> service.Mult
     settings = Settings.from_options(options)
     top = service.MultiService()
     app = load_app(settings.app, options, reactor)
+    quiet_accept_errors(app.connection_limits)  # (every port: one process, one limit)
     # Added first, so it is stopped last: ports stop accepting before streams close.
     AppService(app).setServiceParent(top)
     apps = [app]

@@ -567,3 +567,52 @@ def test_pushpins_publish_refuses_what_would_publish_nothing_or_too_much(tmp_pat
     finally:
         daemon.stop()
     no_traceback(daemon)
+
+
+# the open-file limit ----------------------------------------------------------------
+
+def test_at_the_kernels_file_limit_closes_are_counted_and_logged_once(tmp_path):
+    # --max-connections above what the process may open: the kernel's limit comes first
+    daemon = Daemon(tmp_path, "--max-connections=5000", open_files=128)
+    socks = []
+    try:
+        healthy = SSEClient(daemon.port, "channels=a")
+        for _ in range(250):
+            socks.append(socket.create_connection(("127.0.0.1", daemon.port),
+                                                  timeout=DEADLINE))
+        # the daemon holds what it could and closes the rest unanswered; once some of
+        # the held ones end, it answers again
+        import selectors
+        selector = selectors.DefaultSelector()
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_READ)
+        end = time.monotonic() + DEADLINE
+        closed = 0
+        while closed < 100 and time.monotonic() < end:  # closed unanswered: EOF at once
+            for key, _ in selector.select(end - time.monotonic()):
+                selector.unregister(key.fileobj)
+                closed += 1
+        selector.close()
+        assert closed >= 100
+        for sock in socks:
+            sock.close()
+        socks.clear()
+        stats = None
+        while time.monotonic() < end:  # (the held ones are closed by now)
+            try:
+                _status, stats = daemon.request("GET", "/stats")
+                break
+            except (ConnectionError, OSError):
+                time.sleep(0.05)
+        assert stats is not None and stats["closed_at_file_limit"] >= 50, stats
+        daemon.publish_form("channel=a&message=still+here")
+        assert healthy.events(1)[0]["data"] == "still here"
+        healthy.close()
+    finally:
+        for sock in socks:
+            sock.close()
+        daemon.stop()
+    no_traceback(daemon)
+    log = "".join(daemon.log)
+    assert "EMFILE" not in log.replace("(EMFILE)", "")  # none of Twisted's per-socket lines
+    assert log.count("at its open-file limit") == 1

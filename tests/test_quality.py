@@ -171,9 +171,30 @@ def test_private_internals_we_lean_on_are_still_there():
     assert {"check_heartbeat", "checkHB", "MAX_UNSEEN_HEARTBEAT", "heartbeatInterval"} <= \
         set(AMQClient.__init__.__code__.co_names) | set(dir(AMQClient))
     assert "MAX_LENGTH" in TwistedDelegate.connection_tune.__code__.co_names
-    # handlers/grip.py: the connection pool's factory class, made quiet
+    # httpclient.py: the pool builds each connection's factory from _factory, called
+    # with (quiescent callback, metadata); the protocol's _parser, its STATUS/HEADER
+    # states, connHeaders and allHeadersReceived, and _giveUp
+    from twisted.web import _newclient
     from twisted.web.client import HTTPConnectionPool, _HTTP11ClientFactory
     assert HTTPConnectionPool._factory is _HTTP11ClientFactory
+    assert "self._factory(" in inspect.getsource(HTTPConnectionPool._newConnection)
+    assert list(inspect.signature(_HTTP11ClientFactory).parameters) == [
+        "quiescentCallback", "metadata"]
+    protocol = _newclient.HTTP11ClientProtocol()
+    assert protocol._parser is None and callable(protocol._giveUp)
+    from twisted.internet.testing import StringTransport
+    parser = _newclient.HTTPClientParser(None, None)
+    parser.makeConnection(StringTransport())
+    assert parser.state == _newclient.STATUS and _newclient.HEADER == "HEADER"
+    assert callable(parser.allHeadersReceived)
+    assert "connHeaders" in inspect.getsource(_newclient.HTTPParser.connectionMade)
+    # limits.py: the listening port's logger, read at each accept, and its EMFILE lines
+    from twisted.internet import tcp
+
+    from cyclone_sse.limits import _ACCEPT_CLOSED, _ACCEPT_NOISE
+    assert "self._logger" in inspect.getsource(tcp.Port.doRead)
+    accept = inspect.getsource(tcp._accept).replace('" "', "")
+    assert all(line in accept for line in (*_ACCEPT_CLOSED, *_ACCEPT_NOISE))
 
 
 def test_the_readme_layout_is_a_true_map_of_the_package():

@@ -33,6 +33,8 @@ _COUNTERS = {
     "request_timeouts": ("request_timeouts", "Connections closed: a request phase timed out."),
     "refused_pipelined": ("refused_pipelined", "Streams closed: a request was sent on them."),
     "refused_connections": ("refused_connections", "Connections answered 503: over a limit."),
+    "closed_at_file_limit": ("closed_at_file_limit",
+                             "Connections closed unanswered: the open-file limit (EMFILE)."),
     "client_publishes": ("client_publishes", "Events published by WebSocket clients."),
     "refused_client_publishes": ("refused_client_publishes",
                                  "WebSocket client publishes refused (policy, rate, input)."),
