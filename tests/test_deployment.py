@@ -11,6 +11,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -142,3 +143,64 @@ def test_the_systemd_units_command_runs_and_its_stop_signal_stops_it(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_systemd_unit_is_sandboxed_as_systemd_analyze_rates_it():
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        assert os.environ.get("CI") != "true", "CI must have systemd-analyze"
+        pytest.skip("no systemd-analyze")
+    result = subprocess.run([analyze, "security", "--offline=true", "--no-pager",
+                             str(ROOT / "extras/systemd/cyclone-sse.service")],
+                            capture_output=True, text=True, timeout=60)
+    score = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
+    assert score is not None, result.stdout + result.stderr
+    assert float(score.group(1)) <= 4.0 and score.group(2) == "OK", score.group(0)
+    readme = (ROOT / "README.rst").read_text()
+    assert f'rates it {score.group(1)} "OK"' in readme  # the README says what it is
+
+
+def test_the_readmes_plain_pip_install_runs_the_daemon(tmp_path):
+    """The README's block for installing without uv, run as written in a new virtual
+    environment (``python3`` its interpreter, the tree copied so ``-e .`` builds
+    nothing into it), then the daemon it installed started."""
+    readme = (ROOT / "README.rst").read_text()
+    block = readme.split("with plain pip, install cyclone without its dependencies::\n\n",
+                         1)[1].split("\n\n", 1)[0]
+    lines = [line.strip() for line in block.replace("\\\n", " ").splitlines()]
+    assert lines[-1] == "twistd -n cyclone-sse"
+    import tomllib
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = {re.split(r"[\[<>=]", d)[0].lower() for d in declared} - {"cyclone"}
+    listed = {re.split(r"[\[<>=]", word.strip('"'))[0].lower()
+              for word in shlex.split(lines[0])[4:]}
+    assert listed == wanted  # every runtime dependency but cyclone
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "node_modules", "__pycache__", "*.egg-info", "build", ".mypy_cache",
+        ".ruff_cache", ".pytest_cache"))
+    env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    env.pop("VIRTUAL_ENV", None)
+    for line in lines[:-1]:
+        subprocess.run(line.replace("python3", str(venv / "bin/python3"), 1), shell=True,
+                       cwd=tree, env=env, check=True, timeout=600, capture_output=True)
+    (tmp_path / "run").mkdir()
+    proc = subprocess.Popen([str(venv / "bin/twistd"), "-n", "--pidfile=", "cyclone-sse",
+                             "--port=0"], cwd=tmp_path / "run", env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            found = re.search(rb"starting on (\d+)", raw)
+            if found:
+                break
+        else:
+            raise AssertionError("the daemon installed with pip did not start")
+        client = SSEClient(int(found.group(1)), "channels=a")
+        assert client.status == 200
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(DEADLINE)
