@@ -82,14 +82,19 @@ class _QuietFactory(Factory):
         return _BoundedHeadProtocol(self.quiescent, self.max_head)
 
 
-def agent(reactor: Any, max_head: int, connect_timeout: float | None = None) -> Agent:
-    """An ``Agent`` over a persistent pool whose answers' heads are bounded."""
+def quiet_pool(reactor: Any, max_head: int) -> HTTPConnectionPool:
+    """A persistent connection pool whose answers' heads are bounded."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     # The pool builds each connection's factory from this private class attribute,
     # called with (quiescent callback, metadata) (tests/test_quality.py checks it).
     pool._factory = lambda quiescent, metadata: _QuietFactory(  # type: ignore[assignment,return-value]
         quiescent, metadata, max_head)
-    return Agent(reactor, connectTimeout=connect_timeout, pool=pool)
+    return pool
+
+
+def agent(reactor: Any, max_head: int, connect_timeout: float | None = None) -> Agent:
+    """An ``Agent`` over a ``quiet_pool``."""
+    return Agent(reactor, connectTimeout=connect_timeout, pool=quiet_pool(reactor, max_head))
 
 
 def failure_reason(failure: Failure) -> Failure:

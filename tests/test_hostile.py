@@ -231,16 +231,15 @@ def test_no_secret_reaches_the_log_however_its_name_is_encoded(tmp_path):
 
 # GRIP proxy answers: the backend's headers only, checked -------------------------------
 
-class RawBackend:
-    """A backend that answers each path with canned bytes (what no framework would
-    send), in a thread; ``seen`` lists the request targets it was sent."""
+class ThreadedServer:
+    """A listening socket on loopback; each connection is handled in a thread of its
+    own by ``handle``."""
 
-    def __init__(self, answers: dict[str, bytes]) -> None:
+    def __init__(self) -> None:
         import threading
-        self.answers = answers
-        self.seen: list[str] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
+        self.accepted = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -250,17 +249,42 @@ class RawBackend:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+            self.accepted += 1
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
-    def _answer(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def read_head(conn: socket.socket) -> bytes | None:
+        """A request's line and headers (None: the peer closed first)."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class RawBackend(ThreadedServer):
+    """A backend that answers each path with canned bytes (what no framework would
+    send); ``seen`` lists the request targets it was sent."""
+
+    def __init__(self, answers: dict[str, bytes]) -> None:
+        self.answers = answers
+        self.seen: list[str] = []
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            target = data.split(b" ", 2)[1].decode()
+            head = self.read_head(conn)
+            if head is None:
+                return
+            target = head.split(b" ", 2)[1].decode()
             self.seen.append(target)
             answer = self.answers.get(target.partition("?")[0], b"HTTP/1.1 404 Not Found\r\n"
                                       b"Content-Length: 0\r\nConnection: close\r\n\r\n")
@@ -268,9 +292,6 @@ class RawBackend:
                 conn.sendall(answer)
             except OSError:
                 pass
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def plain(status: str, headers: list[str], body: bytes = b"") -> bytes:
@@ -399,37 +420,22 @@ def test_dot_segments_are_refused_not_forwarded(grip_site, path):
 
 # an auth callback that stalls mid-answer --------------------------------------------
 
-class StallingApplication:
+class StallingApplication(ThreadedServer):
     """An auth application that sends its head and 11 of 100 body bytes, then waits;
     it counts the connections it got and those the daemon closed."""
 
     def __init__(self) -> None:
         import threading
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.accepted = 0
         self.closed_by_daemon = 0
         self.held: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.lock = threading.Lock()  # (handlers finish in threads of their own)
+        super().__init__()
 
-    def _serve(self) -> None:
-        import threading
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.accepted += 1
-                self.held.append(conn)
-            threading.Thread(target=self._stall, args=(conn,), daemon=True).start()
-
-    def _stall(self, conn: socket.socket) -> None:
-        data = b""
+    def handle(self, conn: socket.socket) -> None:
+        self.held.append(conn)
         try:
-            while b"\r\n\r\n" not in data:
-                data += conn.recv(65536)
+            if self.read_head(conn) is None:
+                return
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 100\r\n\r\n" + b'{"allow": [')
             conn.settimeout(DEADLINE)
@@ -441,7 +447,7 @@ class StallingApplication:
             self.closed_by_daemon += 1
 
     def close(self) -> None:
-        self.listener.close()
+        super().close()
         for conn in self.held:  # now the application lets go: nothing may break
             conn.close()
 
@@ -531,7 +537,7 @@ def test_amqp_refuses_reserved_names_and_long_ids_as_http_does(tmp_path):
             producer = connection.Producer()
             target = kombu.Exchange(exchange, type="direct", durable=True)
             for extra in ({"type": "history-gap"}, {"type": "token-expired"},
-                          {"message_id": "x" * 300}, {}):
+                          {"message_id": "x" * 250}, {}):  # (an AMQP shortstr: <= 255)
                 producer.publish("payload", exchange=target, routing_key="jobs",
                                  serializer=None, content_type="text/plain", **extra)
         events = stream.events(1)

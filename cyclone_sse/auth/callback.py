@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import (
+    Agent,
     FileBodyProducer,
     RequestTransmissionFailed,
     ResponseNeverReceived,
@@ -29,7 +30,7 @@ from twisted.web.http_headers import Headers
 
 from cyclone_sse.auth.tokens import ChannelList
 from cyclone_sse.errors import AuthUnavailable
-from cyclone_sse.httpclient import AnswerTooLarge, agent, failure_reason, read_body
+from cyclone_sse.httpclient import AnswerTooLarge, failure_reason, quiet_pool, read_body
 
 log = Logger()
 
@@ -52,7 +53,8 @@ class AuthCallback:
         self.shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         self.timeout = timeout
         self.cache_seconds = cache_seconds
-        self.agent = agent(reactor, MAX_ANSWER, connect_timeout=timeout)
+        self.pool = quiet_pool(reactor, MAX_ANSWER)
+        self.agent = Agent(reactor, connectTimeout=timeout, pool=self.pool)
         self._cache: OrderedDict[tuple[Any, ...], tuple[float, ChannelList]] = OrderedDict()
         self.failing = False
         self.asked = 0
