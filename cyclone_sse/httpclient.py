@@ -15,7 +15,13 @@ from twisted.web.http import PotentialDataLoss
 
 
 class AnswerTooLarge(Exception):
-    """An application's answer (head or body) over its bound; the message says which."""
+    """An application's answer over its bound: ``part`` is ``"head"`` (the status line
+    and headers) or ``"body"``."""
+
+    def __init__(self, part: str, limit: int) -> None:
+        what = "header block" if part == "head" else "body"
+        super().__init__(f"its {what} is larger than {limit} bytes")
+        self.part = part
 
 
 class _BoundedHeadProtocol(_newclient.HTTP11ClientProtocol):
@@ -54,8 +60,7 @@ class _BoundedHeadProtocol(_newclient.HTTP11ClientProtocol):
             self._counted, self._head = parser, 0
         self._head += len(data)
         if self._head > self.max_head:
-            self._giveUp(Failure(AnswerTooLarge(
-                f"its header block is larger than {self.max_head} bytes")))
+            self._giveUp(Failure(AnswerTooLarge("head", self.max_head)))
 
 
 def _drop_listed(connection_headers: Any, headers: Any) -> None:
@@ -119,8 +124,7 @@ class _BoundedBody(Protocol):
         self.size += len(data)
         if self.size > self.limit:
             if not self.done.called:
-                self.done.errback(AnswerTooLarge(f"its body is larger than {self.limit} "
-                                                 "bytes"))
+                self.done.errback(AnswerTooLarge("body", self.limit))
             self.stop()
             return
         self.parts.append(data)

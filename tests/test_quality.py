@@ -188,6 +188,14 @@ def test_private_internals_we_lean_on_are_still_there():
     assert parser.state == _newclient.STATUS and _newclient.HEADER == "HEADER"
     assert callable(parser.allHeadersReceived)
     assert "connHeaders" in inspect.getsource(_newclient.HTTPParser.connectionMade)
+    # transports/websocket.py's BoundedDeflate: the inflate state wsproto keeps
+    from wsproto.extensions import PerMessageDeflate
+    deflate = PerMessageDeflate()
+    assert {"_decompressor", "_inbound_compressed", "_inbound_is_compressible"} <= \
+        set(vars(deflate))
+    for hook in ("frame_inbound_payload_data", "frame_inbound_complete"):
+        source = inspect.getsource(getattr(PerMessageDeflate, hook))
+        assert "self._decompressor.decompress" in source and "_inbound_compressed" in source
     # limits.py: the listening port's logger, read at each accept, and its EMFILE lines
     from twisted.internet import tcp
 

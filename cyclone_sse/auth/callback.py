@@ -31,6 +31,7 @@ from twisted.web.http_headers import Headers
 from cyclone_sse.auth.tokens import ChannelList
 from cyclone_sse.errors import AuthUnavailable
 from cyclone_sse.httpclient import AnswerTooLarge, failure_reason, quiet_pool, read_body
+from cyclone_sse.logs import masked
 
 log = Logger()
 
@@ -48,9 +49,9 @@ class AuthCallback:
     def __init__(self, reactor: Any, url: str, timeout: float, cache_seconds: float) -> None:
         self.reactor = reactor
         self.url = url.encode()
-        # what log lines show: never the user:password@ of the URL
+        # what log lines show: never the user:password@ of the URL, nor a key in its query
         parts = urlsplit(url)
-        self.shown = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        self.shown = masked(urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])))
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self.pool = quiet_pool(reactor, MAX_ANSWER)

@@ -142,10 +142,9 @@ class GripProxyHandler(BaseHandler):
         if failure.check(BadGateway):
             failure.raiseException()
         if failure.check(httpclient.AnswerTooLarge):
-            limit = "--grip-max-head" if "header" in str(failure.value) else \
-                "--grip-max-answer"
+            option = "--grip-max-head" if failure.value.part == "head" else "--grip-max-answer"
             raise BadGateway(f"the backend's answer is too large: {failure.value} "
-                             f"({limit})")
+                             f"({option})")
         raise BadGateway(f"the backend at {self.backend} did not answer: "
                          f"{failure.getErrorMessage() or failure.type.__name__}")
 

@@ -86,7 +86,6 @@ TOO_BIG = "message too big (--ws-max-message)"
 PING_FRAME = b"\x89\x00"
 
 
-
 class BoundedDeflate(PerMessageDeflate):
     """permessage-deflate (RFC 7692) whose inflate stops at ``limit`` bytes per message.
 
@@ -95,7 +94,10 @@ class BoundedDeflate(PerMessageDeflate):
     to what the message may still grow by, plus one byte: a message that would pass
     the limit is refused with 1009 before more than ``limit + 1`` bytes were produced,
     so a connection never holds more than one message's worth of inflated text.
-    (Overrides the two inflating hooks of wsproto's public ``Extension`` API.)"""
+    (Overrides the two inflating hooks of wsproto's ``Extension`` API, reading the
+    state wsproto's own ``PerMessageDeflate`` keeps in ``_decompressor``,
+    ``_inbound_compressed`` and ``_inbound_is_compressible``: there is no public way
+    to bound its inflate.  tests/test_quality.py checks those names.)"""
 
     def __init__(self, limit: int) -> None:
         super().__init__()
