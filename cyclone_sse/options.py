@@ -351,6 +351,10 @@ class Settings:
             raise ValueError("--policies: a 'callback' policy needs --auth-url")
         if self.auth_url and not self.auth_url.startswith(("http://", "https://")):
             raise ValueError("--auth-url: expected an http:// or https:// URL")
+        if "@" in self.auth_url.partition("//")[2].partition("/")[0]:
+            # (the question's Authorization header is the subscriber's own)
+            raise ValueError("--auth-url: user:password@ cannot be sent; put a shared "
+                             "secret in the query (?key=..., masked in logs) instead")
         key = self.jwt_key()
         if key and len(key.encode()) < MIN_JWT_SECRET:
             name = "--jwt-secret-file" if self.jwt_secret_file else "--jwt-secret"

@@ -135,6 +135,7 @@ def test_the_history_default_follows_the_broker_and_is_derived_once():
     (["--broker=redis", "--redis-key-file=/etc/hostname"], "--redis-key-file"),
     (["--broker=redis", "--redis-cert-file=/no/such.pem"], "--redis-cert-file"),
     (["--cors-origin=a,,b"], "--cors-origin"),
+    (["--auth-url=http://user:secret@127.0.0.1/auth"], "--auth-url"),
 ])
 def test_each_broker_checks_its_own_options(argv, named):
     with pytest.raises(usage.UsageError) as info:

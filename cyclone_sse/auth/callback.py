@@ -15,7 +15,6 @@ import json
 from collections import OrderedDict
 from io import BytesIO
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -49,9 +48,7 @@ class AuthCallback:
     def __init__(self, reactor: Any, url: str, timeout: float, cache_seconds: float) -> None:
         self.reactor = reactor
         self.url = url.encode()
-        # what log lines show: never the user:password@ of the URL, nor a key in its query
-        parts = urlsplit(url)
-        self.shown = masked(urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])))
+        self.shown = masked(url)  # what log lines show: never a key in its query
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self.pool = quiet_pool(reactor, MAX_ANSWER)
