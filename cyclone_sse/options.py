@@ -138,7 +138,8 @@ class Settings:
     redis_db: int = option(0, "Redis database number", _int(0, 15))
     redis_password: str = option("", "Redis password (AUTH)")
     redis_tls: bool = option(False, "connect to Redis over TLS", _bool)
-    redis_url: str = option("", "redis://[user:pass@]host[:port][/db], rediss:// for TLS "
+    redis_url: str = option("", "redis://[user:pass@]host[:port][/db], rediss:// for TLS, "
+                            "or redis+sentinel://host:port[,host:port...]/MASTER[/db] "
                             "(wins over --redis-host and the like)")
     redis_ca_file: str = option("", "PEM certificates to trust for Redis TLS (empty: the "
                                 "system's)")

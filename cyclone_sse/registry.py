@@ -295,9 +295,16 @@ class ChannelRegistry(Service):
             return defer.succeed(None)
         self._drained = defer.Deferred()
         drained = self._drained
-        for subscriber in list(self._subscriptions):
-            subscriber.close()
+        self.close_all()
         return drained
+
+    def close_all(self) -> int:
+        """Close every connection: each client resumes with its own last event id (a
+        daemon stopping, or one that cannot tell its clients what they missed)."""
+        subscribers = list(self._subscriptions)
+        for subscriber in subscribers:
+            subscriber.close()
+        return len(subscribers)
 
     # introspection -----------------------------------------------------------------
 

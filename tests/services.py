@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,90 @@ def private_ca(folder: Path) -> None:
     for stem, dns in (("server", "localhost"), ("client", None)):
         key = ec.generate_private_key(ec.SECP256R1())
         write(stem, issue(name(stem), key, name("test CA"), ca_key, dns=dns), key)
+
+
+class SentinelSet:
+    """A primary, one replica and three Sentinels (quorum 2) on loopback, each a
+    process of the test's own: ``redis-server --sentinel`` is Debian's redis-sentinel."""
+
+    MASTER = "cyclone"
+
+    def __init__(self, tmp_path: Path) -> None:
+        for folder in ("primary", "replica"):
+            (tmp_path / folder).mkdir()
+        # (no 5 s wait before the first full sync, nor on a promoted replica's)
+        quick = ("--repl-diskless-sync-delay", "0")
+        self.primary = PrivateRedis(tmp_path / "primary", *quick)
+        self.replica = PrivateRedis(tmp_path / "replica", *quick, "--replicaof",
+                                    "127.0.0.1", str(self.primary.port))
+        end = time.monotonic() + 30
+        while b"master_link_status:up" not in self.command(self.replica.port, "INFO",
+                                                           "replication"):
+            assert time.monotonic() < end, "the replica never synchronised"
+            time.sleep(0.05)
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        self.ports: list[int] = []
+        self.logs: list[list[bytes]] = []
+        for n in range(3):
+            folder = tmp_path / f"sentinel{n}"
+            folder.mkdir()
+            port = free_port()
+            conf = folder / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                f"sentinel failover-timeout {self.MASTER} 4000\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n")
+            proc = subprocess.Popen([self.primary.binary, str(conf), "--sentinel"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.sentinels.append(proc)
+            self.ports.append(port)
+            self.logs.append([])
+            threading.Thread(target=self._read, args=(proc, self.logs[-1]),
+                             daemon=True).start()
+        # every Sentinel knows the replica: a failover can choose it
+        self.wait_log(b"+slave slave", each=True)
+
+    @staticmethod
+    def _read(proc: subprocess.Popen[bytes], lines: list[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+
+    def wait_log(self, text: bytes, each: bool = False, since: int = 0) -> None:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            found = [any(text in line for line in log[since:]) for log in self.logs]
+            if all(found) if each else any(found):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the Sentinels never logged {text!r}")
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
+        return f"redis+sentinel://{hosts}/{self.MASTER}"
+
+    def ask(self, *command: str) -> bytes:
+        """One command to the first Sentinel; its raw reply."""
+        return self.command(self.ports[0], *command)
+
+    @staticmethod
+    def command(port: int, *command: str) -> bytes:
+        """One command to the server on ``port``; its raw reply (one read)."""
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as s:
+            s.sendall((f"*{len(command)}\r\n" + "".join(
+                f"${len(c)}\r\n{c}\r\n" for c in command)).encode())
+            return s.recv(65536)
+
+    def primary_port(self) -> int:
+        reply = self.ask("SENTINEL", "get-master-addr-by-name", self.MASTER)
+        return int(reply.split(b"\r\n")[4])
+
+    def close(self) -> None:
+        for proc in self.sentinels:
+            proc.kill()
+            proc.wait(DEADLINE)
+        self.replica.kill()
+        self.primary.kill()

@@ -260,9 +260,17 @@ class RedisBroker(Broker):
                 log.warn("could not catch up after reconnecting to redis: {error}", error=exc)
             else:
                 epoch = replay.head.epoch
-                if epoch != self.epoch:  # Redis lost its data: a new sequence began
+                if epoch != self.epoch:  # Redis lost its data, or the primary changed
                     self.epoch, self.last_seq = epoch, 0
                 missed = replay.events
+                if replay.gap:
+                    # Some of what was announced meanwhile is gone: this daemon cannot
+                    # say which to whom.  Each client resumes with its own last id and
+                    # its replay says history-gap precisely.
+                    closed = self.registry.close_all()
+                    log.warn("catching up after reconnecting to redis: {reason} history "
+                             "({count} streams asked to resume)", reason=replay.gap,
+                             count=closed)
         held, self._catching_up = self._catching_up or [], None
         for event in sorted([*missed, *held], key=lambda e: e.seq):
             self._deliver(event)
@@ -288,8 +296,11 @@ class RedisBroker(Broker):
             self._acknowledged(message)
         elif pattern is not None and not name.startswith(self.prefix + ":"):
             if (b":ev:" in channel and _ANNOUNCEMENT.match(message)) or (
-                    channel.endswith(b":raw-stored") and _ACKNOWLEDGEMENT.match(message)):
-                self.foreign_skipped += 1  # another deployment's traffic: not raw
+                    channel.endswith(b":raw-stored") and _ACKNOWLEDGEMENT.match(message)) \
+                    or channel.startswith(b"__"):
+                # (another deployment's traffic, or Redis's own: Sentinel's
+                # __sentinel__:hello, keyspace notifications: not raw events)
+                self.foreign_skipped += 1
                 return
             self._raw(channel, name, message)
 

@@ -2,7 +2,11 @@
 
 Layout under a key prefix ``P`` (``--redis-prefix``):
 
-``P:epoch``            this history's epoch (set once; changes only if Redis loses its data)
+``P:epoch``            this history's epoch (changes if Redis loses its data, or the primary
+                       changes: ``FOLLOW``)
+``P:replid``           replication id of the primary that wrote here last
+``P:prev-epoch``       the epoch before the last change of primary, and ``P:fork``, the seq
+                       up to which its ids name the same events as the current epoch's
 ``P:seq``              the global sequence: one order for all channels
 ``P:ch:<channel>``     a Stream per channel, entry id ``<seq>-0``, fields d(ata) e(vent) t(ime ms)
 ``P:evicted``          hash channel → highest seq trimmed from its stream
@@ -25,6 +29,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from cyclone_sse.event import Event, EventId
@@ -39,9 +44,11 @@ from cyclone_sse.history.base import (
     SweptStore,
     assemble,
 )
-from cyclone_sse.history.redis_scripts import APPEND, MIGRATE, SINCE, SWEEP
+from cyclone_sse.history.redis_scripts import APPEND, FOLLOW, MIGRATE, SINCE, SWEEP
 from cyclone_sse.interfaces import IRedisHistory, IStats
 from cyclone_sse.links.redis import DEFAULT_TIMEOUT, RedisAddress, RedisLink, encode_arguments
+
+log = Logger()
 
 DEFAULT_PREFIX = "cyclone-sse"
 
@@ -74,12 +81,23 @@ class RedisHistory(SweptStore):
         self.channel_bytes = channel_bytes
         self.bytes = 0  # held in all, as of the last append from here
         self._scripts: dict[str, bytes] = {}  # name -> "EVALSHA <sha> 0 <prefix>", encoded
+        self.new_epochs = 0  # begun by this daemon on meeting another primary (FOLLOW)
 
     @defer.inlineCallbacks
     def load_scripts(self, connection: Any) -> Any:
         """SCRIPT LOAD once per connection (EVALSHA afterwards), after bringing a
         history an older version wrote to the current layout."""
         yield connection.execute_command("EVAL", MIGRATE, 0, self.prefix)
+        info = yield connection.execute_command("INFO", "replication")
+        replid = _replication_id(info)
+        if replid:
+            began = yield connection.execute_command("EVAL", FOLLOW, 0, self.prefix, replid)
+            if int(began):
+                self.new_epochs += 1
+                log.warn("redis at {address} has another replication id than the server "
+                         "that wrote this history last (a failover?): a new epoch begins, "
+                         "ids of the old one resume exactly up to where both agree",
+                         address=self.link.address)
         for name, body in (("append", APPEND), ("since", SINCE), ("sweep", SWEEP)):
             sha = yield connection.execute_command("SCRIPT", "LOAD", body)
             self._scripts[name] = encode_arguments(("EVALSHA", _text(sha), 0, self.prefix))
@@ -152,4 +170,14 @@ class RedisHistory(SweptStore):
         return d
 
     def stats(self) -> dict[str, object]:
-        return {"store": "redis", "connected": self.link.connected, "bytes": self.bytes}
+        return {"store": "redis", "connected": self.link.connected, "bytes": self.bytes,
+                "new_epochs": self.new_epochs}
+
+
+def _replication_id(info: bytes | str) -> str:
+    """``master_replid`` from ``INFO replication`` ("" when the server hides it)."""
+    for line in _text(info).splitlines():
+        name, _, value = line.partition(":")
+        if name == "master_replid":
+            return value.strip()
+    return ""

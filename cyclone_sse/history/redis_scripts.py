@@ -148,6 +148,26 @@ return {epoch, tostring(seq), 0, receivers, tonumber(redis.call('GET', p .. ':by
 # channel only once its newest event could be next (P:channels is scored by each
 # channel's newest seq), so a replay reads about what it returns, plus a name match
 # per channel for a pattern.
+# FOLLOW: run on every (re)connection with the server's replication id.  A primary
+# with another id than the one that last wrote here (a replica promoted by a failover,
+# a server restarted without its replication state) may hold a shorter history than
+# the ids already handed out: a new epoch begins, and P:prev-epoch / P:fork say up to
+# which seq the old ids name the same events (SINCE answers them with a gap and the
+# events after them, not the whole history).  Returns 1 when it began one.
+FOLLOW = """
+local p, replid = ARGV[1], ARGV[2]
+local known = redis.call('GET', p .. ':replid')
+if known == replid then return 0 end
+redis.call('SET', p .. ':replid', replid)
+local epoch = redis.call('GET', p .. ':epoch')
+if not known or not epoch then return 0 end
+local t = redis.call('TIME')
+redis.call('SET', p .. ':prev-epoch', epoch)
+redis.call('SET', p .. ':fork', redis.call('GET', p .. ':seq') or '0')
+redis.call('SET', p .. ':epoch', t[1] .. string.format('%06d', tonumber(t[2])))
+return 1
+"""
+
 SINCE = _EPOCH + """
 local p, claimed, after, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local t = redis.call('TIME')
@@ -155,7 +175,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local epoch = get_epoch(p, t)
 local head = redis.call('GET', p .. ':seq') or '0'
 local unknown = 0
-if claimed ~= epoch or tonumber(after) > tonumber(head) then
+if claimed ~= '' and claimed ~= epoch and claimed == redis.call('GET', p .. ':prev-epoch') then
+  -- an id of the timeline before the primary changed (FOLLOW): both agree up to the
+  -- fork, but what the old primary took past it may be gone, and nothing here can
+  -- tell: a gap, and the replay from the id (or the fork) on, not from the start
+  local fork = redis.call('GET', p .. ':fork') or '0'
+  unknown = 1
+  if tonumber(after) > tonumber(fork) then after = fork end
+elseif claimed ~= epoch or tonumber(after) > tonumber(head) then
   if claimed ~= '' then unknown = 1 end
   after = '0'
 end

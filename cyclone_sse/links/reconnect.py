@@ -68,7 +68,8 @@ class Link(MultiService):
 
     def __init__(self, clock: IReactorTime, what: str, endpoint: Any, factory: Any,
                  on_up: Callable[[Any], object] | None = None,
-                 on_down: Callable[[], object] | None = None) -> None:
+                 on_down: Callable[[], object] | None = None,
+                 retry_policy: Callable[[int], float] | None = None) -> None:
         super().__init__()
         self.clock = clock
         self.what = what
@@ -79,7 +80,8 @@ class Link(MultiService):
         self.outage = Outage(what)
         self._waiting: list[defer.Deferred[None]] = []
         self._stopping = False
-        QuietClientService(endpoint, factory, clock=clock, retryPolicy=RETRY_POLICY,
+        QuietClientService(endpoint, factory, clock=clock,
+                           retryPolicy=retry_policy or RETRY_POLICY,
                            prepareConnection=self._prepare).setServiceParent(self)
 
     # life cycle, driven by ClientService and the protocol ---------------------------

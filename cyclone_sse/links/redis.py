@@ -14,11 +14,12 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import txredisapi
-from twisted.application.internet import TimerService
+from twisted.application.internet import TimerService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
 
 from cyclone_sse.links.reconnect import Link
 from cyclone_sse.links.tls import ClientTls
@@ -48,7 +49,8 @@ def encode_command(*arguments: bytes | str | int) -> bytes:
 
 @dataclass
 class RedisAddress:
-    """Where a Redis server is and how to log in."""
+    """Where a Redis server is and how to log in: one server, or the primary that the
+    Sentinels of ``sentinels`` name for ``master`` (``redis+sentinel://``)."""
 
     host: str = "127.0.0.1"
     port: int = 6379
@@ -57,6 +59,8 @@ class RedisAddress:
     username: str | None = None
     tls: bool = False
     files: ClientTls = field(default_factory=ClientTls)
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master: str = ""
 
     @classmethod
     def from_settings(cls, settings: Any) -> RedisAddress:
@@ -75,7 +79,11 @@ class RedisAddress:
 
     @classmethod
     def from_url(cls, url: str, base: RedisAddress | None = None) -> RedisAddress:
-        """``redis://[user:password@]host[:port][/db]``, or ``rediss://`` for TLS."""
+        """``redis://[user:password@]host[:port][/db]``, or ``rediss://`` for TLS;
+        ``redis+sentinel://[[user]:password@]host:port[,host:port...]/MASTER[/db]`` (or
+        ``rediss+sentinel://``) for the primary the Sentinels name."""
+        if url.startswith(("redis+sentinel://", "rediss+sentinel://")):
+            return cls._from_sentinel_url(url, base or cls())
         parsed = urlparse(url)
         if parsed.scheme not in ("redis", "rediss"):
             raise ValueError(f"{url!r}: expected redis:// or rediss://")
@@ -89,8 +97,152 @@ class RedisAddress:
                    unquote(parsed.username) if parsed.username else base.username,
                    parsed.scheme == "rediss" or base.tls)
 
+    @classmethod
+    def _from_sentinel_url(cls, url: str, base: RedisAddress) -> RedisAddress:
+        scheme, _, rest = url.partition("://")
+        netloc, _, path = rest.partition("/")
+        credentials, at, hosts = netloc.rpartition("@")
+        if not at:
+            credentials, hosts = "", netloc
+        user, _, password = credentials.partition(":")
+        sentinels = []
+        for item in hosts.split(","):
+            host, colon, port = item.strip().rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{url!r}: each Sentinel is host:port (got {item!r})")
+            sentinels.append((host.strip("[]"), int(port)))
+        master, _, db = path.strip("/").partition("/")
+        if not master:
+            raise ValueError(f"{url!r}: name the master after the Sentinels "
+                             "(redis+sentinel://host:port,.../MASTER)")
+        if db and not db.isdigit():
+            raise ValueError(f"{url!r}: the database must be a number")
+        return cls(base.host, base.port, int(db) if db else base.db,
+                   unquote(password) if password else base.password,
+                   unquote(user) if user else base.username,
+                   scheme == "rediss+sentinel" or base.tls, sentinels=tuple(sentinels),
+                   master=unquote(master))
+
     def __str__(self) -> str:
+        if self.sentinels:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
+            return (f"{'rediss' if self.tls else 'redis'}+sentinel://{hosts}/"
+                    f"{self.master}/{self.db}")
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+class _SentinelQuestion(Protocol):
+    """Asks one Sentinel ``SENTINEL get-master-addr-by-name MASTER`` and reads the
+    answer: an array of host and port, or a null array (no such master)."""
+
+    def __init__(self, master: str, answered: defer.Deferred[tuple[str, int] | None]) -> None:
+        self.master = master
+        self.answered = answered
+        self.buffer = b""
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.write(encode_command("SENTINEL", "get-master-addr-by-name", self.master))
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if self.buffer.startswith((b"*-1\r\n", b"-")):
+            self._answer(None)
+            return
+        parts = self.buffer.split(b"\r\n")
+        # *2 $len host $len port (and the empty rest after the last CRLF)
+        if len(parts) >= 6 and parts[0] == b"*2":
+            try:
+                self._answer((parts[2].decode("ascii"), int(parts[4])))
+            except ValueError:
+                self._answer(None)
+        elif len(self.buffer) > 1024:
+            self._answer(None)
+
+    def _answer(self, result: tuple[str, int] | None) -> None:
+        if not self.answered.called:
+            self.answered.callback(result)
+        transport: Any = self.transport
+        transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.answered.called:
+            self.answered.callback(None)
+
+
+@implementer(IStreamClientEndpoint)
+class SentinelEndpoint:
+    """Connects to the primary the Sentinels name now: each connection (and each
+    reconnection) asks them in turn, the first that knows the master answering, then
+    connects there.  Sentinels are asked without a password; the primary's own comes
+    from the URL."""
+
+    def __init__(self, reactor: Any, address: RedisAddress, timeout: float) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.timeout = timeout
+
+    @defer.inlineCallbacks
+    def connect(self, factory: Any) -> Any:
+        primary = None
+        for host, port in self.address.sentinels:
+            answered: defer.Deferred[tuple[str, int] | None] = defer.Deferred()
+            answered.addTimeout(self.timeout, self.reactor, onTimeoutCancel=lambda *_: None)
+            asking = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+            try:
+                question = yield asking.connect(_OneQuestion(self.address.master, answered))
+            except Exception:  # (that Sentinel is down: ask the next)
+                continue
+            primary = yield answered
+            if question.transport is not None:
+                question.transport.loseConnection()  # (answered, or silent too long)
+            if primary is not None:
+                break
+        if primary is None:
+            raise ConnectionRefusedError(
+                f"no Sentinel named a primary for {self.address.master!r}")
+        endpoint: Any = HostnameEndpoint(self.reactor, primary[0], primary[1],
+                                         timeout=self.timeout)
+        if self.address.tls:
+            endpoint = wrapClientTLS(self.address.files.options(primary[0]), endpoint)
+        self.primary = primary
+        connected = yield endpoint.connect(factory)
+        return connected
+
+
+class _OneQuestion(Factory):
+    noisy = False
+
+    def __init__(self, master: str, answered: defer.Deferred[tuple[str, int] | None]) -> None:
+        self.master = master
+        self.answered = answered
+
+    def buildProtocol(self, addr: Any) -> _SentinelQuestion:
+        return _SentinelQuestion(self.master, self.answered)
+
+
+#: Reconnection behind Sentinel: the new primary is usually known within a second of
+#: the failover, so retries stay frequent (at most one a second).
+SENTINEL_RETRY_POLICY = backoffPolicy(initialDelay=0.1, maxDelay=1.0)
+
+
+class NotPrimary(Exception):
+    """A server reached through Sentinel is not (or no longer) the primary."""
+
+
+def _check_primary(role: Any, connection: Any) -> Any:
+    """Fail, and drop ``connection``, unless ``ROLE`` says it is the primary."""
+    kind = role[0] if isinstance(role, list) and role else role
+    if kind != b"master":
+        connection.transport.loseConnection()
+        raise NotPrimary(f"the server is a {kind!r}, not the primary: asking the Sentinels "
+                         "again")
+    return role
+
+
+def _readonly(reply: Any) -> bool:
+    """A write refused by a replica: the primary moved (a failover)."""
+    return isinstance(reply, txredisapi.ResponseError) and str(reply).startswith("READONLY")
 
 
 class _Unconverted:
@@ -133,6 +285,13 @@ class _Commands(_Unconverted, txredisapi.RedisProtocol):
         d: defer.Deferred[Any] = self.replyQueue.get()
         d.addCallback(self._encoded_reply)
         return d
+
+    def replyReceived(self, reply: Any) -> None:
+        if _readonly(reply) and self.transport is not None:
+            # this server was the primary and is a replica now: drop the connection, so
+            # the link asks the Sentinels (or the address) where to write again
+            self.transport.loseConnection()
+        super().replyReceived(reply)
 
     def _encoded_reply(self, reply: Any) -> Any:
         if self._sent:
@@ -229,13 +388,20 @@ class RedisLink(Link):
                  on_message: MessageHandler | None = None,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
         self.address = address
-        endpoint: Any = HostnameEndpoint(reactor, address.host, address.port,
-                                         timeout=timeout or 5)
-        if address.tls:
-            endpoint = wrapClientTLS(address.tls_options(), endpoint)
+        endpoint: Any
+        if address.sentinels:
+            endpoint = SentinelEndpoint(reactor, address, timeout or 5)
+        else:
+            endpoint = HostnameEndpoint(reactor, address.host, address.port,
+                                        timeout=timeout or 5)
+            if address.tls:
+                endpoint = wrapClientTLS(address.tls_options(), endpoint)
         factory = _Factory(address, on_message, reactor, timeout)
+        # Behind Sentinel the primary may be elsewhere at the next try: ask again soon.
         super().__init__(reactor, f"redis {name} connection to {address}", endpoint, factory,
-                         self._proven(on_up), on_down)
+                         self._proven(on_up, bool(address.sentinels)), on_down,
+                         retry_policy=SENTINEL_RETRY_POLICY if address.sentinels else None)
+        self.pubsub = on_message is not None
         factory.link = self
         if timeout:  # a PING now and then: a Redis that froze is noticed even when idle
             heartbeat = TimerService(timeout, self._ping)
@@ -243,8 +409,16 @@ class RedisLink(Link):
             heartbeat.setServiceParent(self)
 
     def _ping(self) -> None:
-        if self.ready and self.connection is not None:
-            self.connection.execute_command("PING").addErrback(lambda _: None)
+        if not self.ready or self.connection is None:
+            return
+        if self.address.sentinels and not self.pubsub:
+            # a primary that was demoted (a planned failover) keeps its connections
+            # open and refuses every write: noticed here within --redis-timeout
+            connection = self.connection
+            connection.execute_command("ROLE").addCallbacks(
+                lambda role: _check_primary(role, connection), lambda _: None)
+            return
+        self.connection.execute_command("PING").addErrback(lambda _: None)
 
     def _prepare(self, connection: Any) -> None:
         # txredisapi's whenConnected fires with the protocol itself (not ClientService's
@@ -252,11 +426,19 @@ class RedisLink(Link):
         connection.whenConnected().addCallback(self.set_up)
 
     @staticmethod
-    def _proven(on_up: Callable[[Any], object] | None) -> Callable[[Any], object]:
+    def _proven(on_up: Callable[[Any], object] | None,
+                primary: bool = False) -> Callable[[Any], object]:
         """Set-up that starts with a PING: only a reply proves the connection (TLS
-        can still fail after txredisapi calls a connection made)."""
+        can still fail after txredisapi calls a connection made).  Behind Sentinel it
+        is ``ROLE``, and a server that is not the primary (a Sentinel not yet up to
+        date) is left for the next try."""
         def up(connection: Any) -> defer.Deferred[Any]:
-            d: defer.Deferred[Any] = connection.execute_command("PING")
+            d: defer.Deferred[Any]
+            if primary:
+                d = connection.execute_command("ROLE")
+                d.addCallback(_check_primary, connection)
+            else:
+                d = connection.execute_command("PING")
             if on_up is not None:
                 d.addCallback(lambda _: on_up(connection))
             return d

@@ -1,0 +1,223 @@
+"""Redis behind Sentinel: real primary, replica and three Sentinels on loopback, real
+daemons following the primary through ``SENTINEL FAILOVER`` and ``kill -9``, with a
+sequence-numbered publisher running and subscribers that must get every acknowledged
+event once, or a ``history-gap``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import pytest
+
+from tests.daemon import DEADLINE, Daemon, SSEClient
+from tests.services import SentinelSet
+
+
+@pytest.fixture
+def sentinels(tmp_path):
+    deployment = SentinelSet(tmp_path)
+    yield deployment
+    deployment.close()
+
+
+def sentinel_daemon(tmp_path, deployment, name="d"):
+    folder = tmp_path / name
+    folder.mkdir()
+    daemon = Daemon(folder, "--broker=redis", f"--redis-url={deployment.url}",
+                    "--redis-timeout=1")
+    daemon.wait_for("redis (history|pubsub) connection .* is up", 2)
+    return daemon
+
+
+class Publisher(threading.Thread):
+    """Publishes "0", "1", ... to channel ``seq`` one at a time, as fast as answers come,
+    recording which were acknowledged (200) and which were refused, with when."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(daemon=True)
+        self.daemon_under_test = daemon
+        self.acknowledged: dict[int, str] = {}  # number -> event id
+        self.refused: list[tuple[float, int]] = []  # (when, status)
+        self.answered: list[float] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            try:
+                status, body = self.daemon_under_test.request(
+                    "POST", "/publish", json.dumps({"channel": "seq", "data": str(n)}),
+                    {"Content-Type": "application/json"})
+            except OSError:
+                status, body = 0, None
+            now = time.monotonic()
+            if status == 200:
+                self.acknowledged[n] = body["events"][0]["id"]
+                self.answered.append(now)
+            else:
+                self.refused.append((now, status))
+            n += 1
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(DEADLINE)
+
+
+class Browser:
+    """An EventSource: reads the stream, and when the daemon closes it, reconnects with
+    the last event id it saw, as a browser does."""
+
+    def __init__(self, port: int, last_id: str | None = None) -> None:
+        self.port = port
+        self.events: list[dict[str, str]] = []
+        self.last_id = last_id
+        self.reconnects = 0
+        self.client = self._open()
+
+    def _open(self) -> SSEClient:
+        headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+        client = SSEClient(self.port, "channels=seq", headers)
+        client.sock.settimeout(0.2)
+        return client
+
+    def read_until(self, until: float) -> list[dict[str, str]]:
+        """Everything received until ``until`` (monotonic), gaps included."""
+        from cyclone_sse.event import parse_stream
+        while time.monotonic() < until:
+            try:
+                self.client.buffer += self.client._recv()
+            except TimeoutError:
+                continue
+            except (EOFError, ConnectionResetError):
+                self._take(parse_stream(self.client._complete()))
+                self.client.close()
+                self.reconnects += 1
+                self.client = self._open()
+                continue
+        self._take(parse_stream(self.client._complete()))
+        self.client.buffer = b""
+        return [e for e in self.events if e["event"] != "stream-open"]
+
+    def _take(self, parsed: object) -> None:
+        for event in parsed:  # type: ignore[attr-defined]
+            if "data" in event:
+                self.events.append(event)
+                if event["id"]:
+                    self.last_id = event["id"]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def check_exactly_once_or_gap(events, acknowledged):
+    """Every acknowledged number arrived exactly once, unless a history-gap came."""
+    numbers = [int(e["data"]) for e in events if e["event"] == "message"]
+    gaps = [e for e in events if e["event"] == "history-gap"]
+    assert len(numbers) == len(set(numbers)), "an event arrived twice"
+    missing = set(acknowledged) - set(numbers)
+    assert not missing or gaps, f"{len(missing)} acknowledged events never arrived: " \
+                                f"{sorted(missing)[:10]}"
+    ids = [e["id"] for e in events if e["event"] == "message"]
+    assert len(ids) == len(set(ids)), "an id named two events"
+    return numbers, gaps
+
+
+@pytest.mark.parametrize("fault", ["SENTINEL FAILOVER", "kill -9 of the primary",
+                                   "a replica behind, promoted"])
+def test_daemons_follow_the_primary_and_lose_nothing_in_silence(tmp_path, sentinels, fault):
+    a = sentinel_daemon(tmp_path, sentinels, "a")
+    b = sentinel_daemon(tmp_path, sentinels, "b")
+    try:
+        on_a, on_b = Browser(a.port), Browser(b.port)
+        publisher = Publisher(a)
+        publisher.start()
+        time.sleep(1.0)  # (a run of acknowledged events before the fault)
+        old_primary = sentinels.primary_port()
+        fault_at = time.monotonic()
+        if fault == "SENTINEL FAILOVER":
+            assert sentinels.ask("SENTINEL", "FAILOVER", sentinels.MASTER).startswith(b"+OK")
+        elif fault == "kill -9 of the primary":
+            sentinels.primary.kill()
+        else:
+            # the replica stops replicating while the primary acknowledges more events,
+            # then the primary dies and the replica, behind, is promoted: the new
+            # primary's sequence is behind the ids already handed out
+            assert sentinels.replica.proc is not None
+            # (past 256 KB queued for it, the primary drops the frozen replica's link:
+            # what it takes from then on, the replica never gets)
+            assert sentinels.command(sentinels.primary.port, "CONFIG", "SET",
+                                     "client-output-buffer-limit",
+                                     "replica 256kb 0 0").startswith(b"+OK")
+            sentinels.replica.proc.send_signal(signal.SIGSTOP)
+            for _ in range(60):  # 12 MB on another channel: more than socket buffers hold
+                assert a.request("POST", "/publish", json.dumps(
+                    {"channel": "bulk", "data": "x" * 200_000}),
+                    {"Content-Type": "application/json"})[0] == 200
+            time.sleep(0.5)
+            behind = len(publisher.acknowledged)
+            sentinels.primary.kill()
+            sentinels.replica.proc.send_signal(signal.SIGCONT)
+            fault_at = time.monotonic()
+        sentinels.wait_log(b"+switch-master")
+        switched_at = time.monotonic()
+        assert sentinels.primary_port() != old_primary
+        # publishes recover without an operator, within the failover time + 2 s
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end and not any(t > switched_at + 0.5
+                                                 for t in publisher.answered):
+            time.sleep(0.05)
+        recovered = min(t for t in publisher.answered if t > switched_at)
+        time.sleep(1.0)
+        publisher.stop()
+        refused_after = [t for t, _ in publisher.refused if t > fault_at]
+        print(f"{fault}: Sentinel switched after {switched_at - fault_at:.2f} s; publishes "
+              f"answered again {recovered - switched_at:.2f} s after the switch; "
+              f"{len(refused_after)} refused meanwhile; "
+              f"{len(publisher.acknowledged)} acknowledged")
+        assert recovered - switched_at <= 2.0
+        assert all(status == 503 for _, status in publisher.refused)  # never a hang
+        until = time.monotonic() + 3.0
+        for client in (on_a, on_b):
+            check_exactly_once_or_gap(client.read_until(until), publisher.acknowledged)
+            until = time.monotonic() + 0.5
+        # a client resuming from before the fault gets what it missed once, or a gap
+        first_id = publisher.acknowledged[min(publisher.acknowledged)]
+        resumed = Browser(b.port, first_id)
+        events = resumed.read_until(time.monotonic() + 2.0)
+        later = {n for n in publisher.acknowledged if n > min(publisher.acknowledged)}
+        check_exactly_once_or_gap(events, later)
+        stats = a.request("GET", "/stats")[1]
+        assert stats["broker"]["connected"] is True
+        if fault == "a replica behind, promoted":
+            assert behind > 20  # (events were acknowledged while it was frozen)
+            epochs = {i.rpartition("-")[0] for i in publisher.acknowledged.values()}
+            assert len(epochs) == 2  # a new epoch began: no id names two events
+        for client in (on_a, on_b, resumed):
+            client.close()
+    finally:
+        a.stop()
+        b.stop()
+    for daemon in (a, b):
+        log = "".join(daemon.log)
+        assert "Traceback" not in log, log[-3000:]
+
+
+def test_sentinel_urls_are_read_and_bad_ones_named():
+    from cyclone_sse.links.redis import RedisAddress
+    address = RedisAddress.from_url(
+        "rediss+sentinel://:p%40ss@s1:26379,10.0.0.2:26380/my%20master/3")
+    assert address.sentinels == (("s1", 26379), ("10.0.0.2", 26380))
+    assert (address.master, address.db, address.password, address.tls) == (
+        "my master", 3, "p@ss", True)
+    assert str(address) == "rediss+sentinel://s1:26379,10.0.0.2:26380/my master/3"
+    assert "p@ss" not in str(address)
+    for bad, reason in [("redis+sentinel://s1:26379", "name the master"),
+                        ("redis+sentinel://s1/m", "host:port"),
+                        ("redis+sentinel://s1:99999/m", "host:port"),
+                        ("redis+sentinel://s1:1/m/x", "database")]:
+        with pytest.raises(ValueError, match=reason):
+            RedisAddress.from_url(bad)
