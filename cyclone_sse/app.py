@@ -163,7 +163,8 @@ class App(cyclone.web.Application):
                                 size=s.history_size, ttl=s.history_ttl,
                                 channels=s.history_channels, timeout=s.redis_timeout,
                                 max_bytes=s.history_bytes,
-                                channel_bytes=s.history_channel_bytes)
+                                channel_bytes=s.history_channel_bytes,
+                                min_replicas=s.redis_min_replicas)
         return MemoryHistory(self.clock, size=s.history_size, ttl=s.history_ttl,
                              channels=s.history_channels, max_bytes=s.history_bytes,
                              channel_bytes=s.history_channel_bytes)

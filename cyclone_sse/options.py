@@ -151,6 +151,10 @@ class Settings:
                             "empty: none", empty_ok=True)
     redis_timeout: float = option(3.0, "seconds a Redis reply may take (and between PINGs) "
                                   "before Redis counts as down", _seconds)
+    redis_min_replicas: int = option(0, "replicas that must confirm each stored event "
+                                     "(Redis WAIT, up to half --redis-timeout) before the "
+                                     "publish is answered 200; else 503 (0: the primary's "
+                                     "word is enough)", _count)
     amqp_host: str = option("127.0.0.1", "AMQP host (AMQP broker)", group="amqp")
     amqp_port: int = option(5672, "AMQP port (5671 with --amqp-tls)", _port)
     amqp_vhost: str = option("/", "AMQP virtual host")

@@ -221,3 +221,36 @@ def test_sentinel_urls_are_read_and_bad_ones_named():
                         ("redis+sentinel://s1:1/m/x", "database")]:
         with pytest.raises(ValueError, match=reason):
             RedisAddress.from_url(bad)
+
+
+def test_a_publish_too_few_replicas_confirm_is_a_503_and_its_retry_is_kept_once(
+        tmp_path, sentinels):
+    daemon = Daemon(tmp_path, "--broker=redis", f"--redis-url={sentinels.url}",
+                    "--redis-timeout=1", "--redis-min-replicas=1")
+    try:
+        daemon.wait_for("redis (history|pubsub) connection .* is up", 2)
+        stream = SSEClient(daemon.port, "channels=seq")
+
+        def publish(n):
+            return daemon.request("POST", "/publish", json.dumps(
+                {"channel": "seq", "data": str(n), "id": f"msg-{n}"}),
+                {"Content-Type": "application/json"})
+
+        assert publish(0)[0] == 200  # the replica confirmed it
+        assert sentinels.replica.proc is not None
+        sentinels.replica.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        status, answer = publish(1)
+        took = time.monotonic() - started
+        assert status == 503 and "confirmed by 0 of 1 replicas" in answer["error"]
+        assert took < 1.5  # half --redis-timeout, not a hang
+        sentinels.replica.proc.send_signal(signal.SIGCONT)
+        status, answer = publish(1)  # the retry, with the same id
+        assert status == 200 and answer["events"][0]["duplicate"] is True
+        assert [e["data"] for e in stream.events(2)] == ["0", "1"]  # delivered once
+        stats = daemon.request("GET", "/stats")[1]
+        assert stats["history"]["not_durable"] == 1
+        stream.close()
+    finally:
+        daemon.stop()
+    assert "Traceback" not in "".join(daemon.log)

@@ -192,6 +192,8 @@ class RedisBroker(Broker):
         return d
 
     def _failed(self, failure: Any) -> Any:
+        if failure.check(BrokerUnavailable):
+            return failure  # (it says what happened: a link down, a write not durable)
         if failure.check(ReplyTimeout):
             # The command may still run when Redis wakes up: a timeout is no refusal.
             raise BrokerUnavailable("Redis did not answer in time: the event may or may not "

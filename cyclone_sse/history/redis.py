@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import Event, EventId
 from cyclone_sse.history.base import (
     DEFAULT_BYTES,
@@ -46,11 +47,21 @@ from cyclone_sse.history.base import (
 )
 from cyclone_sse.history.redis_scripts import APPEND, FOLLOW, MIGRATE, SINCE, SWEEP
 from cyclone_sse.interfaces import IRedisHistory, IStats
-from cyclone_sse.links.redis import DEFAULT_TIMEOUT, RedisAddress, RedisLink, encode_arguments
+from cyclone_sse.links.redis import (
+    DEFAULT_TIMEOUT,
+    RedisAddress,
+    RedisLink,
+    encode_arguments,
+    encode_command,
+)
 
 log = Logger()
 
 DEFAULT_PREFIX = "cyclone-sse"
+
+
+class NotDurable(BrokerUnavailable):
+    """Stored on the primary, but fewer replicas than ``--redis-min-replicas`` have it."""
 
 
 def _text(value: bytes | str) -> str:
@@ -68,7 +79,7 @@ class RedisHistory(SweptStore):
                  prefix: str = DEFAULT_PREFIX, size: int = DEFAULT_SIZE,
                  ttl: float = DEFAULT_TTL, channels: int = DEFAULT_CHANNELS,
                  timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_BYTES,
-                 channel_bytes: int = DEFAULT_CHANNEL_BYTES) -> None:
+                 channel_bytes: int = DEFAULT_CHANNEL_BYTES, min_replicas: int = 0) -> None:
         super().__init__(clock)
         self.link = RedisLink(clock, address, "history", on_up=self.load_scripts,
                               timeout=timeout)
@@ -82,6 +93,11 @@ class RedisHistory(SweptStore):
         self.bytes = 0  # held in all, as of the last append from here
         self._scripts: dict[str, bytes] = {}  # name -> "EVALSHA <sha> 0 <prefix>", encoded
         self.new_epochs = 0  # begun by this daemon on meeting another primary (FOLLOW)
+        # WAIT after each append: replicas that must confirm it, within half the reply
+        # timeout (so a slow confirmation is a refusal, not a lost connection)
+        self.min_replicas = min_replicas
+        self._wait = encode_command("WAIT", min_replicas, max(1, int(timeout * 500)))
+        self.not_durable = 0  # publishes refused: too few replicas confirmed them
 
     @defer.inlineCallbacks
     def load_scripts(self, connection: Any) -> Any:
@@ -120,7 +136,28 @@ class RedisHistory(SweptStore):
                       self.ttl_ms, self.max_channels, self.max_bytes, self.channel_bytes,
                       int(raw))
         d.addCallback(self._appended, channel, data, name)
+        if self.min_replicas:
+            # sent right behind the append, on the same connection: it counts the
+            # replicas that have everything up to it
+            waited = self._sent_after_scripts(self._wait)
+            d.addCallback(lambda appended: waited.addCallback(self._confirmed, appended))
         return d
+
+    def _sent_after_scripts(self, command: bytes) -> defer.Deferred[Any]:
+        if "append" in self._scripts:
+            return self.link.send(command)
+        d = self.link.when_ready()  # (fires after the append queued before it)
+        d.addCallback(lambda _: self.link.send(command))
+        return d
+
+    def _confirmed(self, replicas: Any, appended: tuple[Event, bool]) -> tuple[Event, bool]:
+        if int(replicas) < self.min_replicas:
+            self.not_durable += 1
+            raise NotDurable(f"stored on the primary (and delivered) but confirmed by "
+                             f"{int(replicas)} of {self.min_replicas} replicas "
+                             "(--redis-min-replicas): a failover could lose it; retry with "
+                             "the same 'id' to publish it exactly once")
+        return appended
 
     def _appended(self, reply: list[Any], channel: str, data: str,
                   name: str | None) -> tuple[Event, bool]:
@@ -171,7 +208,7 @@ class RedisHistory(SweptStore):
 
     def stats(self) -> dict[str, object]:
         return {"store": "redis", "connected": self.link.connected, "bytes": self.bytes,
-                "new_epochs": self.new_epochs}
+                "new_epochs": self.new_epochs, "not_durable": self.not_durable}
 
 
 def _replication_id(info: bytes | str) -> str:
