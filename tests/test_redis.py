@@ -430,3 +430,36 @@ def test_redis_over_tls_with_a_private_ca_and_a_client_certificate(tmp_path):
         redis.kill()
     log = "".join(bad.log)
     assert log.count("certificate verify failed") == 2 and "Traceback" not in log
+
+
+def test_a_standby_hears_only_the_raw_channels_its_clients_use_once_each(
+        tmp_path, redis_prefix):  # noqa: F811
+    """Only the leader listens to every raw channel; a standby hears those its clients
+    use — once, though a name and a pattern both match — and, taking over, stores
+    those, and only those, once."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = redis_daemon(tmp_path / "a", redis_prefix)
+    a.wait_for("now stores raw redis messages")
+    b = redis_daemon(tmp_path / "b", redis_prefix)
+    redis = RedisPublisher(*REDIS)
+    try:
+        named, by_pattern = SSEClient(b.port, "channels=raw"), SSEClient(b.port, "channels=ra*")
+        redis.publish_raw("raw", "before")
+        assert named.events(1)[0]["data"] == "before"
+        assert by_pattern.events(1)[0]["data"] == "before"
+        assert a.request("GET", "/stats")[1]["broker"]["raw_all"] is True
+        assert b.request("GET", "/stats")[1]["broker"]["raw_all"] is False
+        a.proc.kill()
+        for n in range(3):  # no daemon stores these for now
+            redis.publish_raw("raw", f"during {n}")
+            redis.publish_raw("nobody-listens", f"lost {n}")
+        took_over = b.wait_for(r"now stores raw redis messages .*\((\d+) heard before that")
+        assert took_over[0].group(1) == "3"  # not 6 (two subscriptions), not 9 (nobody's)
+        events = named.events(4)[1:]
+        assert [e["data"] for e in events] == [f"during {n}" for n in range(3)]
+        assert b.request("GET", "/stats")[1]["broker"]["raw_all"] is True  # leading now
+    finally:
+        redis.close()
+        b.stop()
+        a.stop(signalled=True)

@@ -4,18 +4,22 @@
   assigns its id) and announces it on ``P:ev:<channel>``; every daemon subscribed to
   that channel delivers it.  A daemon subscribes upstream only to the channels (and
   patterns) its own clients listen to.
-* ``redis-cli publish base '[1,2,3]'`` (the 2013 way) still works: every daemon listens
-  to the raw channels (``--redis-raw``, default ``*``); one, elected through a Redis
-  lock, stores what it hears like a publish and acknowledges each message on
-  ``P:raw-stored``.  The others keep what they heard, unacknowledged, for a while
-  (``RawStandby``): whoever takes the lock next, after the leader stopped or died, first
-  stores what was never acknowledged, so no raw message is lost while a daemon is up.
+* ``redis-cli publish base '[1,2,3]'`` (the 2013 way) still works.  One daemon, elected
+  through a Redis lock, listens to the raw channels (``--redis-raw``, default ``*``),
+  stores what it hears like a publish and acknowledges each message on
+  ``P:raw-stored``.  The others listen, as the 2013 daemons did, only to the raw
+  channels their own clients use, and keep what they heard, unacknowledged, for a
+  while (``RawStandby``): whoever takes the lock next, after the leader stopped or
+  died, first stores what was never acknowledged, so no raw message on a channel
+  somebody listens to is lost while a daemon is up.  So only the leader receives
+  publishes nobody here wants.
 * When the subscriber connection drops, streams stay open; on reconnect the daemon
   subscribes again and delivers, from the history, what was announced meanwhile.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 import secrets
@@ -27,7 +31,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cyclone_sse.brokers.base import Broker, Published
-from cyclone_sse.channels import is_pattern
+from cyclone_sse.channels import compile_pattern, is_pattern
 from cyclone_sse.checks import check_message
 from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import Event, EventId
@@ -166,6 +170,11 @@ class RedisBroker(Broker):
             election.setServiceParent(self)
         self.raw_warnings = 0
         self.foreign_skipped = 0
+        # raw channels heard as standby: local names, exact and patterns; and whether
+        # the raw pattern itself is subscribed (the leader's, or one about to lead)
+        self._raw_exact: set[str] = set()
+        self._raw_patterns: set[str] = set()
+        self._raw_pattern_on = False
 
     @classmethod
     def check_options(cls, settings: Any) -> None:
@@ -181,7 +190,9 @@ class RedisBroker(Broker):
                 "outages": self.link.outages + self.history.link.outages,
                 "raw_leader": self.leader, "raw_standby": self.standby.waiting,
                 "raw_recovered": self.raw_recovered, "raw_dropped": self.standby.dropped,
-                "last_seq": self.last_seq, "foreign_skipped": self.foreign_skipped}
+                "last_seq": self.last_seq, "foreign_skipped": self.foreign_skipped,
+                # whether this daemon hears every raw channel (the leader) or only its own
+                "raw_all": self._raw_pattern_on}
 
     # publishing ---------------------------------------------------------------------
 
@@ -216,15 +227,35 @@ class RedisBroker(Broker):
         connection = self.link.connection
         if connection is None:
             return  # done by _up when the link is back
-        d = (connection.psubscribe if is_pattern(channel) else connection.subscribe)(
+        pattern = is_pattern(channel)
+        d = (connection.psubscribe if pattern else connection.subscribe)(
             self._topic(channel))
         d.addBoth(self._subscribed, channel)
+        if self._wants_raw(channel):
+            (self._raw_patterns if pattern else self._raw_exact).add(channel)
+            (connection.psubscribe if pattern else connection.subscribe)(channel) \
+                .addErrback(lambda _: None)
 
     def unsubscribe(self, channel: str) -> None:
         connection = self.link.connection
         if connection is not None:
-            (connection.punsubscribe if is_pattern(channel) else connection.unsubscribe)(
+            pattern = is_pattern(channel)
+            (connection.punsubscribe if pattern else connection.unsubscribe)(
                 self._topic(channel)).addErrback(lambda _: None)
+            if channel in (self._raw_patterns if pattern else self._raw_exact):
+                (self._raw_patterns if pattern else self._raw_exact).discard(channel)
+                if not (pattern and channel == self.raw_pattern and self._raw_pattern_on):
+                    (connection.punsubscribe if pattern else connection.unsubscribe)(
+                        channel).addErrback(lambda _: None)
+
+    def _wants_raw(self, name: str) -> bool:
+        """Whether raw messages on a local channel (or pattern) are heard as standby:
+        the names ``--redis-raw`` covers (Redis's glob; a pattern only under ``*``)."""
+        if not self.raw_pattern or name.startswith("__"):
+            return False
+        if is_pattern(name):
+            return self.raw_pattern == "*"
+        return fnmatch.fnmatchcase(name, self.raw_pattern)
 
     # the link comes and goes -----------------------------------------------------
 
@@ -233,9 +264,13 @@ class RedisBroker(Broker):
         names = self.registry.names()
         exact = [self._topic(n) for n in names if not is_pattern(n)]
         patterns = [self._topic(n) for n in names if is_pattern(n)]
+        self._raw_exact = {n for n in names if not is_pattern(n) and self._wants_raw(n)}
+        self._raw_patterns = {n for n in names if is_pattern(n) and self._wants_raw(n)}
+        self._raw_pattern_on = False
         if self.raw_pattern:
             exact.append(self._acks)
-            patterns.append(self.raw_pattern)
+            exact.extend(self._raw_exact)
+            patterns.extend(self._raw_patterns)
         self._catching_up = [] if self.last_seq else None
         if exact:
             yield connection.subscribe(exact)
@@ -280,6 +315,7 @@ class RedisBroker(Broker):
     def _down(self) -> None:
         self.leader = False
         self._marker = None
+        self._raw_pattern_on = False  # (with the connection)
 
     @property
     def _acks(self) -> str:
@@ -291,12 +327,14 @@ class RedisBroker(Broker):
         name = channel.decode("utf-8", "replace")
         topic = self.prefix + ":ev:"
         if name.startswith(topic):
-            if pattern is not None and pattern == self.raw_pattern.encode():
-                return  # our own announcement, also matched by the raw pattern
+            if pattern is not None and not pattern.startswith(topic.encode()):
+                return  # our own announcement, also matched by a raw pattern
             self._announced(name[len(topic):], message)
         elif pattern is None and name == self._acks:
             self._acknowledged(message)
-        elif pattern is not None and not name.startswith(self.prefix + ":"):
+        elif not name.startswith(self.prefix + ":"):
+            if not self._canonical(pattern, name):
+                return  # a copy of a raw message also heard another way
             if (b":ev:" in channel and _ANNOUNCEMENT.match(message)) or (
                     channel.endswith(b":raw-stored") and _ACKNOWLEDGEMENT.match(message)) \
                     or channel.startswith(b"__"):
@@ -305,6 +343,23 @@ class RedisBroker(Broker):
                 self.foreign_skipped += 1
                 return
             self._raw(channel, name, message)
+
+    def _canonical(self, pattern: bytes | None, name: str) -> bool:
+        """Redis sends a message once per matching subscription: the one copy of a raw
+        message this daemon takes.  The leader takes what its raw pattern brings; a
+        standby takes the exact subscription's copy, else the first matching local
+        pattern's, else the raw pattern's (subscribed while it takes the lead)."""
+        raw = self.raw_pattern.encode()
+        if self.leader:
+            return pattern is not None and pattern == raw
+        if pattern is None:
+            return name in self._raw_exact
+        if name in self._raw_exact:
+            return False
+        local = sorted(p for p in self._raw_patterns if compile_pattern(p).match(name))
+        if local:
+            return pattern.decode("utf-8", "replace") == local[0]
+        return self._raw_pattern_on and pattern == raw
 
     def _announced(self, channel: str, message: bytes) -> None:
         epoch, seq, name, data = message.decode("utf-8").split("\n", 3)
@@ -365,16 +420,29 @@ class RedisBroker(Broker):
         except Exception:
             return
         if int(won) and not self.leader and self._marker is None:
-            # Whatever the previous leader acknowledged reaches us before this marker
-            # (one connection, in order): once it is back, the rest was never stored.
+            # First hear every raw channel; then whatever the previous leader
+            # acknowledged reaches us before this marker (one connection, in order):
+            # once it is back, the rest was never stored.
             self._marker = f"sync:{secrets.token_hex(8)}"
             try:
+                if not self._raw_pattern_on:
+                    yield self.link.connection.psubscribe(self.raw_pattern)
+                    self._raw_pattern_on = True
                 yield self.history.link.command("PUBLISH", self._acks, self._marker)
             except Exception:
                 self._marker = None
-        elif not int(won) and self.leader:
+        elif not int(won) and (self.leader or self._raw_pattern_on):
             self.leader = False
+            self._hear_only_local()
             log.info("another daemon now stores raw redis messages")
+
+    def _hear_only_local(self) -> None:
+        """Leading no more: the raw pattern goes, unless a client here uses it."""
+        connection = self.link.connection
+        if self._raw_pattern_on and connection is not None \
+                and self.raw_pattern not in self._raw_patterns:
+            connection.punsubscribe(self.raw_pattern).addErrback(lambda _: None)
+        self._raw_pattern_on = False
 
     @property
     def _lock(self) -> str:
