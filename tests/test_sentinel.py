@@ -294,3 +294,45 @@ def test_raw_publishes_are_stored_once_and_delivered_after_a_failover(tmp_path, 
         b.stop()
     for daemon in (a, b):
         assert "Traceback" not in "".join(daemon.log)
+
+
+def test_presence_follows_the_primary(tmp_path, sentinels):
+    """Presence through Sentinel, before and after the primary is killed: both members
+    listed on the promoted replica.  (Members are also written again on every
+    reconnection, which covers a replica that lacked the last joins; this test's
+    replica was caught up.)"""
+    from websockets.sync.client import connect
+    daemons = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        daemon = Daemon(tmp_path / name, "--broker=redis", f"--redis-url={sentinels.url}",
+                        "--redis-timeout=1", "--policies=room.*=public+presence")
+        daemon.wait_for("redis presence pubsub connection .* is up")
+        daemons.append(daemon)
+    a, b = daemons
+    try:
+        with connect(f"ws://127.0.0.1:{a.port}/", open_timeout=DEADLINE) as ann, \
+                connect(f"ws://127.0.0.1:{b.port}/", open_timeout=DEADLINE) as bob:
+            clients = set()
+            for conn in (ann, bob):
+                conn.send(json.dumps({"type": "subscribe", "id": 1, "channels": ["room.1"]}))
+                clients.add(json.loads(conn.recv(timeout=DEADLINE))["client"])
+
+            def listed() -> set[str]:
+                status, answer = b.request("GET", "/presence?channel=room.1")
+                return {c["client"] for c in answer["clients"]} if status == 200 else set()
+
+            end = time.monotonic() + DEADLINE
+            while listed() != clients:
+                assert time.monotonic() < end, "both members never listed"
+                time.sleep(0.05)
+            sentinels.primary.kill()
+            sentinels.wait_log(b"+switch-master")
+            while listed() != clients:  # (both daemons reconnect and renew)
+                assert time.monotonic() < end, f"after the failover: {listed()}"
+                time.sleep(0.05)
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+    for daemon in daemons:
+        assert "Traceback" not in "".join(daemon.log)
