@@ -110,6 +110,16 @@ def _status_through(port, request_line):
         return int(sock.recv(4096).split(b" ")[1])
 
 
+def listening_port(proc: subprocess.Popen[bytes]) -> int:
+    """The port a twistd started by a test says it listens on."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        found = re.search(rb"starting on (\d+)", line)
+        if found:
+            return int(found.group(1))
+    raise AssertionError("the daemon did not start")
+
+
 def test_the_systemd_units_command_runs_and_its_stop_signal_stops_it(tmp_path):
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read(ROOT / "extras/systemd/cyclone-sse.service")
@@ -124,13 +134,8 @@ def test_the_systemd_units_command_runs_and_its_stop_signal_stops_it(tmp_path):
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            found = re.search(rb"starting on (\d+)", line)
-            if found:
-                break
         # it answers (so the reactor runs, with its signal handlers), then is stopped
-        client = SSEClient(int(found.group(1)), "channels=a")
+        client = SSEClient(listening_port(proc), "channels=a")
         assert client.status == 200
         proc.send_signal(getattr(signal, service["KillSignal"]))
         client.wait_closed()  # its stream is closed for it, politely
@@ -191,14 +196,7 @@ def test_the_readmes_plain_pip_install_runs_the_daemon(tmp_path):
                              "--port=0"], cwd=tmp_path / "run", env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            found = re.search(rb"starting on (\d+)", raw)
-            if found:
-                break
-        else:
-            raise AssertionError("the daemon installed with pip did not start")
-        client = SSEClient(int(found.group(1)), "channels=a")
+        client = SSEClient(listening_port(proc), "channels=a")
         assert client.status == 200
         client.close()
     finally:

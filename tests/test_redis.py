@@ -132,14 +132,19 @@ def test_raw_standby_keeps_what_was_never_acknowledged_within_its_bounds():
     assert standby.bytes <= 1000 and standby.dropped == 1 + 10 and standby.waiting == 10
 
 
-def raw_handover(tmp_path, prefix, kill):
-    """A leader and a standby; the leader goes (``kill``: SIGKILL, else SIGTERM) while
-    raw messages keep coming: the standby stores every one, once, in order."""
+def leader_and_standby(tmp_path, prefix):
+    """Two daemons on one prefix: ``a`` leads raw ingestion, ``b`` stands by."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a = redis_daemon(tmp_path / "a", prefix)
     a.wait_for("now stores raw redis messages")
-    b = redis_daemon(tmp_path / "b", prefix)
+    return a, redis_daemon(tmp_path / "b", prefix)
+
+
+def raw_handover(tmp_path, prefix, kill):
+    """A leader and a standby; the leader goes (``kill``: SIGKILL, else SIGTERM) while
+    raw messages keep coming: the standby stores every one, once, in order."""
+    a, b = leader_and_standby(tmp_path, prefix)
     redis = RedisPublisher(*REDIS)
     try:
         on_b = SSEClient(b.port, "channels=raw")
@@ -437,11 +442,7 @@ def test_a_standby_hears_only_the_raw_channels_its_clients_use_once_each(
     """Only the leader listens to every raw channel; a standby hears those its clients
     use — once, though a name and a pattern both match — and, taking over, stores
     those, and only those, once."""
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = redis_daemon(tmp_path / "a", redis_prefix)
-    a.wait_for("now stores raw redis messages")
-    b = redis_daemon(tmp_path / "b", redis_prefix)
+    a, b = leader_and_standby(tmp_path, redis_prefix)
     redis = RedisPublisher(*REDIS)
     try:
         named, by_pattern = SSEClient(b.port, "channels=raw"), SSEClient(b.port, "channels=ra*")
