@@ -434,7 +434,11 @@ def test_redis_over_tls_with_a_private_ca_and_a_client_certificate(tmp_path):
         bad.stop()
         redis.kill()
     log = "".join(bad.log)
-    assert log.count("certificate verify failed") == 2 and "Traceback" not in log
+    warnings = [line for line in bad.log if "#warn]" in line]
+    assert sum("certificate verify failed" in line for line in warnings) == 2  # one a link
+    assert "Traceback" not in log
+    # and the refusal says why, not only "unreachable"
+    assert any("503" in line and "certificate verify failed" in line for line in bad.log)
 
 
 def test_a_standby_hears_only_the_raw_channels_its_clients_use_once_each(
@@ -464,3 +468,25 @@ def test_a_standby_hears_only_the_raw_channels_its_clients_use_once_each(
         redis.close()
         b.stop()
         a.stop(signalled=True)
+
+
+def test_a_redis_cluster_node_is_refused_with_a_clear_reason(tmp_path, redis_prefix):  # noqa: F811
+    """Cluster is not supported yet: said once in the log and in every refusal, rather
+    than a 503 that names nothing."""
+    node = PrivateRedis(tmp_path, "--cluster-enabled", "yes",
+                        "--cluster-config-file", str(tmp_path / "nodes.conf"))
+    (tmp_path / "d").mkdir()
+    daemon = Daemon(tmp_path / "d", "--broker=redis", f"--redis-port={node.port}",
+                    f"--redis-prefix={redis_prefix}")
+    try:
+        daemon.wait_for("Redis Cluster is not supported yet")
+        status, answer = daemon.publish_form("message=x&channel=a")
+        assert status == 503 and "Redis Cluster is not supported yet" in answer["error"]
+        status, answer = daemon.request("GET", "/readyz")
+        assert status == 503
+    finally:
+        daemon.stop()
+        node.kill()
+    warnings = [line for line in daemon.log if "#warn]" in line and "Cluster" in line]
+    assert len(warnings) == 1  # one per outage, however many reconnections it took
+    assert "Traceback" not in "".join(daemon.log)

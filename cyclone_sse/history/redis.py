@@ -60,6 +60,10 @@ log = Logger()
 DEFAULT_PREFIX = "cyclone-sse"
 
 
+class ClusterUnsupported(Exception):
+    """The history was pointed at a Redis Cluster node."""
+
+
 class NotDurable(BrokerUnavailable):
     """Stored on the primary, but fewer replicas than ``--redis-min-replicas`` have it."""
 
@@ -103,6 +107,13 @@ class RedisHistory(SweptStore):
     def load_scripts(self, connection: Any) -> Any:
         """SCRIPT LOAD once per connection (EVALSHA afterwards), after bringing a
         history an older version wrote to the current layout."""
+        cluster = yield connection.execute_command("INFO", "cluster")
+        if b"cluster_enabled:1" in cluster:
+            # (its scripts would touch keys of many slots: refused, and every publish
+            # would be a 503 that named nothing)
+            raise ClusterUnsupported("this Redis is a Cluster node; Redis Cluster is not "
+                                     "supported yet: use one primary, or Sentinel "
+                                     "(redis+sentinel://)")
         yield connection.execute_command("EVAL", MIGRATE, 0, self.prefix)
         info = yield connection.execute_command("INFO", "replication")
         replid = _replication_id(info)

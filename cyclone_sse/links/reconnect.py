@@ -42,9 +42,11 @@ class Outage:
         self.what = what
         self.count = 0
         self.ongoing = False
+        self.why = ""
 
     def report(self, why: str) -> None:
         if not self.ongoing:
+            self.why = why  # (what began it, for the refusals it causes)
             self.ongoing = True
             self.count += 1
             log.warn("{what}: {why}; reconnecting", what=self.what, why=why)
@@ -154,7 +156,8 @@ class Link(MultiService):
         return self.outage.count
 
     def unavailable(self) -> BrokerUnavailable:
-        return BrokerUnavailable(f"{self.what} is unreachable")
+        reason = f" ({self.outage.why})" if self.outage.ongoing and self.outage.why else ""
+        return BrokerUnavailable(f"{self.what} is unreachable{reason}")
 
     def when_ready(self, timeout: float = READY_WAIT) -> defer.Deferred[None]:
         """Fires when the link is usable; fails with ``BrokerUnavailable`` after
