@@ -215,6 +215,15 @@ def test_sentinel_urls_are_read_and_bad_ones_named():
         "my master", 3, "p@ss", True)
     assert str(address) == "rediss+sentinel://s1:26379,10.0.0.2:26380/my master/3"
     assert "p@ss" not in str(address)
+    # the README's examples, as written
+    from tests.daemon import ROOT
+    readme = (ROOT / "README.rst").read_text()
+    examples = [line.split("=", 1)[1].split()[0] for line in readme.splitlines()
+                if line.strip().startswith("--redis-url=redis") and "+sentinel" in line]
+    assert len(examples) == 2
+    for example in examples:
+        parsed = RedisAddress.from_url(example)
+        assert parsed.sentinels and parsed.master == "mymaster"
     for bad, reason in [("redis+sentinel://s1:26379", "name the master"),
                         ("redis+sentinel://s1/m", "host:port"),
                         ("redis+sentinel://s1:99999/m", "host:port"),
