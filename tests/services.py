@@ -149,11 +149,14 @@ class PrivateRedis:
              "--appendonly", "no", "--dir", str(self.dir), *self.options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self.proc.stdout is not None
+        said = []
         for line in self.proc.stdout:  # its own word that it is ready
+            said.append(line)
             if b"Ready to accept connections" in line:
                 break
         else:
-            raise AssertionError("private redis-server did not start")
+            raise AssertionError("private redis-server did not start:\n" +
+                                 b"".join(said[-10:]).decode(errors="replace"))
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
 
     def kill(self) -> None:

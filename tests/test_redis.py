@@ -7,7 +7,7 @@ import pytest
 
 from extras.publisher import RedisPublisher
 from tests.daemon import Daemon, SSEClient
-from tests.services import REDIS, PrivateRedis, TcpCut, redis_prefix  # noqa: F401
+from tests.services import REDIS, PrivateRedis, TcpCut, free_port, redis_prefix  # noqa: F401
 
 
 def redis_daemon(tmp_path, prefix, *options, port=6379):
@@ -473,8 +473,9 @@ def test_a_standby_hears_only_the_raw_channels_its_clients_use_once_each(
 def test_a_redis_cluster_node_is_refused_with_a_clear_reason(tmp_path, redis_prefix):  # noqa: F811
     """Cluster is not supported yet: said once in the log and in every refusal, rather
     than a 503 that names nothing."""
-    node = PrivateRedis(tmp_path, "--cluster-enabled", "yes",
-                        "--cluster-config-file", str(tmp_path / "nodes.conf"))
+    # (the bus port named: by default it is port + 10000, past 65535 for a high port)
+    node = PrivateRedis(tmp_path, "--cluster-enabled", "yes", "--cluster-port",
+                        str(free_port()), "--cluster-config-file", str(tmp_path / "nodes.conf"))
     (tmp_path / "d").mkdir()
     daemon = Daemon(tmp_path / "d", "--broker=redis", f"--redis-port={node.port}",
                     f"--redis-prefix={redis_prefix}")
