@@ -45,7 +45,8 @@ def checked_status(code: int) -> int:
 
 def _seconds(text: str, name: str, most: float) -> float:
     """A number of seconds from a GRIP header: finite and not negative, cut to
-    ``most`` and at least 1 (a 0 or 1e308 would hold the client for ever)."""
+    ``most`` (itself at least 1) and at least 1 (a 0 or 1e308 would hold the client
+    for ever)."""
     try:
         value = float(text)
     except ValueError:
@@ -53,7 +54,7 @@ def _seconds(text: str, name: str, most: float) -> float:
     if not math.isfinite(value) or value < 0:
         raise GripError(f"{name}: {text[:40]!r} is not a finite, positive number of "
                         "seconds")
-    return min(max(value, 1.0), most)
+    return min(max(value, 1.0), max(most, 1.0))
 
 
 def has_dot_segments(path: str) -> bool:
@@ -117,8 +118,7 @@ def read_hold(headers: dict[str, str], most: float = DEFAULT_TIMEOUT) -> Hold | 
             channels.append(check_channel(name, "Grip-Channel"))
     if not channels:
         raise GripError("Grip-Hold without Grip-Channel")
-    timeout = _seconds(headers.get("grip-timeout", str(DEFAULT_TIMEOUT)), "Grip-Timeout",
-                       max(most, 1.0))
+    timeout = _seconds(headers.get("grip-timeout", str(DEFAULT_TIMEOUT)), "Grip-Timeout", most)
     status = None
     if "grip-status" in headers:
         code = headers["grip-status"].split(None, 1)[:1]
@@ -135,8 +135,7 @@ def read_hold(headers: dict[str, str], most: float = DEFAULT_TIMEOUT) -> Hold | 
         except (KeyError, ValueError, binascii.Error):
             raise GripError(f"Grip-Keep-Alive: cannot read {headers['grip-keep-alive']!r}") \
                 from None
-        every = _seconds(params.get("timeout", "20"), "Grip-Keep-Alive timeout",
-                         max(most, 1.0))
+        every = _seconds(params.get("timeout", "20"), "Grip-Keep-Alive timeout", most)
     return Hold(mode, channels, timeout, keep_alive, every, status)
 
 

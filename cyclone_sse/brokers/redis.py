@@ -173,7 +173,7 @@ class RedisBroker(Broker):
         # raw channels heard as standby: local names, exact and patterns; and whether
         # the raw pattern itself is subscribed (the leader's, or one about to lead)
         self._raw_exact: set[str] = set()
-        self._raw_patterns: set[str] = set()
+        self._raw_patterns: dict[str, re.Pattern[str]] = {}  # local pattern -> matcher
         self._raw_pattern_on = False
 
     @classmethod
@@ -232,7 +232,10 @@ class RedisBroker(Broker):
             self._topic(channel))
         d.addBoth(self._subscribed, channel)
         if self._wants_raw(channel):
-            (self._raw_patterns if pattern else self._raw_exact).add(channel)
+            if pattern:
+                self._raw_patterns[channel] = compile_pattern(channel)
+            else:
+                self._raw_exact.add(channel)
             (connection.psubscribe if pattern else connection.subscribe)(channel) \
                 .addErrback(lambda _: None)
 
@@ -242,11 +245,12 @@ class RedisBroker(Broker):
             pattern = is_pattern(channel)
             (connection.punsubscribe if pattern else connection.unsubscribe)(
                 self._topic(channel)).addErrback(lambda _: None)
-            if channel in (self._raw_patterns if pattern else self._raw_exact):
-                (self._raw_patterns if pattern else self._raw_exact).discard(channel)
-                if not (pattern and channel == self.raw_pattern and self._raw_pattern_on):
-                    (connection.punsubscribe if pattern else connection.unsubscribe)(
-                        channel).addErrback(lambda _: None)
+            if pattern and self._raw_patterns.pop(channel, None) is not None:
+                if not (channel == self.raw_pattern and self._raw_pattern_on):
+                    connection.punsubscribe(channel).addErrback(lambda _: None)
+            elif not pattern and channel in self._raw_exact:
+                self._raw_exact.discard(channel)
+                connection.unsubscribe(channel).addErrback(lambda _: None)
 
     def _wants_raw(self, name: str) -> bool:
         """Whether raw messages on a local channel (or pattern) are heard as standby:
@@ -265,7 +269,8 @@ class RedisBroker(Broker):
         exact = [self._topic(n) for n in names if not is_pattern(n)]
         patterns = [self._topic(n) for n in names if is_pattern(n)]
         self._raw_exact = {n for n in names if not is_pattern(n) and self._wants_raw(n)}
-        self._raw_patterns = {n for n in names if is_pattern(n) and self._wants_raw(n)}
+        self._raw_patterns = {n: compile_pattern(n) for n in names
+                              if is_pattern(n) and self._wants_raw(n)}
         self._raw_pattern_on = False
         if self.raw_pattern:
             exact.append(self._acks)
@@ -356,7 +361,7 @@ class RedisBroker(Broker):
             return name in self._raw_exact
         if name in self._raw_exact:
             return False
-        local = sorted(p for p in self._raw_patterns if compile_pattern(p).match(name))
+        local = sorted(p for p, matcher in self._raw_patterns.items() if matcher.match(name))
         if local:
             return pattern.decode("utf-8", "replace") == local[0]
         return self._raw_pattern_on and pattern == raw
