@@ -158,13 +158,15 @@ class App(cyclone.web.Application):
         s = self.settings_obj
         if s.history == "redis":
             from cyclone_sse.history.redis import RedisHistory
+            from cyclone_sse.history.redis_cluster import ClusterHistory
             from cyclone_sse.links.redis import RedisAddress
-            return RedisHistory(self.clock, RedisAddress.from_settings(s), prefix=s.redis_prefix,
-                                size=s.history_size, ttl=s.history_ttl,
-                                channels=s.history_channels, timeout=s.redis_timeout,
-                                max_bytes=s.history_bytes,
-                                channel_bytes=s.history_channel_bytes,
-                                min_replicas=s.redis_min_replicas)
+            address = RedisAddress.from_settings(s)
+            store = ClusterHistory if address.cluster else RedisHistory
+            return store(self.clock, address, prefix=s.redis_prefix, size=s.history_size,
+                         ttl=s.history_ttl, channels=s.history_channels,
+                         timeout=s.redis_timeout, max_bytes=s.history_bytes,
+                         channel_bytes=s.history_channel_bytes,
+                         min_replicas=s.redis_min_replicas)
         return MemoryHistory(self.clock, size=s.history_size, ttl=s.history_ttl,
                              channels=s.history_channels, max_bytes=s.history_bytes,
                              channel_bytes=s.history_channel_bytes)

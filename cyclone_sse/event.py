@@ -127,18 +127,23 @@ MAX_SEQ_DIGITS = 15
 
 @dataclass(frozen=True, slots=True)
 class EventId:
-    """A position in one history store's global order: ``<epoch>-<seq>`` on the wire.
+    """A position in one history's order: ``<epoch>-<seq>`` on the wire, or
+    ``<shard>.<epoch>-<seq>`` for one of a Redis Cluster history's shards.
 
-    ``epoch`` names the store's life (it changes when the store loses its data, so an
-    old id is recognised as unknown instead of being misread); ``seq`` is one sequence
-    shared by every channel, so one id resumes all channels of a stream.  The text is
-    short and CORS-safelisted, so a cross-origin reconnect needs no preflight.
+    ``epoch`` names the store's (or shard's) life (it changes when the store loses its
+    data, so an old id is recognised as unknown instead of being misread); ``seq`` is
+    one sequence shared by every channel of the store (or shard), so one id resumes
+    all channels of a stream.  The text is short and CORS-safelisted, so a
+    cross-origin reconnect needs no preflight.
     """
 
     epoch: str
     seq: int
+    shard: str = ""  # the Cluster shard ("0".."f"); "" for a store with one order
 
     def __str__(self) -> str:
+        if self.shard:  # (its epoch in base 36: 16 digits in 11 letters)
+            return f"{self.shard}.{_base36(int(self.epoch))}-{self.seq}"
         return f"{self.epoch}-{self.seq}"
 
     @classmethod
@@ -150,7 +155,75 @@ class EventId:
         epoch, _, seq = text.rpartition("-")
         if not epoch or not seq.isdigit() or len(seq) > MAX_SEQ_DIGITS:
             return None
+        shard, dot, rest = epoch.partition(".")
+        if dot:
+            if len(shard) != 1 or shard not in SHARD_NAMES or not rest.isalnum() \
+                    or len(rest) > 13 or not rest.isascii():
+                return None
+            return cls(str(int(rest, 36)), int(seq), shard)
         return cls(epoch, int(seq))
+
+
+def _base36(number: int) -> str:
+    digits = []
+    while True:
+        number, digit = divmod(number, 36)
+        digits.append("0123456789abcdefghijklmnopqrstuvwxyz"[digit])
+        if not number:
+            return "".join(reversed(digits))
+
+
+#: The names of a Redis Cluster history's shards (see ``history/redis_cluster.py``).
+SHARD_NAMES = "0123456789abcdef"
+#: What joins the per-shard ids of a ``Position`` (free in ids and URL-safe).
+POSITION_SEPARATOR = "_"
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a client stands in a history: one ``EventId`` per shard its channels
+    live on.  A store with one order has one shard (``""``), and the text is the id
+    itself; a Redis Cluster history's stream of channels on several shards writes
+    ``<id>_<id>...``, one per shard, so one ``Last-Event-ID`` resumes each shard
+    exactly (at most 16 ids of about 20 bytes each: 300 to 350 bytes in all)."""
+
+    ids: tuple[EventId, ...]
+
+    @classmethod
+    def of(cls, ids: Any) -> Position:
+        """From ``EventId`` values (or anything with ``epoch``, ``seq``, ``shard``),
+        one per shard."""
+        return cls(tuple(sorted((EventId(i.epoch, i.seq, i.shard) for i in ids),
+                                key=lambda i: i.shard)))
+
+    def __str__(self) -> str:
+        return POSITION_SEPARATOR.join(map(str, self.ids))
+
+    def get(self, shard: str) -> EventId | None:
+        for i in self.ids:
+            if i.shard == shard:
+                return i
+        return None
+
+    @property
+    def single(self) -> EventId | None:
+        """The id, when there is one shard."""
+        return self.ids[0] if len(self.ids) == 1 else None
+
+    @classmethod
+    def parse(cls, text: str | None) -> Position | None:
+        """The position ``text`` spells, or None (see ``EventId.parse``); ids of a
+        store with one order never come several to a position."""
+        if not text:
+            return None
+        if POSITION_SEPARATOR not in text:
+            one = EventId.parse(text)
+            return None if one is None else cls((one,))
+        ids = [EventId.parse(part) for part in text.split(POSITION_SEPARATOR)]
+        shards = {i.shard for i in ids if i is not None}
+        if None in ids or len(shards) != len(ids) or "" in shards:
+            return None
+        return cls.of(ids)
 
 
 class Event:
@@ -160,8 +233,8 @@ class Event:
     bytes object.  ``seq`` orders events across all channels of one history ``epoch``.
     """
 
-    __slots__ = ("_json", "_tagged", "channel", "data", "epoch", "frame", "id", "name", "seq",
-                 "ws")
+    __slots__ = ("_body", "_json", "_tagged", "channel", "data", "epoch", "frame", "id", "name",
+                 "seq", "shard", "ws")
 
     def __init__(self, channel: str, data: str, event_id: EventId,
                  name: str | None = None) -> None:
@@ -172,8 +245,10 @@ class Event:
         self.name = name
         self.epoch = event_id.epoch
         self.seq = event_id.seq
+        self.shard = event_id.shard
         self.id = str(event_id)
         self.frame = encode(self.id, data, name)
+        self._body: bytes | None = None
         self._json: dict[str, object] | None = None
         self._tagged: bytes | None = None
         # its WebSocket message, framed once by transports/websocket.py when first sent
@@ -192,7 +267,15 @@ class Event:
 
     @property
     def event_id(self) -> EventId:
-        return EventId(self.epoch, self.seq)
+        return EventId(self.epoch, self.seq, self.shard)
+
+    @property
+    def body(self) -> bytes:
+        """The frame without its ``id:`` line, for a stream whose id is a position
+        over several shards (``Subscriber.framed``).  Built on first use."""
+        if self._body is None:
+            self._body = self.frame[self.frame.index(b"\n") + 1:]
+        return self._body
 
     def as_json(self) -> dict[str, object]:
         """The long-poll representation, built at most once per event."""

@@ -139,8 +139,9 @@ class Settings:
     redis_password: str = option("", "Redis password (AUTH)")
     redis_tls: bool = option(False, "connect to Redis over TLS", _bool)
     redis_url: str = option("", "redis://[user:pass@]host[:port][/db], rediss:// for TLS, "
-                            "or redis+sentinel://host:port[,host:port...]/MASTER[/db] "
-                            "(wins over --redis-host and the like)")
+                            "redis+sentinel://host:port[,host:port...]/MASTER[/db], or "
+                            "redis+cluster://host:port[,host:port...] (rediss+... for TLS; "
+                            "wins over --redis-host and the like)")
     redis_ca_file: str = option("", "PEM certificates to trust for Redis TLS (empty: the "
                                 "system's)")
     redis_cert_file: str = option("", "client certificate for Redis TLS (PEM)")

@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cyclone_sse.event import Event, EventId
+from cyclone_sse.event import CHANNEL_EVENT, Event, EventId, Position, encode
 from cyclone_sse.history.base import DEFAULT_REPLAY_LIMIT, GAP_UNAVAILABLE, Replay
 from cyclone_sse.interfaces import IBroker, IHistory, ISubscriber
 from cyclone_sse.registry import ChannelRegistry
@@ -32,7 +32,10 @@ class Subscriber:
     """The replay→live hand-over state every transport shares.
 
     Until ``release`` the live events are held; afterwards ``unseen`` drops those a
-    replay already handed over.  Subclasses implement ``ISubscriber``.
+    replay already handed over.  Positions are kept per shard: a store with one
+    order has one (``""``); a Redis Cluster history has one per shard, and a stream
+    whose channels span several writes the whole position as each event's id
+    (``sharded``, ``ids_for``).  Subclasses implement ``ISubscriber``.
     """
 
     #: None, or an ``auth.access.Access``: asked per channel its patterns reach.
@@ -41,48 +44,106 @@ class Subscriber:
     def __init__(self) -> None:
         self.live = False
         self.held: list[Event] = []
-        self.last_seq = 0  # newest event handed to the client: later ones only
-        self.epoch = ""    # the history epoch last_seq belongs to
-        self.head_seq = 0  # the store's newest seq when the replay was read
+        # per shard, the newest event (or id) handed to the client: later ones only
+        self.handed: dict[str, Any] = {}
+        # per shard, the store's newest id when the replay was read
+        self.heads: dict[str, EventId] = {}
+        # per shard, where the client stands without what was handed: what it claimed
+        # while its replay is written, the heads once it is
+        self.floor: dict[str, EventId] = {}
+        self.sharded = False  # its channels live on several shards of one history
+        self._replay_ids: tuple[list[Event], list[str]] | None = None
 
     def unseen(self, events: list[Event]) -> list[Event] | None:
         """The events not handed over yet, or None when that is all of them (the usual
         case).  A replay may already have sent the first events of a batch published
         in the same reactor turn; a new history epoch starts its sequence again."""
-        last_seq, self.last_seq = self.last_seq, events[-1].seq
-        if events[0].seq > last_seq:
+        first = events[0]
+        known = self.handed.get(first.shard)
+        if known is None or first.seq > known.seq or first.epoch != known.epoch:
+            self.handed[first.shard] = events[-1]
             return None
-        epoch = events[0].epoch
-        if epoch != self.epoch:
-            self.epoch = epoch
-            return None
-        return [e for e in events if e.seq > last_seq]
+        if events[-1].seq > known.seq:
+            self.handed[first.shard] = events[-1]
+        return [e for e in events if e.seq > known.seq]
 
     def hold(self, events: list[Event]) -> bool:
         """Keep ``events`` for later while the replay is not in; False if too many."""
         self.held.extend(events)
         return len(self.held) <= MAX_HELD
 
-    def release(self, replay: Replay) -> list[Event]:
+    def release(self, replay: Replay, last_id: str | None = None) -> list[Event]:
         """Replayed events followed by the held ones that are newer; live from now on."""
         events = list(replay.events)
-        last_seq = events[-1].seq if events else 0
-        events.extend(e for e in self.held if e.seq > last_seq)
+        newest: dict[str, Event] = {}  # per shard, the last replayed event
+        for event in events:
+            newest[event.shard] = event
+        for event in self.held:
+            known = newest.get(event.shard)
+            if known is None or event.seq > known.seq or event.epoch != known.epoch:
+                events.append(event)
+                newest[event.shard] = event
         self.held = []
         self.live = True
+        self.heads = {i.shard: i for i in replay.head.ids} if replay.head is not None else {}
+        self.sharded = len(self.heads) > 1
+        if self.sharded:
+            # each event's id is the whole position after it: from where the client
+            # stood (its claim, or the start of a shard it cannot resume), then the heads
+            claimed = Position.parse(last_id)
+            for shard, head in self.heads.items():
+                mine = claimed.get(shard) if claimed is not None else None
+                self.floor[shard] = head if last_id is None else \
+                    mine if mine is not None and mine.epoch == head.epoch else \
+                    EventId(head.epoch, 0, shard)
+            self.handed = {}
+            ids = self.ids_for(events)
+            self._replay_ids = (events, ids)
         # Only what was handed over counts: an event announced late (Redis) or still
         # queued for fan-out (this reactor turn) and not in the replay is still to come.
-        self.last_seq = events[-1].seq if events else 0
-        self.epoch = replay.head.epoch if replay.head is not None else ""
-        self.head_seq = replay.head.seq if replay.head is not None else 0
+        self.handed = newest
+        self.floor = dict(self.heads)
         return events
+
+    def position(self) -> Position:
+        """Where the client stands: per shard, after what it was handed, and after what
+        the store held (``floor``)."""
+        ids = []
+        for shard, floor in self.floor.items():
+            mine = self.handed.get(shard)
+            newer = mine is not None and (mine.epoch != floor.epoch or mine.seq > floor.seq)
+            ids.append(mine if newer else floor)
+        ids.extend(e for shard, e in self.handed.items() if shard not in self.floor)
+        return Position.of(ids)
+
+    def ids_for(self, events: list[Event]) -> list[str]:
+        """The id each of ``events`` carries on a ``sharded`` stream: the position
+        after it (written per subscriber, since the other shards' part is its own)."""
+        replayed = self._replay_ids
+        if replayed is not None and replayed[0] is events:
+            self._replay_ids = None
+            return replayed[1]
+        ids = []
+        for event in events:
+            self.handed[event.shard] = event
+            ids.append(str(self.position()))
+        return ids
+
+    def framed(self, events: list[Event], tagged: bool = False) -> bytes:
+        """SSE frames of a ``sharded`` stream: each event's body under its position."""
+        parts = []
+        for event, text in zip(events, self.ids_for(events), strict=True):
+            if tagged:
+                parts.append(encode(None, event.channel, CHANNEL_EVENT))
+            parts.append(b"id: %s\n%s" % (text.encode("ascii"), event.body))
+        return b"".join(parts)
 
     def resume_id(self) -> str | None:
         """Where this client resumes from: after everything it was handed, and after
         everything the store held when it went live (None before that)."""
-        if not self.live or not self.epoch:
+        if not self.live or not self.heads:
             return None
-        return str(EventId(self.epoch, max(self.last_seq, self.head_seq)))
+        return str(self.position())
 
 
 class Subscriptions:

@@ -7,6 +7,7 @@ cut the daemon off while the server (and other publishers) carry on.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -390,3 +391,77 @@ class SentinelSet:
             proc.wait(DEADLINE)
         self.replica.kill()
         self.primary.kill()
+
+
+class ClusterSet:
+    """A Redis Cluster of three primaries, each with one replica, on loopback: six
+    processes of the test's own, joined by ``redis-cli --cluster create``."""
+
+    def __init__(self, tmp_path: Path, primaries: int = 3) -> None:
+        self.nodes: list[PrivateRedis] = []
+        for n in range(primaries * 2):
+            folder = tmp_path / f"node{n}"
+            folder.mkdir()
+            bus = free_port()
+            self.nodes.append(PrivateRedis(
+                folder, "--cluster-enabled", "yes", "--cluster-port", str(bus),
+                "--cluster-config-file", str(folder / "nodes.conf"),
+                "--cluster-node-timeout", "1000", "--repl-diskless-sync-delay", "0",
+                "--cluster-replica-validity-factor", "0"))
+        created = subprocess.run(
+            [_binary("redis-cli"), "--cluster", "create",
+             *(f"127.0.0.1:{node.port}" for node in self.nodes),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True, timeout=60)
+        assert created.returncode == 0, created.stdout.decode(errors="replace")
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every live node says the cluster is ok and its replicas are in sync."""
+        end = time.monotonic() + timeout
+        while True:
+            states = [SentinelSet.command(n.port, "CLUSTER", "INFO") for n in self.nodes
+                      if n.proc is not None]
+            if all(b"cluster_state:ok" in s for s in states) and self._synced():
+                return
+            assert time.monotonic() < end, "the cluster never became ok"
+            time.sleep(0.1)
+
+    def _synced(self) -> bool:
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            info = SentinelSet.command(node.port, "INFO", "replication")
+            if b"role:slave" in info and b"master_link_status:up" not in info:
+                return False
+        return True
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def command(self, port: int, *command: str) -> bytes:
+        return SentinelSet.command(port, *command)
+
+    def owner_of(self, slot: int) -> PrivateRedis:
+        """The node that owns ``slot`` now."""
+        for start, end, port in self._slots():
+            if start <= slot <= end:
+                return next(n for n in self.nodes if n.port == port)
+        raise AssertionError(f"no node owns slot {slot}")
+
+    def _slots(self) -> list[tuple[int, int, int]]:
+        out = self.cli(self.live()[0].port, "--json", "CLUSTER", "SLOTS")
+        return [(e[0], e[1], e[2][1]) for e in json.loads(out)]
+
+    def live(self) -> list[PrivateRedis]:
+        return [n for n in self.nodes if n.proc is not None]
+
+    def cli(self, port: int, *args: str) -> str:
+        done = subprocess.run([_binary("redis-cli"), "-p", str(port), *args],
+                              capture_output=True, timeout=60)
+        return done.stdout.decode(errors="replace")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.kill()

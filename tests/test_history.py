@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from cyclone_sse.event import Event, EventId
+from cyclone_sse.event import Event, EventId, Position
 from cyclone_sse.history import GAP_EXPIRED, GAP_LIMIT, GAP_UNKNOWN, MemoryHistory
 from cyclone_sse.history.base import assemble, resume_point
 from cyclone_sse.interfaces import IHistory, IStats
@@ -34,7 +34,7 @@ def test_assemble_merges_channels_in_publish_order_and_keeps_the_newest():
     tails = [[ev(1), ev(4), ev(9)], [], [ev(2, "b"), ev(3, "b")]]
     replay = assemble(head, tails, 0, unknown=False, expired=False)
     assert [e.seq for e in replay.events] == [1, 2, 3, 4, 9]
-    assert (replay.gap, replay.head, replay.truncated) == (None, head, False)
+    assert (replay.gap, replay.head, replay.truncated) == (None, Position((head,)), False)
     limited = assemble(head, tails, 2, unknown=False, expired=False)
     assert [e.seq for e in limited.events] == [4, 9]
     assert (limited.gap, limited.truncated) == (GAP_LIMIT, True)
@@ -96,7 +96,7 @@ class HistoryContract:
         assert [e.data for e in replay.events] == ["b1", "a2", "b2"]
         assert [e.channel for e in replay.events] == ["b", "a", "b"]
         assert replay.gap is None
-        assert replay.head == last.event_id
+        assert replay.head == Position((last.event_id,))
 
     @defer.inlineCallbacks
     def test_publishes_without_subscribers_are_kept_for_replay(self):
@@ -112,7 +112,8 @@ class HistoryContract:
         history = yield self.make()
         event = yield self.append(history, "a", "x")
         replay = yield self.since(history, ["a"], None)
-        assert replay.events == [] and replay.gap is None and replay.head == event.event_id
+        assert replay.events == [] and replay.gap is None and \
+            replay.head == Position((event.event_id,))
 
     @defer.inlineCallbacks
     def test_unknown_ids_are_signalled_and_what_is_retained_is_sent(self):

@@ -34,9 +34,10 @@ from cyclone_sse.brokers.base import Broker, Published
 from cyclone_sse.channels import compile_pattern, is_pattern
 from cyclone_sse.checks import check_message
 from cyclone_sse.errors import BrokerUnavailable
-from cyclone_sse.event import Event, EventId
+from cyclone_sse.event import Event, EventId, Position
 from cyclone_sse.interfaces import IRedisHistory
 from cyclone_sse.links.redis import RedisAddress, RedisLink, ReplyTimeout
+from cyclone_sse.links.redis_cluster import ShardedPubSub
 from cyclone_sse.links.tls import check_link_options
 
 log = Logger()
@@ -156,14 +157,23 @@ class RedisBroker(Broker):
         self.standby = RawStandby(self.reactor)
         self.raw_recovered = 0  # stored on taking over: heard, never acknowledged
         self._marker: str | None = None  # sent on winning the lock, awaited before leading
-        # Position (history epoch, seq) of the newest event delivered here.
-        self.epoch = ""
-        self.last_seq = 0
+        # Per shard ("" without a Cluster), the newest event delivered here.
+        self.positions: dict[str, Event] = {}
         self._catching_up: list[Event] | None = None
+        self._ever_up = False
         self.link = RedisLink(self.reactor, history.link.address, "pubsub", on_up=self._up,
                               on_down=self._down, on_message=self.message,
                               timeout=settings.redis_timeout)
         self.link.setServiceParent(self)
+        # On a Cluster announcements come by sharded pub/sub, on the shard's primary;
+        # the link above still hears raw messages and acknowledgements (PUBLISH reaches
+        # every node of a Cluster).
+        self.sharded: ShardedPubSub | None = None
+        self._pattern_count = 0
+        if history.link.address.cluster:
+            self.sharded = ShardedPubSub(self.reactor, history.link, self._sharded_message,
+                                         self._moved, settings.redis_timeout)
+            self.sharded.setServiceParent(self)
         if self.raw_pattern:
             election = TimerService(LEADER_RENEW_INTERVAL, self._campaign)
             election.clock = self.reactor
@@ -183,11 +193,18 @@ class RedisBroker(Broker):
 
     @property
     def connected(self) -> bool:
-        return self.link.connected and self.history.link.connected
+        return self.link.connected and self.history.link.connected and (
+            self.sharded is None or self.sharded.ready)
+
+    @property
+    def last_seq(self) -> int:
+        """The newest seq delivered here (the highest of any shard's)."""
+        return max((e.seq for e in self.positions.values()), default=0)
 
     def stats(self) -> dict[str, object]:
-        return {"name": self.name, "connected": self.connected,
-                "outages": self.link.outages + self.history.link.outages,
+        outages = self.link.outages + self.history.link.outages + (
+            self.sharded.outages if self.sharded is not None else 0)
+        return {"name": self.name, "connected": self.connected, "outages": outages,
                 "raw_leader": self.leader, "raw_standby": self.standby.waiting,
                 "raw_recovered": self.raw_recovered, "raw_dropped": self.standby.dropped,
                 "last_seq": self.last_seq, "foreign_skipped": self.foreign_skipped,
@@ -223,14 +240,30 @@ class RedisBroker(Broker):
     def _topic(self, name: str) -> str:
         return f"{self.prefix}:ev:{name}"
 
+    def _shard_topics(self, name: str) -> list[str]:
+        """A Cluster's sharded channels announcing ``name``: its shard's, or for a
+        pattern every shard's ``all`` (sharded pub/sub has no patterns)."""
+        shards = self.history.shards
+        if is_pattern(name):
+            return [f"{shard.prefix}:all" for shard in shards.values()]
+        return [f"{self.history.shard_of(name).prefix}:ev:{name}"]
+
     def subscribe(self, channel: str) -> None:
+        pattern = is_pattern(channel)
+        if self.sharded is not None:
+            self._pattern_count += pattern
+            if not pattern or self._pattern_count == 1:
+                self.sharded.subscribe(self._shard_topics(channel)).addBoth(
+                    self._subscribed, channel)
+            else:
+                self._subscribed(None, channel)
         connection = self.link.connection
         if connection is None:
             return  # done by _up when the link is back
-        pattern = is_pattern(channel)
-        d = (connection.psubscribe if pattern else connection.subscribe)(
-            self._topic(channel))
-        d.addBoth(self._subscribed, channel)
+        if self.sharded is None:
+            d = (connection.psubscribe if pattern else connection.subscribe)(
+                self._topic(channel))
+            d.addBoth(self._subscribed, channel)
         if self._wants_raw(channel):
             if pattern:
                 self._raw_patterns[channel] = compile_pattern(channel)
@@ -240,11 +273,16 @@ class RedisBroker(Broker):
                 .addErrback(lambda _: None)
 
     def unsubscribe(self, channel: str) -> None:
+        pattern = is_pattern(channel)
+        if self.sharded is not None:
+            self._pattern_count -= pattern
+            if not pattern or self._pattern_count == 0:
+                self.sharded.unsubscribe(self._shard_topics(channel))
         connection = self.link.connection
         if connection is not None:
-            pattern = is_pattern(channel)
-            (connection.punsubscribe if pattern else connection.unsubscribe)(
-                self._topic(channel)).addErrback(lambda _: None)
+            if self.sharded is None:
+                (connection.punsubscribe if pattern else connection.unsubscribe)(
+                    self._topic(channel)).addErrback(lambda _: None)
             if pattern and self._raw_patterns.pop(channel, None) is not None:
                 if not (channel == self.raw_pattern and self._raw_pattern_on):
                     connection.punsubscribe(channel).addErrback(lambda _: None)
@@ -266,8 +304,9 @@ class RedisBroker(Broker):
     @defer.inlineCallbacks
     def _up(self, connection: Any) -> Any:
         names = self.registry.names()
-        exact = [self._topic(n) for n in names if not is_pattern(n)]
-        patterns = [self._topic(n) for n in names if is_pattern(n)]
+        announced = names if self.sharded is None else []  # (else: sharded pub/sub)
+        exact = [self._topic(n) for n in announced if not is_pattern(n)]
+        patterns = [self._topic(n) for n in announced if is_pattern(n)]
         self._raw_exact = {n for n in names if not is_pattern(n) and self._wants_raw(n)}
         self._raw_patterns = {n: compile_pattern(n) for n in names
                               if is_pattern(n) and self._wants_raw(n)}
@@ -276,7 +315,8 @@ class RedisBroker(Broker):
             exact.append(self._acks)
             exact.extend(self._raw_exact)
             patterns.extend(self._raw_patterns)
-        self._catching_up = [] if self.last_seq else None
+        first, self._ever_up = not self._ever_up, True
+        self._catching_up = [] if announced and not first else None
         if exact:
             yield connection.subscribe(exact)
         if patterns:
@@ -284,26 +324,49 @@ class RedisBroker(Broker):
         for channel in list(self._pending):
             self._subscribed(None, channel)
         if self._catching_up is not None:
-            yield self._catch_up(names)
+            yield self._catch_up(announced)
         if self.raw_pattern and not self.leader:
             # At once (once this link counts as up, next turn), not at the next round:
             # raw messages published meanwhile would reach no daemon.
             self.reactor.callLater(0, self._campaign)
 
+    def _moved(self, topics: list[str]) -> None:
+        """Sharded subscriptions made again after their primary went away or their slot
+        moved: what their shards announced meanwhile is fetched from the history."""
+        shards: set[str] = set()
+        for topic in topics:
+            shard = self.history.by_prefix.get(topic[:topic.index("}") + 1])
+            if shard is not None:
+                shards.add(shard.name)
+        names = [n for n in self.registry.names() if is_pattern(n) or
+                 self.history.shard_of(n).name in shards]
+        if names and self._catching_up is None:
+            self._catching_up = []
+            self._catch_up(names, shards).addErrback(lambda _: None)
+
     @defer.inlineCallbacks
-    def _catch_up(self, names: list[str]) -> Any:
-        """Deliver, in order, what was announced while this daemon was cut off."""
+    def _catch_up(self, names: list[str], shards: set[str] | None = None) -> Any:
+        """Deliver, in order, what was announced while this daemon was cut off (from
+        ``shards``, or all), from the position of the newest event delivered here."""
         missed: list[Event] = []
-        if names:
+        known = [e.event_id for shard, e in self.positions.items()
+                 if shards is None or shard in shards]
+        if names and (not known or (shards is not None and len(known) < len(shards))):
+            # Nothing delivered here yet from (some of) them: where this daemon stood
+            # is unknown, so each client resumes with its own last event id.
+            closed = self.registry.close_all()
+            log.warn("reconnected to redis with no position to catch up from ({count} "
+                     "streams asked to resume)", count=closed)
+        elif names:
             try:
-                replay = yield self.history.since(
-                    names, str(EventId(self.epoch, self.last_seq)), 0)
+                replay = yield self.history.since(names, str(Position.of(known)), 0)
             except Exception as exc:
                 log.warn("could not catch up after reconnecting to redis: {error}", error=exc)
             else:
-                epoch = replay.head.epoch
-                if epoch != self.epoch:  # Redis lost its data, or the primary changed
-                    self.epoch, self.last_seq = epoch, 0
+                for head in replay.head.ids:  # Redis lost its data, or the primary changed
+                    mine = self.positions.get(head.shard)
+                    if mine is not None and mine.epoch != head.epoch:
+                        del self.positions[head.shard]
                 missed = replay.events
                 if replay.gap:
                     # Some of what was announced meanwhile is gone: this daemon cannot
@@ -314,7 +377,7 @@ class RedisBroker(Broker):
                              "({count} streams asked to resume)", reason=replay.gap,
                              count=closed)
         held, self._catching_up = self._catching_up or [], None
-        for event in sorted([*missed, *held], key=lambda e: e.seq):
+        for event in sorted([*missed, *held], key=lambda e: (e.shard, e.seq)):
             self._deliver(event)
 
     def _down(self) -> None:
@@ -366,20 +429,34 @@ class RedisBroker(Broker):
             return pattern.decode("utf-8", "replace") == local[0]
         return self._raw_pattern_on and pattern == raw
 
-    def _announced(self, channel: str, message: bytes) -> None:
+    def _sharded_message(self, pattern: Any, channel: bytes, message: bytes) -> None:
+        """An announcement on a Cluster shard: ``{P:k}:ev:<channel>``, or
+        ``{P:k}:all`` with the channel first."""
+        topic = channel.decode("utf-8", "replace")
+        tag, _, rest = topic.partition("}:")
+        shard = self.history.by_prefix.get(tag + "}")
+        if shard is None:
+            return
+        if rest.startswith("ev:"):
+            self._announced(rest[3:], message, shard.name)
+        elif rest == "all":
+            name, _, message = message.partition(b"\n")
+            if self.registry.audience(name.decode("utf-8")):  # (else no pattern wants it)
+                self._announced(name.decode("utf-8"), message, shard.name)
+
+    def _announced(self, channel: str, message: bytes, shard: str = "") -> None:
         epoch, seq, name, data = message.decode("utf-8").split("\n", 3)
-        event = Event(channel, data, EventId(epoch, int(seq)), name or None)
-        if epoch != self.epoch:
-            # a new history (Redis lost its data): its sequence starts again
-            self.epoch, self.last_seq = epoch, 0
+        event = Event(channel, data, EventId(epoch, int(seq), shard), name or None)
         if self._catching_up is not None:
             self._catching_up.append(event)
         else:
             self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
-        if event.seq > self.last_seq:
-            self.last_seq = event.seq
+        known = self.positions.get(event.shard)
+        # (a new epoch: Redis lost its data, or the primary changed; its seq restarts)
+        if known is None or event.seq > known.seq or event.epoch != known.epoch:
+            self.positions[event.shard] = event
             self.registry.queue(event)  # nobody here needs the audience count
 
     def _raw(self, raw_channel: bytes, channel: str, message: bytes) -> None:

@@ -68,7 +68,7 @@ class GripStreamSubscriber(StreamSubscriber):
                                 (events if rest is None else rest)))
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
-        events = self.release(replay)  # (none: a GRIP hold resumes from nothing)
+        events = self.release(replay, last_id)  # (none: a GRIP hold resumes from nothing)
         data = b"".join(e.frame if self.sse else e.data.encode("utf-8") for e in events)
         head, self.head = self.head, b""
         if not self.closed:

@@ -12,7 +12,7 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IReactorTime
 
-from cyclone_sse.event import Event, EventId
+from cyclone_sse.event import Event, EventId, Position
 
 #: Defaults, documented in README.rst with their options.  0 disables a bound.
 DEFAULT_SIZE = 1000          # events kept per channel
@@ -36,13 +36,13 @@ class Replay:
 
     ``gap`` is None when ``events`` is exactly everything it missed; otherwise it says
     why replay cannot be complete and ``events`` holds what is still retained.
-    ``head`` is the store's newest id at the time of the call (None when the store
-    could not be asked).
+    ``head`` is the store's newest position at the time of the call, one id per shard
+    the channels live on (None when the store could not be asked).
     """
 
     events: list[Event] = field(default_factory=list)
     gap: str | None = None
-    head: EventId | None = None
+    head: Position | None = None
     truncated: bool = False
 
 
@@ -56,7 +56,7 @@ def resume_point(last_id: str | None, head: EventId) -> tuple[int, bool]:
     return asked.seq, False
 
 
-def assemble(head: EventId, tails: Iterable[list[Event]], limit: int, *, unknown: bool,
+def assemble(head: EventId | Position, tails: Iterable[list[Event]], limit: int, *, unknown: bool,
              expired: bool, truncated: bool = False) -> Replay:
     """The replay rule, the same for every store.
 
@@ -74,6 +74,8 @@ def assemble(head: EventId, tails: Iterable[list[Event]], limit: int, *, unknown
         truncated = True
     gap = GAP_UNKNOWN if unknown else GAP_EXPIRED if expired else GAP_LIMIT if truncated \
         else None
+    if isinstance(head, EventId):
+        head = Position((head,))
     return Replay(events, gap, head, truncated)
 
 

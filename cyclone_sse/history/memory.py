@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from cyclone_sse.channels import compile_pattern, is_pattern
-from cyclone_sse.event import Event, EventId
+from cyclone_sse.event import Event, EventId, Position
 from cyclone_sse.history.base import (
     DEFAULT_BYTES,
     DEFAULT_CHANNEL_BYTES,
@@ -216,7 +216,7 @@ class MemoryHistory(SweptStore):
               limit: int = DEFAULT_REPLAY_LIMIT) -> Replay:
         head = self.head
         if not last_id:
-            return Replay(head=head)
+            return Replay(head=Position((head,)))
         after, unknown = resume_point(last_id, head)
         logs, missing = self._logs_for(channels)
         now = self.clock.seconds()

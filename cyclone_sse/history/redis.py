@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from cyclone_sse.errors import BrokerUnavailable
-from cyclone_sse.event import Event, EventId
+from cyclone_sse.event import Event, EventId, Position
 from cyclone_sse.history.base import (
     DEFAULT_BYTES,
     DEFAULT_CHANNEL_BYTES,
@@ -192,7 +192,7 @@ class RedisHistory(SweptStore):
             int(reply[6])
         head = EventId(epoch, head_seq)
         if not asked:
-            return Replay(head=head)
+            return Replay(head=Position((head,)))
         expired = bool(lost)
         oldest_kept = now - self.ttl_ms if self.ttl_ms else None
         events = []

@@ -75,12 +75,16 @@ end
 
 # ARGV: prefix, channel, data, event name, publisher id, events per channel, age (ms),
 # channels, bytes in all, bytes per channel, raw (1: acknowledge a raw message on
-# P:raw-stored).  The last three may be left out (0: no limit, not raw).
+# P:raw-stored), and for a Redis Cluster shard: SPUBLISH (sharded pub/sub: each event
+# also goes to P:all, with its channel, for pattern subscribers) and the channel
+# acknowledging raw messages.  The last five may be left out (0: no limit, not raw,
+# PUBLISH, P:raw-stored).
 APPEND = _EPOCH + _BYTES + _DROP + """
 local p, ch, data, name, pid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local size, ttl, maxch = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local maxbytes, chbytes = tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '0')
 local raw = ARGV[11] == '1'
+local announce, acks = ARGV[12] or 'PUBLISH', ARGV[13] or (p .. ':raw-stored')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local epoch = get_epoch(p, t)
@@ -133,10 +137,13 @@ end
 if pidkey then
   redis.call('SET', pidkey, seq, 'PX', ttl > 0 and ttl or 86400000)
 end
-local receivers = redis.call('PUBLISH', p .. ':ev:' .. ch,
-                             epoch .. '\\n' .. seq .. '\\n' .. name .. '\\n' .. data)
+local message = epoch .. '\\n' .. seq .. '\\n' .. name .. '\\n' .. data
+local receivers = redis.call(announce, p .. ':ev:' .. ch, message)
+if announce == 'SPUBLISH' then
+  receivers = receivers + redis.call('SPUBLISH', p .. ':all', ch .. '\\n' .. message)
+end
 if raw then
-  redis.call('PUBLISH', p .. ':raw-stored', redis.sha1hex(ch .. '\\n' .. data))
+  redis.call('PUBLISH', acks, redis.sha1hex(ch .. '\\n' .. data))
 end
 return {epoch, tostring(seq), 0, receivers, tonumber(redis.call('GET', p .. ':bytes'))}
 """

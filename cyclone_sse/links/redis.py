@@ -61,6 +61,7 @@ class RedisAddress:
     files: ClientTls = field(default_factory=ClientTls)
     sentinels: tuple[tuple[str, int], ...] = ()
     master: str = ""
+    cluster: tuple[tuple[str, int], ...] = ()  # seed nodes of a Redis Cluster
 
     @classmethod
     def from_settings(cls, settings: Any) -> RedisAddress:
@@ -84,9 +85,12 @@ class RedisAddress:
         ``rediss+sentinel://``) for the primary the Sentinels name."""
         if url.startswith(("redis+sentinel://", "rediss+sentinel://")):
             return cls._from_sentinel_url(url, base or cls())
+        if url.startswith(("redis+cluster://", "rediss+cluster://")):
+            return cls._from_cluster_url(url, base or cls())
         parsed = urlparse(url)
         if parsed.scheme not in ("redis", "rediss"):
-            raise ValueError(f"{url!r}: expected redis:// or rediss://")
+            raise ValueError(f"{url!r}: expected redis://, rediss://, redis+sentinel:// or "
+                             "redis+cluster://")
         base = base or cls()
         db = parsed.path.strip("/")
         if db and not db.isdigit():
@@ -97,20 +101,37 @@ class RedisAddress:
                    unquote(parsed.username) if parsed.username else base.username,
                    parsed.scheme == "rediss" or base.tls)
 
-    @classmethod
-    def _from_sentinel_url(cls, url: str, base: RedisAddress) -> RedisAddress:
+    @staticmethod
+    def _hosts(url: str, what: str) -> tuple[str, str, list[tuple[str, int]], str]:
+        """``scheme://[[user]:password@]host:port[,host:port...][/path]`` in parts."""
         scheme, _, rest = url.partition("://")
         netloc, _, path = rest.partition("/")
         credentials, at, hosts = netloc.rpartition("@")
         if not at:
             credentials, hosts = "", netloc
-        user, _, password = credentials.partition(":")
-        sentinels = []
+        found = []
         for item in hosts.split(","):
             host, colon, port = item.strip().rpartition(":")
             if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{url!r}: each Sentinel is host:port (got {item!r})")
-            sentinels.append((host.strip("[]"), int(port)))
+                raise ValueError(f"{url!r}: each {what} is host:port (got {item!r})")
+            found.append((host.strip("[]"), int(port)))
+        return scheme, credentials, found, path
+
+    @classmethod
+    def _from_cluster_url(cls, url: str, base: RedisAddress) -> RedisAddress:
+        scheme, credentials, nodes, path = cls._hosts(url, "Cluster node")
+        if path.strip("/") not in ("", "0"):
+            raise ValueError(f"{url!r}: a Redis Cluster has database 0 only")
+        user, _, password = credentials.partition(":")
+        return cls(nodes[0][0], nodes[0][1], 0,
+                   unquote(password) if password else base.password,
+                   unquote(user) if user else base.username,
+                   scheme == "rediss+cluster" or base.tls, cluster=tuple(nodes))
+
+    @classmethod
+    def _from_sentinel_url(cls, url: str, base: RedisAddress) -> RedisAddress:
+        scheme, credentials, sentinels, path = cls._hosts(url, "Sentinel")
+        user, _, password = credentials.partition(":")
         master, _, db = path.strip("/").partition("/")
         if not master:
             raise ValueError(f"{url!r}: name the master after the Sentinels "
@@ -123,7 +144,14 @@ class RedisAddress:
                    scheme == "rediss+sentinel" or base.tls, sentinels=tuple(sentinels),
                    master=unquote(master))
 
+    def node(self, host: str, port: int) -> RedisAddress:
+        """The same log-in and TLS, for one node of a Cluster."""
+        return RedisAddress(host, port, 0, self.password, self.username, self.tls, self.files)
+
     def __str__(self) -> str:
+        if self.cluster:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.cluster)
+            return f"{'rediss' if self.tls else 'redis'}+cluster://{hosts}"
         if self.sentinels:
             hosts = ",".join(f"{h}:{p}" for h, p in self.sentinels)
             return (f"{'rediss' if self.tls else 'redis'}+sentinel://{hosts}/"
@@ -208,6 +236,32 @@ class SentinelEndpoint:
         self.primary = primary
         connected = yield endpoint.connect(factory)
         return connected
+
+
+@implementer(IStreamClientEndpoint)
+class SeedEndpoint:
+    """Connects to the first of a Cluster's seed nodes that answers (each connection
+    and each reconnection tries them in order): a seed that died is passed over."""
+
+    def __init__(self, reactor: Any, address: RedisAddress, timeout: float) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.timeout = timeout
+
+    @defer.inlineCallbacks
+    def connect(self, factory: Any) -> Any:
+        error: Exception = ConnectionRefusedError("no Cluster node given")
+        for host, port in self.address.cluster:
+            endpoint: Any = HostnameEndpoint(self.reactor, host, port, timeout=self.timeout)
+            if self.address.tls:
+                endpoint = wrapClientTLS(self.address.files.options(host), endpoint)
+            try:
+                connected = yield endpoint.connect(factory)
+            except Exception as exc:
+                error = exc
+                continue
+            return connected
+        raise error
 
 
 class _OneQuestion(Factory):
@@ -333,6 +387,20 @@ class _Subscriber(_Unconverted, txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern: bytes | None, channel: bytes, message: bytes) -> None:
         self.factory.on_message(pattern, channel, message)
 
+    def replyReceived(self, reply: Any) -> None:
+        # Sharded pub/sub (Redis 7), which txredisapi does not know: a message comes as
+        # ``smessage``; ``sunsubscribe`` unasked means the slot moved to another node.
+        if isinstance(reply, list) and len(reply) == 3:
+            kind = reply[0]
+            if kind == b"smessage":
+                self.factory.on_message(None, reply[1], reply[2])
+                return
+            if kind in (b"ssubscribe", b"sunsubscribe") and not self.replyQueue.waiting:
+                if kind == b"sunsubscribe":
+                    self.factory.on_unsubscribed(reply[1])
+                return
+        super().replyReceived(reply)
+
     def connectionLost(self, why: Any) -> None:
         self.factory.link.lost(self, why.getErrorMessage())
         super().connectionLost(why)
@@ -351,6 +419,8 @@ class _Factory(Factory):
         self.timeout = timeout
         self.pubsub = on_message is not None
         self.on_message: MessageHandler = on_message or (lambda *_: None)
+        # a shard channel Redis unsubscribed on its own (its slot moved elsewhere)
+        self.on_unsubscribed: Callable[[bytes], object] = lambda _: None
         self.link: RedisLink
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -391,6 +461,8 @@ class RedisLink(Link):
         endpoint: Any
         if address.sentinels:
             endpoint = SentinelEndpoint(reactor, address, timeout or 5)
+        elif address.cluster:
+            endpoint = SeedEndpoint(reactor, address, timeout or 5)
         else:
             endpoint = HostnameEndpoint(reactor, address.host, address.port,
                                         timeout=timeout or 5)
@@ -402,6 +474,7 @@ class RedisLink(Link):
                          self._proven(on_up, bool(address.sentinels)), on_down,
                          retry_policy=SENTINEL_RETRY_POLICY if address.sentinels else None)
         self.pubsub = on_message is not None
+        self.factory = factory
         factory.link = self
         if timeout:  # a PING now and then: a Redis that froze is noticed even when idle
             heartbeat = TimerService(timeout, self._ping)

@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cyclone_sse.links.redis import DEFAULT_TIMEOUT, RedisAddress, RedisLink
+from cyclone_sse.links.redis_cluster import ClusterLinks
 from cyclone_sse.presence.base import Member, Presence
 
 log = Logger()
@@ -43,8 +44,13 @@ class RedisPresence(Presence):
         self.clock = clock
         self.prefix = prefix
         self.topic = f"{prefix}:presence"
-        self.commands = RedisLink(clock, address, "presence", on_up=self._renew_all,
-                                  timeout=timeout)
+        # (on a Cluster each member key goes to its slot's primary; PUBLISH reaches
+        # every node, so the feed may listen on any)
+        self.commands: Any = ClusterLinks(
+            clock, address, "presence", on_node_up=lambda *_: self._renew_all(True),
+            timeout=timeout) if address.cluster else \
+            RedisLink(clock, address, "presence", on_up=lambda _: self._renew_all(True),
+                      timeout=timeout)
         self.commands.setServiceParent(self)
         self.feed = RedisLink(clock, address, "presence pubsub", on_up=self._listen,
                               on_message=self._heard, timeout=timeout)
@@ -81,13 +87,12 @@ class RedisPresence(Presence):
             "PUBLISH", self.topic, json.dumps([kind, channel, client, user])))
         d.addErrback(lambda _: self.announce(kind, channel, client, user))
 
-    def _renew_all(self, connection: Any = None) -> defer.Deferred[Any] | None:
-        """Extend this daemon's members; on a (re)made ``connection``, put them back
-        in case Redis lost them meanwhile."""
-        if connection is None:
-            connection = self.commands.connection if self.commands.ready else None
-        if not self.members or connection is None:
+    def _renew_all(self, reconnected: bool = False) -> defer.Deferred[Any] | None:
+        """Extend this daemon's members; on a (re)made connection, put them back in
+        case Redis lost them meanwhile."""
+        if not self.members or not (reconnected or self.commands.ready):
             return None
+        commands = self.commands
         until = self.clock.seconds() + LIFETIME
         calls = []
         for channel, members in self.members.items():
@@ -95,8 +100,8 @@ class RedisPresence(Presence):
             pairs: list[Any] = []
             for client, user in members.items():
                 pairs.extend((until, _member(client, user)))
-            calls.append(connection.execute_command("ZADD", key, *pairs))
-            calls.append(connection.execute_command("EXPIRE", key, int(LIFETIME) + 1))
+            calls.append(commands.raw_command("ZADD", key, *pairs))
+            calls.append(commands.raw_command("EXPIRE", key, int(LIFETIME) + 1))
         d = defer.gatherResults(calls, consumeErrors=True)
         d.addErrback(lambda _: None)  # the next round tries again
         return d
@@ -125,13 +130,13 @@ class RedisPresence(Presence):
         leaving = [(channel, client, user) for channel, members in self.members.items()
                    for client, user in members.items()]
         self.members.clear()
-        connection = self.commands.connection if self.commands.ready else None
+        commands = self.commands
         calls = []
-        if connection is not None:
+        if commands.ready:
             for channel, client, user in leaving:
-                calls.append(connection.execute_command("ZREM", self._key(channel),
-                                                        _member(client, user)))
-                calls.append(connection.execute_command(
+                calls.append(commands.raw_command("ZREM", self._key(channel),
+                                                  _member(client, user)))
+                calls.append(commands.raw_command(
                     "PUBLISH", self.topic, json.dumps(["leave", channel, client, user])))
         d: defer.Deferred[Any] = defer.gatherResults(calls, consumeErrors=True)
         d.addErrback(lambda _: None)  # they expire within LIFETIME anyway

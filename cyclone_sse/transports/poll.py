@@ -52,7 +52,7 @@ class PollSubscriber(Subscriber):
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
         self.replay = replay
-        self.events = self.release(replay)
+        self.events = self.release(replay, last_id)
         if self.events or replay.gap:
             self.finish()
 
@@ -78,7 +78,7 @@ class PollSubscriber(Subscriber):
         """The id the next poll resumes from."""
         events, replay = self.events, self.replay
         if events:
-            return events[-1].id
+            return self.resume_id() if self.sharded else events[-1].id
         if replay is None or replay.head is None or (self.last_id and not replay.gap):
             # Nothing new (or the history could not be asked): stay where the client was.
             return self.last_id

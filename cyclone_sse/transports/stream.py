@@ -108,7 +108,10 @@ class StreamSubscriber(BoundedWriter, Subscriber):
     def deliver(self, events: list[Event], frame: bytes) -> None:
         if self.live:
             rest = self.unseen(events)
-            if rest is None:
+            if self.sharded:
+                if rest is None or rest:
+                    self.write(self.framed(events if rest is None else rest, self.tagged))
+            elif rest is None:
                 self.write(tagged_frames(events) if self.tagged else frame)
             elif rest:
                 self.write(frames(rest, self.tagged))
@@ -125,8 +128,9 @@ class StreamSubscriber(BoundedWriter, Subscriber):
         self.head = b""  # sent once; not kept for the life of the connection
         if replay.gap:
             parts.append(encode_gap(replay.gap, last_id))
-        events = self.release(replay)
-        parts.append(frames(events, self.tagged))
+        events = self.release(replay, last_id)
+        parts.append(self.framed(events, self.tagged) if self.sharded
+                     else frames(events, self.tagged))
         if not events and replay.head is not None and (not last_id or replay.gap):
             # Give even a quiet stream a resume point (see encode_position).
             parts.append(encode_position(str(replay.head)))

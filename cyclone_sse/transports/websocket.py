@@ -145,9 +145,10 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
-def event_message(event: Event) -> bytes:
-    """An event as the protocol's JSON text."""
-    return json.dumps({"type": "event", "channel": event.channel, "id": event.id,
+def event_message(event: Event, position: str | None = None) -> bytes:
+    """An event as the protocol's JSON text; its id is ``position`` when given."""
+    return json.dumps({"type": "event", "channel": event.channel,
+                       "id": event.id if position is None else position,
                        "event": event.name or "message", "data": event.data},
                       ensure_ascii=False).encode("utf-8")
 
@@ -214,7 +215,10 @@ class WebSocketSubscriber(Subscriber):
         protocol = self.protocol
         if not protocol.open or self.out.closed:
             return
-        if protocol.deflate:
+        if self.sharded:  # each id is this stream's own position (Subscriber.ids_for)
+            for event, position in zip(events, self.ids_for(events), strict=True):
+                protocol.send_text(event_message(event, position))
+        elif protocol.deflate:
             for event in events:
                 protocol.send_text(event_message(event))
         elif len(events) == 1:
@@ -230,7 +234,7 @@ class WebSocketSubscriber(Subscriber):
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
         protocol = self.protocol
-        events = self.release(replay)
+        events = self.release(replay, last_id)
         # The position the client holds once it has this message: its own while a
         # replay follows (each event then moves it), else where this subscription
         # starts (the head, or past a gap with nothing retained).
