@@ -61,7 +61,7 @@ DEFAULT_PREFIX = "cyclone-sse"
 
 
 class ClusterUnsupported(Exception):
-    """The history was pointed at a Redis Cluster node."""
+    """The history was pointed at a Redis Cluster node as at a single server."""
 
 
 class NotDurable(BrokerUnavailable):
@@ -109,11 +109,10 @@ class RedisHistory(SweptStore):
         history an older version wrote to the current layout."""
         cluster = yield connection.execute_command("INFO", "cluster")
         if b"cluster_enabled:1" in cluster:
-            # (its scripts would touch keys of many slots: refused, and every publish
-            # would be a 503 that named nothing)
-            raise ClusterUnsupported("this Redis is a Cluster node; Redis Cluster is not "
-                                     "supported yet: use one primary, or Sentinel "
-                                     "(redis+sentinel://)")
+            # (these scripts would touch keys of many slots: refused, and every
+            # publish would be a 503 that named nothing)
+            raise ClusterUnsupported("this Redis is a Cluster node: name the Cluster "
+                                     "with --redis-url=redis+cluster://host:port[,...]")
         yield connection.execute_command("EVAL", MIGRATE, 0, self.prefix)
         info = yield connection.execute_command("INFO", "replication")
         replid = _replication_id(info)

@@ -182,8 +182,7 @@ class ClusterHistory(SweptStore):
         the client's id for it; the answers are merged in publish time order."""
         wanted: dict[str, list[str]] = {}
         for channel in channels:
-            names = SHARD_NAMES if is_pattern(channel) else shard_of(channel)
-            for name in names:
+            for name in SHARD_NAMES if is_pattern(channel) else shard_of(channel):
                 wanted.setdefault(name, []).append(channel)
         position = Position.parse(last_id)
         asks = []
@@ -201,7 +200,7 @@ class ClusterHistory(SweptStore):
             d.addCallback(self._shard_replay, name, mine is not None or epoch == "?")
             asks.append(d)
         gathered: defer.Deferred[Any] = defer.gatherResults(asks, consumeErrors=True)
-        gathered.addErrback(lambda failure: failure.value.subFailure)
+        gathered.addErrback(_first_error)
         gathered.addCallback(self._replay, bool(last_id), limit)
         return gathered
 
@@ -252,3 +251,8 @@ class ClusterHistory(SweptStore):
                 "new_epochs": self.new_epochs, "not_durable": self.not_durable,
                 "redirects": self.link.redirects,
                 "primaries": len({n for n in self.link.slots if n is not None})}
+
+
+def _first_error(failure: Any) -> Any:
+    """A shard's own failure (not gatherResults' wrapper), for the caller to map."""
+    return failure.value.subFailure

@@ -102,7 +102,7 @@ class ClusterLinks(MultiService):
         self.on_node_up = on_node_up
         self.slots: list[Node | None] = [None] * SLOTS
         self.nodes: dict[Node, RedisLink] = {}
-        self.map_changes: list[Callable[[], object]] = []  # told after each new map
+        self.map_changes: list[Callable[[], object]] = []  # told after each reading
         self.redirects = 0  # MOVED and ASK followed
         self.seed = RedisLink(clock, address, f"{name} (cluster map)",
                               on_up=self._read_map, timeout=timeout)
@@ -127,16 +127,15 @@ class ClusterLinks(MultiService):
             node = (primary[0].decode("ascii") or self.address.cluster[0][0], int(primary[1]))
             slots[start:end + 1] = [node] * (end - start + 1)
         self._last_read = self.clock.seconds()
-        changed = slots != self.slots
         self.slots = slots
         owners = {node for node in slots if node is not None}
         for node in owners:
             self.link_for(node)
         for node in [n for n in self.nodes if n not in owners]:
             self.nodes.pop(node).disownServiceParent()  # (a demoted or removed node)
-        if changed:
-            for listener in self.map_changes:
-                listener()
+        # (every time: a MOVED may have patched the map before this reading)
+        for listener in self.map_changes:
+            listener()
 
     def refresh(self) -> defer.Deferred[Any]:
         """Read the slot map again (once, however many ask meanwhile)."""
@@ -151,7 +150,11 @@ class ClusterLinks(MultiService):
             self._reading.addBoth(done)
             self._reading.addErrback(lambda _: None)
         d: defer.Deferred[Any] = defer.Deferred()
-        self._reading.addBoth(lambda result: d.callback(None) or result)
+
+        def tell(result: object) -> object:
+            d.callback(None)
+            return result
+        self._reading.addBoth(tell)
         return d
 
     def _refresh_if_due(self) -> None:

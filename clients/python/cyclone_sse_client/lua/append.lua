@@ -56,6 +56,7 @@ local p, ch, data, name, pid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local size, ttl, maxch = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local maxbytes, chbytes = tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '0')
 local raw = ARGV[11] == '1'
+local announce, acks = ARGV[12] or 'PUBLISH', ARGV[13] or (p .. ':raw-stored')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local epoch = get_epoch(p, t)
@@ -108,9 +109,12 @@ end
 if pidkey then
   redis.call('SET', pidkey, seq, 'PX', ttl > 0 and ttl or 86400000)
 end
-local receivers = redis.call('PUBLISH', p .. ':ev:' .. ch,
-                             epoch .. '\n' .. seq .. '\n' .. name .. '\n' .. data)
+local message = epoch .. '\n' .. seq .. '\n' .. name .. '\n' .. data
+local receivers = redis.call(announce, p .. ':ev:' .. ch, message)
+if announce == 'SPUBLISH' then
+  receivers = receivers + redis.call('SPUBLISH', p .. ':all', ch .. '\n' .. message)
+end
 if raw then
-  redis.call('PUBLISH', p .. ':raw-stored', redis.sha1hex(ch .. '\n' .. data))
+  redis.call('PUBLISH', acks, redis.sha1hex(ch .. '\n' .. data))
 end
 return {epoch, tostring(seq), 0, receivers, tonumber(redis.call('GET', p .. ':bytes'))}
