@@ -55,6 +55,14 @@ def test_cluster_urls_are_read_and_bad_ones_named():
     assert address.cluster == (("n1", 7000), ("10.0.0.2", 7001))
     assert (address.password, address.tls, address.db) == ("p@ss", True, 0)
     assert "p@ss" not in str(address)
+    # the README's examples, as written
+    from tests.daemon import ROOT
+    readme = (ROOT / "README.rst").read_text()
+    examples = [line.split("=", 1)[1].split()[0] for line in readme.splitlines()
+                if line.strip().startswith("--redis-url=redis") and "+cluster" in line]
+    assert len(examples) == 2
+    for example in examples:
+        assert len(RedisAddress.from_url(example).cluster) >= 2
     for bad, reason in [("redis+cluster://n1", "host:port"),
                         ("redis+cluster://n1:7000/2", "database 0 only")]:
         with pytest.raises(ValueError, match=reason):
@@ -265,3 +273,83 @@ def test_daemons_follow_the_cluster_and_lose_nothing_in_silence(tmp_path, cluste
     for daemon in (a, b):
         log = "".join(daemon.log)
         assert "Traceback" not in log, log[-3000:]
+
+
+def test_raw_publishes_on_any_node_are_stored_once_and_reach_every_subscriber(
+        tmp_path, cluster):
+    """The 2013 path on a Cluster: ``redis-cli PUBLISH`` on any node reaches every node;
+    the elected daemon stores it (in its shard), each subscriber gets it once."""
+    a = cluster_daemon(tmp_path, cluster, "a")
+    b = cluster_daemon(tmp_path, cluster, "b")
+    try:
+        channels = channels_on_primaries(cluster)
+        streams = [SSEClient(d.port, "channels=" + ",".join(channels)) for d in (a, b)]
+        while b"stream-open" not in streams[1].buffer:
+            streams[1].buffer += streams[1]._recv()
+        before = streams[1].last_id()  # the position before any raw message
+        end = time.monotonic() + 10
+        while not any(d.request("GET", "/stats")[1]["broker"]["raw_leader"] for d in (a, b)):
+            assert time.monotonic() < end, "no daemon leads raw ingestion"
+            time.sleep(0.05)
+        nodes = cluster.live()
+        for n, channel in enumerate(channels):
+            cluster.cli(nodes[n].port, "PUBLISH", channel, f"raw {n}")
+        for stream in streams:
+            events = stream.events(3)
+            assert sorted(e["data"] for e in events) == ["raw 0", "raw 1", "raw 2"]
+            assert all(Position.parse(e["id"]) for e in events)
+            stream.close()
+        leaders = [d.request("GET", "/stats")[1]["broker"]["raw_leader"] for d in (a, b)]
+        assert leaders.count(True) == 1
+        # stored once: a replay from the start has each once
+        _, answer = b.request("GET", "/?transport=poll&channels=" + ",".join(channels)
+                                   + "&lastEventId=" + before)
+        assert sorted(e["data"] for e in answer["events"]) == ["raw 0", "raw 1", "raw 2"]
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_presence_and_websocket_streams_work_across_daemons_on_a_cluster(tmp_path, cluster):
+    from websockets.sync.client import connect
+    options = ("--policies=room.*=public+presence",)
+    a = cluster_daemon(tmp_path, cluster, "a", *options)
+    b = cluster_daemon(tmp_path, cluster, "b", *options)
+    try:
+        channels = channels_on_primaries(cluster)
+        with connect(f"ws://127.0.0.1:{a.port}/", open_timeout=10) as ann, \
+                connect(f"ws://127.0.0.1:{b.port}/", open_timeout=10) as bob:
+            clients = set()
+            for conn in (ann, bob):
+                conn.send(json.dumps({"type": "subscribe", "id": 1, "channels": ["room.1"]}))
+                clients.add(json.loads(conn.recv(timeout=10))["client"])
+            end = time.monotonic() + 10
+            while True:
+                status, answer = b.request("GET", "/presence?channel=room.1")
+                if status == 200 and {c["client"] for c in answer["clients"]} == clients:
+                    break
+                assert time.monotonic() < end, answer
+                time.sleep(0.05)
+            # a WebSocket subscription over three shards: each event's id is its position
+            ann.send(json.dumps({"type": "subscribe", "id": 2, "channels": channels}))
+            subscribed = json.loads(ann.recv(timeout=10))
+            while subscribed["type"] in ("join", "leave"):  # (room.1's presence)
+                subscribed = json.loads(ann.recv(timeout=10))
+            assert subscribed["type"] == "subscribed"
+            for n, channel in enumerate(channels):
+                assert publish(b, channel, str(n))[0] == 200
+            got = [json.loads(ann.recv(timeout=10)) for _ in channels]
+            assert [m["data"] for m in got] == ["0", "1", "2"]
+            resume = got[0]["id"]
+            assert len(Position.parse(resume).ids) == 3
+            bob.send(json.dumps({"type": "subscribe", "id": 2, "channels": channels,
+                                 "lastEventId": resume}))
+            replies = []
+            while len([m for m in replies if m["type"] == "event"]) < 2:
+                replies.append(json.loads(bob.recv(timeout=10)))
+            assert [m.get("data") for m in replies if m["type"] == "event"] == ["1", "2"]
+    finally:
+        a.stop()
+        b.stop()
+    for daemon in (a, b):
+        assert "Traceback" not in "".join(daemon.log)

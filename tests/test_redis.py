@@ -481,7 +481,7 @@ def test_a_cluster_node_named_as_one_server_is_refused_clearly(tmp_path, redis_p
     daemon = Daemon(tmp_path / "d", "--broker=redis", f"--redis-port={node.port}",
                     f"--redis-prefix={redis_prefix}")
     try:
-        daemon.wait_for("redis+cluster://")
+        daemon.wait_for(r"redis\+cluster://")
         status, answer = daemon.publish_form("message=x&channel=a")
         assert status == 503 and "--redis-url=redis+cluster://" in answer["error"]
         status, answer = daemon.request("GET", "/readyz")

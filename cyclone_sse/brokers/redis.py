@@ -157,10 +157,11 @@ class RedisBroker(Broker):
         self.standby = RawStandby(self.reactor)
         self.raw_recovered = 0  # stored on taking over: heard, never acknowledged
         self._marker: str | None = None  # sent on winning the lock, awaited before leading
-        # Per shard ("" without a Cluster), the newest event delivered here.
-        self.positions: dict[str, Event] = {}
+        # Per shard ("" without a Cluster), the newest event delivered here (or the
+        # history's head, read before the first subscription: where catching up starts)
+        self.positions: dict[str, Any] = {}
         self._catching_up: list[Event] | None = None
-        self._ever_up = False
+        self._heads: defer.Deferred[None] | None = None
         self.link = RedisLink(self.reactor, history.link.address, "pubsub", on_up=self._up,
                               on_down=self._down, on_message=self.message,
                               timeout=settings.redis_timeout)
@@ -253,8 +254,10 @@ class RedisBroker(Broker):
         if self.sharded is not None:
             self._pattern_count += pattern
             if not pattern or self._pattern_count == 1:
-                self.sharded.subscribe(self._shard_topics(channel)).addBoth(
-                    self._subscribed, channel)
+                sharded, topics = self.sharded, self._shard_topics(channel)
+                d = self._read_heads()
+                d.addCallback(lambda _: sharded.subscribe(topics))
+                d.addBoth(self._subscribed, channel)
             else:
                 self._subscribed(None, channel)
         connection = self.link.connection
@@ -315,8 +318,9 @@ class RedisBroker(Broker):
             exact.append(self._acks)
             exact.extend(self._raw_exact)
             patterns.extend(self._raw_patterns)
-        first, self._ever_up = not self._ever_up, True
-        self._catching_up = [] if announced and not first else None
+        if announced and not self.positions:
+            yield self._read_heads()
+        self._catching_up = [] if announced and self.positions else None
         if exact:
             yield connection.subscribe(exact)
         if patterns:
@@ -329,6 +333,27 @@ class RedisBroker(Broker):
             # At once (once this link counts as up, next turn), not at the next round:
             # raw messages published meanwhile would reach no daemon.
             self.reactor.callLater(0, self._campaign)
+
+    def _read_heads(self) -> defer.Deferred[None]:
+        """Before the first subscription: the history's head (every shard's, on a
+        Cluster) is where this daemon stands, so that after an outage it catches up
+        from there even if it delivered nothing yet.  Read once."""
+        if self._heads is None or (self._heads.called and not self.positions):
+            d = self.history.since(["*"] if self.sharded else [], None)
+            d.addCallback(self._have_heads)
+            d.addErrback(lambda _: None)  # (then a later outage asks streams to resume)
+            self._heads = d
+        waiting: defer.Deferred[None] = defer.Deferred()
+
+        def tell(result: object) -> object:
+            waiting.callback(None)
+            return result
+        self._heads.addBoth(tell)
+        return waiting
+
+    def _have_heads(self, replay: Any) -> None:
+        for head in replay.head.ids:
+            self.positions.setdefault(head.shard, head)
 
     def _moved(self, topics: list[str]) -> None:
         """Sharded subscriptions made again after their primary went away or their slot
@@ -349,7 +374,7 @@ class RedisBroker(Broker):
         """Deliver, in order, what was announced while this daemon was cut off (from
         ``shards``, or all), from the position of the newest event delivered here."""
         missed: list[Event] = []
-        known = [e.event_id for shard, e in self.positions.items()
+        known = [e for shard, e in self.positions.items()
                  if shards is None or shard in shards]
         if names and (not known or (shards is not None and len(known) < len(shards))):
             # Nothing delivered here yet from (some of) them: where this daemon stood
