@@ -133,8 +133,9 @@ class EventId:
     ``epoch`` names the store's (or shard's) life (it changes when the store loses its
     data, so an old id is recognised as unknown instead of being misread); ``seq`` is
     one sequence shared by every channel of the store (or shard), so one id resumes
-    all channels of a stream.  The text is short and CORS-safelisted, so a
-    cross-origin reconnect needs no preflight.
+    all channels of a stream.  EventSource sends it back itself (no preflight,
+    whatever its length); a client that sets ``Last-Event-ID`` by hand across origins
+    is answered the preflight (``BaseHandler.options``).
     """
 
     epoch: str

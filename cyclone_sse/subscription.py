@@ -32,32 +32,47 @@ class Subscriber:
     """The replay→live hand-over state every transport shares.
 
     Until ``release`` the live events are held; afterwards ``unseen`` drops those a
-    replay already handed over.  Positions are kept per shard: a store with one
-    order has one (``""``); a Redis Cluster history has one per shard, and a stream
-    whose channels span several writes the whole position as each event's id
-    (``sharded``, ``ids_for``).  Subclasses implement ``ISubscriber``.
+    replay already handed over.  A stream over one order (one store, or one shard of a
+    Redis Cluster history) keeps one position; a stream whose channels live on several
+    shards (``sharded``) keeps one per shard, and writes the whole position as each
+    event's id (``ids_for``).  Subclasses implement ``ISubscriber``.
     """
 
     #: None, or an ``auth.access.Access``: asked per channel its patterns reach.
     access: Any = None
+    #: Its channels live on several shards: ``handed``, ``heads`` and ``floor`` then
+    #: hold, per shard, the newest event handed over, the store's head when the replay
+    #: was read, and where the client stands without what was handed (its claim while
+    #: the replay is written, the heads once it is).
+    sharded = False
+    shard = ""  # the one shard of an unsharded stream on a Cluster history
+    _replay_ids: tuple[list[Event], list[str]] | None = None
 
     def __init__(self) -> None:
         self.live = False
         self.held: list[Event] = []
-        # per shard, the newest event (or id) handed to the client: later ones only
-        self.handed: dict[str, Any] = {}
-        # per shard, the store's newest id when the replay was read
-        self.heads: dict[str, EventId] = {}
-        # per shard, where the client stands without what was handed: what it claimed
-        # while its replay is written, the heads once it is
-        self.floor: dict[str, EventId] = {}
-        self.sharded = False  # its channels live on several shards of one history
-        self._replay_ids: tuple[list[Event], list[str]] | None = None
+        self.last_seq = 0  # newest event handed to the client: later ones only
+        self.epoch = ""    # the history epoch last_seq belongs to
+        self.head_seq = 0  # the store's newest seq when the replay was read
 
     def unseen(self, events: list[Event]) -> list[Event] | None:
         """The events not handed over yet, or None when that is all of them (the usual
         case).  A replay may already have sent the first events of a batch published
         in the same reactor turn; a new history epoch starts its sequence again."""
+        last_seq = self.last_seq
+        if events[0].seq > last_seq:
+            self.last_seq = events[-1].seq
+            return None
+        epoch = events[0].epoch
+        if epoch != self.epoch:
+            self.epoch, self.last_seq = epoch, events[-1].seq
+            return None
+        if events[-1].seq > last_seq:
+            self.last_seq = events[-1].seq
+        return [e for e in events if e.seq > last_seq]
+
+    def _unseen_per_shard(self, events: list[Event]) -> list[Event] | None:
+        """``unseen`` of a ``sharded`` stream (set on it by ``release``)."""
         first = events[0]
         known = self.handed.get(first.shard)
         if known is None or first.seq > known.seq or first.epoch != known.epoch:
@@ -74,6 +89,25 @@ class Subscriber:
 
     def release(self, replay: Replay, last_id: str | None = None) -> list[Event]:
         """Replayed events followed by the held ones that are newer; live from now on."""
+        heads = replay.head.ids if replay.head is not None else ()
+        if len(heads) > 1:
+            return self._release_sharded(replay, heads, last_id)
+        events = list(replay.events)
+        last_seq = events[-1].seq if events else 0
+        events.extend(e for e in self.held if e.seq > last_seq)
+        self.held = []
+        self.live = True
+        # Only what was handed over counts: an event announced late (Redis) or still
+        # queued for fan-out (this reactor turn) and not in the replay is still to come.
+        self.last_seq = events[-1].seq if events else 0
+        if heads:
+            self.epoch, self.head_seq = heads[0].epoch, heads[0].seq
+            if heads[0].shard:
+                self.shard = heads[0].shard
+        return events
+
+    def _release_sharded(self, replay: Replay, heads: tuple[EventId, ...],
+                         last_id: str | None) -> list[Event]:
         events = list(replay.events)
         newest: dict[str, Event] = {}  # per shard, the last replayed event
         for event in events:
@@ -85,24 +119,22 @@ class Subscriber:
                 newest[event.shard] = event
         self.held = []
         self.live = True
-        self.heads = {i.shard: i for i in replay.head.ids} if replay.head is not None else {}
-        self.sharded = len(self.heads) > 1
-        if self.sharded:
-            # each event's id is the whole position after it: from where the client
-            # stood (its claim, or the start of a shard it cannot resume), then the heads
-            claimed = Position.parse(last_id)
-            for shard, head in self.heads.items():
-                mine = claimed.get(shard) if claimed is not None else None
-                self.floor[shard] = head if last_id is None else \
-                    mine if mine is not None and mine.epoch == head.epoch else \
-                    EventId(head.epoch, 0, shard)
-            self.handed = {}
-            ids = self.ids_for(events)
-            self._replay_ids = (events, ids)
-        # Only what was handed over counts: an event announced late (Redis) or still
-        # queued for fan-out (this reactor turn) and not in the replay is still to come.
-        self.handed = newest
-        self.floor = dict(self.heads)
+        self.sharded = True
+        # (an instance attribute: the one-order streams' unseen stays free of the test)
+        self.unseen = self._unseen_per_shard  # type: ignore[method-assign]
+        self.heads = {i.shard: i for i in heads}
+        # each event's id is the whole position after it: from where the client stood
+        # (its claim, or the start of a shard it cannot resume), then the heads
+        claimed = Position.parse(last_id)
+        floor = {}
+        for shard, head in self.heads.items():
+            mine = claimed.get(shard) if claimed is not None else None
+            floor[shard] = head if last_id is None else \
+                mine if mine is not None and mine.epoch == head.epoch else \
+                EventId(head.epoch, 0, shard)
+        self.floor, self.handed = floor, {}
+        self._replay_ids = (events, self.ids_for(events))
+        self.handed, self.floor = newest, dict(self.heads)
         return events
 
     def position(self) -> Position:
@@ -141,9 +173,13 @@ class Subscriber:
     def resume_id(self) -> str | None:
         """Where this client resumes from: after everything it was handed, and after
         everything the store held when it went live (None before that)."""
-        if not self.live or not self.heads:
+        if not self.live:
             return None
-        return str(self.position())
+        if self.sharded:
+            return str(self.position())
+        if not self.epoch:
+            return None
+        return str(EventId(self.epoch, max(self.last_seq, self.head_seq), self.shard))
 
 
 class Subscriptions:

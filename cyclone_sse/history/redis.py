@@ -72,8 +72,29 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+class DurableWrites:
+    """``--redis-min-replicas``: a ``WAIT`` sent right behind each append counts the
+    replicas that have it; too few is a refusal (``NotDurable``)."""
+
+    def durable_writes(self, min_replicas: int, timeout: float) -> None:
+        # replicas that must confirm, within half the reply timeout (so a slow
+        # confirmation is a refusal, not a lost connection)
+        self.min_replicas = min_replicas
+        self._wait = encode_command("WAIT", min_replicas, max(1, int(timeout * 500)))
+        self.not_durable = 0  # publishes refused: too few replicas confirmed them
+
+    def _confirmed(self, replicas: Any, appended: tuple[Event, bool]) -> tuple[Event, bool]:
+        if int(replicas) < self.min_replicas:
+            self.not_durable += 1
+            raise NotDurable(f"stored on the primary (and delivered) but confirmed by "
+                             f"{int(replicas)} of {self.min_replicas} replicas "
+                             "(--redis-min-replicas): a failover could lose it; retry with "
+                             "the same 'id' to publish it exactly once")
+        return appended
+
+
 @implementer(IRedisHistory, IStats)
-class RedisHistory(SweptStore):
+class RedisHistory(DurableWrites, SweptStore):
     """Events and ids in Redis: valid across daemons and daemon restarts.
 
     Its command connection (``link``) is a child service; the Redis broker sends its
@@ -97,11 +118,7 @@ class RedisHistory(SweptStore):
         self.bytes = 0  # held in all, as of the last append from here
         self._scripts: dict[str, bytes] = {}  # name -> "EVALSHA <sha> 0 <prefix>", encoded
         self.new_epochs = 0  # begun by this daemon on meeting another primary (FOLLOW)
-        # WAIT after each append: replicas that must confirm it, within half the reply
-        # timeout (so a slow confirmation is a refusal, not a lost connection)
-        self.min_replicas = min_replicas
-        self._wait = encode_command("WAIT", min_replicas, max(1, int(timeout * 500)))
-        self.not_durable = 0  # publishes refused: too few replicas confirmed them
+        self.durable_writes(min_replicas, timeout)
 
     @defer.inlineCallbacks
     def load_scripts(self, connection: Any) -> Any:
@@ -160,15 +177,6 @@ class RedisHistory(SweptStore):
         d.addCallback(lambda _: self.link.send(command))
         return d
 
-    def _confirmed(self, replicas: Any, appended: tuple[Event, bool]) -> tuple[Event, bool]:
-        if int(replicas) < self.min_replicas:
-            self.not_durable += 1
-            raise NotDurable(f"stored on the primary (and delivered) but confirmed by "
-                             f"{int(replicas)} of {self.min_replicas} replicas "
-                             "(--redis-min-replicas): a failover could lose it; retry with "
-                             "the same 'id' to publish it exactly once")
-        return appended
-
     def _appended(self, reply: list[Any], channel: str, data: str,
                   name: str | None) -> tuple[Event, bool]:
         epoch, seq, duplicate = _text(reply[0]), int(reply[1]), int(reply[2])
@@ -192,21 +200,9 @@ class RedisHistory(SweptStore):
         head = EventId(epoch, head_seq)
         if not asked:
             return Replay(head=Position((head,)))
-        expired = bool(lost)
-        oldest_kept = now - self.ttl_ms if self.ttl_ms else None
-        events = []
-        rest = reply[7:]
-        for i in range(len(rest) - 2, -1, -2):  # the script sends them newest first
-            channel, (entry_id, fields) = _text(rest[i]), rest[i + 1]
-            values = dict(zip(fields[::2], fields[1::2], strict=False))
-            if oldest_kept is not None and int(values[b"t"]) < oldest_kept:
-                expired = True  # past its age; the next append will trim it
-                continue
-            seq = int(_text(entry_id).partition("-")[0])  # a Stream entry id: <seq>-0
-            name = _text(values[b"e"]) or None
-            events.append(Event(channel, _text(values[b"d"]), EventId(epoch, seq), name))
-        return assemble(head, [events], limit, unknown=bool(unknown), expired=expired,
-                        truncated=bool(truncated))
+        timed, expired = replayed(reply, now - self.ttl_ms if self.ttl_ms else None)
+        return assemble(head, [[e for _, e in timed]], limit, unknown=bool(unknown),
+                        expired=expired or bool(lost), truncated=bool(truncated))
 
     def sweep(self) -> defer.Deferred[Any] | None:
         """Drop whole channels idle for longer than the age limit."""
@@ -221,10 +217,34 @@ class RedisHistory(SweptStore):
                 "new_epochs": self.new_epochs, "not_durable": self.not_durable}
 
 
-def _replication_id(info: bytes | str) -> str:
-    """``master_replid`` from ``INFO replication`` ("" when the server hides it)."""
+def replayed(reply: list[Any], oldest_kept: int | None,
+             shard: str = "") -> tuple[list[tuple[int, Event]], bool]:
+    """The events of a ``SINCE`` reply, oldest first, each with the time (ms) it was
+    stored; and whether some were past their age (the next append trims them)."""
+    epoch, rest, expired = _text(reply[0]), reply[7:], False
+    events = []
+    for i in range(len(rest) - 2, -1, -2):  # the script sends them newest first
+        channel, (entry_id, fields) = _text(rest[i]), rest[i + 1]
+        values = dict(zip(fields[::2], fields[1::2], strict=False))
+        at = int(values[b"t"])
+        if oldest_kept is not None and at < oldest_kept:
+            expired = True
+            continue
+        seq = int(_text(entry_id).partition("-")[0])  # a Stream entry id: <seq>-0
+        events.append((at, Event(channel, _text(values[b"d"]), EventId(epoch, seq, shard),
+                                 _text(values[b"e"]) or None)))
+    return events, expired
+
+
+def info_field(info: bytes | str, name: str) -> str:
+    """One field of an ``INFO`` reply ("" when the server does not give it)."""
     for line in _text(info).splitlines():
-        name, _, value = line.partition(":")
-        if name == "master_replid":
+        key, _, value = line.partition(":")
+        if key == name:
             return value.strip()
     return ""
+
+
+def _replication_id(info: bytes | str) -> str:
+    """``master_replid`` from ``INFO replication`` ("" when the server hides it)."""
+    return info_field(info, "master_replid")

@@ -38,7 +38,14 @@ from cyclone_sse.history.base import (
     SweptStore,
     assemble,
 )
-from cyclone_sse.history.redis import DEFAULT_PREFIX, NotDurable, _replication_id, _text
+from cyclone_sse.history.redis import (
+    DEFAULT_PREFIX,
+    DurableWrites,
+    _replication_id,
+    _text,
+    info_field,
+    replayed,
+)
 from cyclone_sse.history.redis_scripts import APPEND, FOLLOW, MIGRATE, SINCE, SWEEP
 from cyclone_sse.interfaces import IRedisHistory, IStats
 from cyclone_sse.links.redis import DEFAULT_TIMEOUT, RedisAddress, encode_command
@@ -48,6 +55,10 @@ log = Logger()
 
 _SCRIPTS = {"append": APPEND, "since": SINCE, "sweep": SWEEP}
 _SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in _SCRIPTS.items()}
+
+
+class ClusterTooOld(Exception):
+    """A Cluster node without sharded pub/sub (Redis before 7)."""
 
 
 def shard_of(channel: str) -> str:
@@ -78,7 +89,7 @@ class Shard:
 
 
 @implementer(IRedisHistory, IStats)
-class ClusterHistory(SweptStore):
+class ClusterHistory(DurableWrites, SweptStore):
     """Events and ids on a Redis Cluster, in 16 shards (see the module's docstring).
     The count and byte limits apply per shard, a sixteenth each (at least 1)."""
 
@@ -102,9 +113,7 @@ class ClusterHistory(SweptStore):
         self.channel_bytes = channel_bytes
         self.acks = f"{prefix}:raw-stored"
         self.new_epochs = 0
-        self.min_replicas = min_replicas
-        self._wait = encode_command("WAIT", min_replicas, max(1, int(timeout * 500)))
-        self.not_durable = 0
+        self.durable_writes(min_replicas, timeout)
 
     @property
     def bytes(self) -> int:
@@ -117,6 +126,12 @@ class ClusterHistory(SweptStore):
     def _node_up(self, connection: Any, node: Node) -> Any:
         """A primary's connection: its scripts loaded, and each shard it owns brought
         to the current layout and told which primary writes it (``FOLLOW``)."""
+        server = yield connection.execute_command("INFO", "server")
+        version = info_field(server, "redis_version")
+        if version and int(version.split(".")[0]) < 7:
+            # (SPUBLISH and SSUBSCRIBE came with Redis 7: every append would fail)
+            raise ClusterTooOld(f"Redis {version} at {node[0]}:{node[1]}: a Cluster needs "
+                                "Redis 7 or later (sharded pub/sub)")
         for body in _SCRIPTS.values():
             yield connection.execute_command("SCRIPT", "LOAD", body)
         info = yield connection.execute_command("INFO", "replication")
@@ -161,15 +176,6 @@ class ClusterHistory(SweptStore):
             d.addCallback(lambda appended: waited.addCallback(self._confirmed, appended))
         return d
 
-    def _confirmed(self, replicas: Any, appended: tuple[Event, bool]) -> tuple[Event, bool]:
-        if int(replicas) < self.min_replicas:
-            self.not_durable += 1
-            raise NotDurable(f"stored on the primary (and delivered) but confirmed by "
-                             f"{int(replicas)} of {self.min_replicas} replicas "
-                             "(--redis-min-replicas): a failover could lose it; retry with "
-                             "the same 'id' to publish it exactly once")
-        return appended
-
     def _appended(self, reply: list[Any], shard: Shard, channel: str, data: str,
                   name: str | None) -> tuple[Event, bool]:
         epoch, seq, duplicate = _text(reply[0]), int(reply[1]), int(reply[2])
@@ -209,21 +215,10 @@ class ClusterHistory(SweptStore):
         answer: dict[str, Any] = {
             "head": EventId(epoch, int(reply[1]), shard), "unknown": int(reply[2]),
             "lost": int(reply[3]), "truncated": int(reply[6]), "events": []}
-        if not asked:
-            return answer
-        oldest_kept = int(reply[4]) - self.ttl_ms if self.ttl_ms else None
-        rest = reply[7:]
-        for i in range(len(rest) - 2, -1, -2):  # the script sends them newest first
-            channel, (entry_id, fields) = _text(rest[i]), rest[i + 1]
-            values = dict(zip(fields[::2], fields[1::2], strict=False))
-            at = int(values[b"t"])
-            if oldest_kept is not None and at < oldest_kept:
-                answer["lost"] = 1
-                continue
-            seq = int(_text(entry_id).partition("-")[0])
-            event = Event(channel, _text(values[b"d"]), EventId(epoch, seq, shard),
-                          _text(values[b"e"]) or None)
-            answer["events"].append((at, event))
+        if asked:
+            answer["events"], expired = replayed(
+                reply, int(reply[4]) - self.ttl_ms if self.ttl_ms else None, shard)
+            answer["lost"] |= expired
         return answer
 
     def _replay(self, answers: list[dict[str, Any]], asked: bool, limit: int) -> Replay:

@@ -104,19 +104,24 @@ class StreamSubscriber(BoundedWriter, Subscriber):
         Subscriber.__init__(self)
         self.head = head
         self.tagged = tagged  # channel-aware frames (Event.tagged_frame)
+        self.plain = not tagged  # each event's shared frame as it is (not sharded)
 
     def deliver(self, events: list[Event], frame: bytes) -> None:
         if self.live:
             rest = self.unseen(events)
-            if self.sharded:
-                if rest is None or rest:
-                    self.write(self.framed(events if rest is None else rest, self.tagged))
-            elif rest is None:
-                self.write(tagged_frames(events) if self.tagged else frame)
-            elif rest:
-                self.write(frames(rest, self.tagged))
+            if rest is None and self.plain:  # (the hot path: one test)
+                self.write(frame)
+            elif rest is None or rest:
+                self.write(self._frames(events, rest is None))
         elif not self.hold(events):
             self._overflow()
+
+    def _frames(self, events: list[Event], batch: bool) -> bytes:
+        """Frames that are not the shared plain ones: channel-aware (joined once per
+        fan-out ``batch``), or under this stream's own position (``sharded``)."""
+        if self.sharded:
+            return self.framed(events, self.tagged)
+        return tagged_frames(events) if batch else frames(events, self.tagged)
 
     def disconnected(self) -> None:
         self.closed = True
@@ -129,8 +134,11 @@ class StreamSubscriber(BoundedWriter, Subscriber):
         if replay.gap:
             parts.append(encode_gap(replay.gap, last_id))
         events = self.release(replay, last_id)
-        parts.append(self.framed(events, self.tagged) if self.sharded
-                     else frames(events, self.tagged))
+        if self.sharded:
+            self.plain = False
+            parts.append(self.framed(events, self.tagged))
+        else:
+            parts.append(frames(events, self.tagged))
         if not events and replay.head is not None and (not last_id or replay.gap):
             # Give even a quiet stream a resume point (see encode_position).
             parts.append(encode_position(str(replay.head)))
