@@ -200,9 +200,9 @@ def test_a_daemon_subscribes_to_the_shard_channels_its_clients_use_and_no_others
         a.stop()
 
 
-def _migrate_slot(cluster, slot, target):
+def _migrate_slot(cluster, slot, target, announce=True):
     """Move ``slot`` to ``target`` as ``redis-cli --cluster reshard`` does: IMPORTING and
-    MIGRATING, the keys with MIGRATE, then the new owner announced."""
+    MIGRATING, the keys with MIGRATE, then (``announce``) the new owner announced."""
     source = cluster.owner_of(slot)
     ids = {n.port: cluster.cli(n.port, "CLUSTER", "MYID").strip() for n in cluster.live()}
     cluster.cli(target.port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source.port])
@@ -213,8 +213,37 @@ def _migrate_slot(cluster, slot, target):
             break
         cluster.cli(source.port, "MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000",
                     "KEYS", *keys)
-    for node in cluster.live():
-        cluster.cli(node.port, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[target.port])
+    if announce:
+        for node in cluster.live():
+            cluster.cli(node.port, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[target.port])
+    return ids
+
+
+def test_a_publish_to_a_slot_half_migrated_follows_ask_and_then_moved(tmp_path, cluster):
+    """Keys moved, owner not yet announced: the source answers ASK, and the append runs
+    on the target after ASKING; once the owner changes, MOVED.  Nothing is lost."""
+    daemon = cluster_daemon(tmp_path, cluster)
+    try:
+        channel = channels_on_primaries(cluster)[0]
+        stream = SSEClient(daemon.port, f"channels={channel}")
+        assert publish(daemon, channel, "before")[0] == 200
+        slot = key_slot(shard_tag("cyclone-sse", shard_of(channel)))
+        target = next(n for n in cluster.live() if n is not cluster.owner_of(slot) and
+                      "role:master" in cluster.cli(n.port, "INFO", "replication"))
+        ids = _migrate_slot(cluster, slot, target, announce=False)
+        status, answer = publish(daemon, channel, "while migrating")
+        assert status == 200, answer
+        stats = daemon.request("GET", "/stats")[1]["history"]
+        assert stats["redirects"] >= 1  # (ASK: the keys are on the target already)
+        for node in cluster.live():
+            cluster.cli(node.port, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[target.port])
+        assert publish(daemon, channel, "after")[0] == 200
+        assert [e["data"] for e in stream.events(3)] == ["before", "while migrating", "after"]
+        stream.close()
+    finally:
+        daemon.stop()
+    log = "".join(daemon.log)
+    assert "Traceback" not in log, log[-4000:]
 
 
 @pytest.mark.parametrize("fault", ["CLUSTER FAILOVER", "kill -9 of a primary",

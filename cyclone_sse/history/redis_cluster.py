@@ -49,7 +49,7 @@ from cyclone_sse.history.redis import (
 from cyclone_sse.history.redis_scripts import APPEND, FOLLOW, MIGRATE, SINCE, SWEEP
 from cyclone_sse.interfaces import IRedisHistory, IStats
 from cyclone_sse.links.redis import DEFAULT_TIMEOUT, RedisAddress, encode_command
-from cyclone_sse.links.redis_cluster import SLOTS, ClusterLinks, Node, key_slot
+from cyclone_sse.links.redis_cluster import SLOTS, ClusterLinks, Node, first_error, key_slot
 
 log = Logger()
 
@@ -206,7 +206,7 @@ class ClusterHistory(DurableWrites, SweptStore):
             d.addCallback(self._shard_replay, name, mine is not None or epoch == "?")
             asks.append(d)
         gathered: defer.Deferred[Any] = defer.gatherResults(asks, consumeErrors=True)
-        gathered.addErrback(_first_error)
+        gathered.addErrback(first_error)
         gathered.addCallback(self._replay, bool(last_id), limit)
         return gathered
 
@@ -246,8 +246,3 @@ class ClusterHistory(DurableWrites, SweptStore):
                 "new_epochs": self.new_epochs, "not_durable": self.not_durable,
                 "redirects": self.link.redirects,
                 "primaries": len({n for n in self.link.slots if n is not None})}
-
-
-def _first_error(failure: Any) -> Any:
-    """A shard's own failure (not gatherResults' wrapper), for the caller to map."""
-    return failure.value.subFailure

@@ -299,6 +299,15 @@ class ShardedPubSub(MultiService):
         self.lost: set[str] = set()  # subscribed once, dropped since: to catch up
         self.nodes: dict[Node, RedisLink] = {}
         links.map_changes.append(self.reconcile)
+        # while a wanted channel is subscribed nowhere (its node said MOVED: the map
+        # was not up to date yet), the map is read again, and reconcile tries again
+        retry = TimerService(MAP_REFRESH_DEGRADED, self._retry)
+        retry.clock = clock
+        retry.setServiceParent(self)
+
+    def _retry(self) -> None:
+        if len(self.where) < len(self.wanted):
+            self.links.refresh()
 
     def _link(self, node: Node) -> RedisLink:
         link = self.nodes.get(node)
@@ -346,9 +355,17 @@ class ShardedPubSub(MultiService):
         waits = []
         for group in _by_slot(names):  # (one SSUBSCRIBE may name one slot only)
             d = connection.execute_command("SSUBSCRIBE", *group, apply_timeout=False)
-            d.addCallback(self._subscribed, node, group)
+            d.addCallbacks(self._subscribed, self._refused, callbackArgs=(node, group))
             waits.append(d)
-        return defer.gatherResults(waits, consumeErrors=True)
+        return defer.gatherResults(waits, consumeErrors=True).addErrback(first_error)
+
+    def _refused(self, failure: Any) -> None:
+        """``MOVED``: this node does not own the slot (yet, or any more); the map is
+        read again and the channels stay unsubscribed until ``reconcile`` places them
+        (``_retry``).  Anything else is the connection's trouble: it is re-made."""
+        if _error(failure, "MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN") is None:
+            failure.raiseException()
+        self.links.refresh()
 
     def _subscribed(self, _: object, node: Node, names: list[str]) -> None:
         for name in names:
@@ -362,8 +379,9 @@ class ShardedPubSub(MultiService):
         return d
 
     def _report(self, subscribed: list[str]) -> None:
-        """Tell the owner which of ``subscribed`` had been dropped before."""
-        moved = [c for c in subscribed if c in self.lost]
+        """Tell the owner which of ``subscribed`` (those that are, now) had been
+        dropped before."""
+        moved = [c for c in subscribed if c in self.lost and c in self.where]
         self.lost.difference_update(moved)
         if moved:
             self.on_moved(moved)
@@ -409,6 +427,14 @@ class ShardedPubSub(MultiService):
     @property
     def outages(self) -> int:
         return sum(link.outages for link in self.nodes.values())
+
+
+def first_error(failure: Any) -> Any:
+    """The failure itself rather than ``gatherResults``' wrapper (its text is what a
+    log line or a 503 says)."""
+    if failure.check(defer.FirstError):
+        return failure.value.subFailure
+    return failure
 
 
 def _by_slot(names: list[str]) -> list[list[str]]:
