@@ -103,7 +103,9 @@ def check_exactly_once_or_gap(events, acknowledged):
     assert len(numbers) == len(set(numbers)), "an event arrived twice"
     missing = set(acknowledged) - set(numbers)
     assert not missing or gaps, f"{len(missing)} acknowledged events never arrived: " \
-                                f"{sorted(missing)[:10]}"
+        f"{sorted(missing)[:10]} (ids {[acknowledged[n] for n in sorted(missing)[:3]]}; " \
+        f"{len(numbers)} received)" if isinstance(acknowledged, dict) else \
+        f"{len(missing)} acknowledged events never arrived: {sorted(missing)[:10]}"
     ids = [e["id"] for e in events if e["event"] == "message"]
     assert len(ids) == len(set(ids)), "an id named two events"
     return numbers, gaps

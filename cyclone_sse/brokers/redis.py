@@ -161,6 +161,7 @@ class RedisBroker(Broker):
         # history's head, read before the first subscription: where catching up starts)
         self.positions: dict[str, Any] = {}
         self._catching_up: list[Event] | None = None
+        self._moved_shards: set[str] = set()  # resubscribed: to catch up next
         self._heads: defer.Deferred[None] | None = None
         self.link = RedisLink(self.reactor, history.link.address, "pubsub", on_up=self._up,
                               on_down=self._down, on_message=self.message,
@@ -363,11 +364,22 @@ class RedisBroker(Broker):
             shard = self.history.by_prefix.get(topic[:topic.index("}") + 1])
             if shard is not None:
                 shards.add(shard.name)
+        self._moved_shards |= shards
+        if self._catching_up is None:  # (else: once the catch-up under way is done)
+            self._catch_up_moved()
+
+    def _catch_up_moved(self, held: list[Event] | None = None) -> None:
+        shards, self._moved_shards = self._moved_shards, set()
         names = [n for n in self.registry.names() if is_pattern(n) or
-                 self.history.shard_of(n).name in shards]
-        if names and self._catching_up is None:
-            self._catching_up = []
+                 self._shard_of(n) in shards]
+        self._catching_up = held or []
+        if names:
             self._catch_up(names, shards).addErrback(lambda _: None)
+        else:
+            self._catch_up([], shards)
+
+    def _shard_of(self, channel: str) -> str:
+        return self.history.shard_of(channel).name if self.sharded is not None else ""
 
     @defer.inlineCallbacks
     def _catch_up(self, names: list[str], shards: set[str] | None = None) -> Any:
@@ -404,6 +416,8 @@ class RedisBroker(Broker):
         held, self._catching_up = self._catching_up or [], None
         for event in sorted([*missed, *held], key=lambda e: (e.shard, e.seq)):
             self._deliver(event)
+        if self._moved_shards:  # (shards moved again while this one ran)
+            self._catch_up_moved()
 
     def _down(self) -> None:
         self.leader = False
@@ -474,8 +488,17 @@ class RedisBroker(Broker):
         event = Event(channel, data, EventId(epoch, int(seq), shard), name or None)
         if self._catching_up is not None:
             self._catching_up.append(event)
-        else:
-            self._deliver(event)
+            return
+        known = self.positions.get(shard)
+        if known is not None and known.epoch != epoch:
+            # Another timeline (a failover): this daemon may have missed the start of
+            # it without a word (a demoted primary's subscription that went quiet),
+            # so it catches up from where it was; the history says whether all is
+            # there (else each stream resumes, with history-gap where due).
+            self._moved_shards.add(shard)
+            self._catch_up_moved([event])
+            return
+        self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
         known = self.positions.get(event.shard)
