@@ -291,30 +291,3 @@ def test_a_publish_the_broker_fails_is_answered_by_the_handler_on_the_lean_path(
         head, _, body = raw.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503") and json.loads(body) == {
             "error": "not published, retry", "status": 503}
-
-
-@pytest.mark.parametrize("form", [True, False])  # (one form event; a JSON batch of two)
-def test_the_fan_out_is_written_before_the_publishers_answer(form):
-    """A publisher that waits for each answer is held back while the daemon fans out,
-    rather than queueing its next events behind the fan-out (issue 27: the latency of a
-    saturated daemon).  Both transports are written in the same reactor turn; the
-    subscriber's bytes go first, and the events of one request are one write."""
-    app = make_app()
-    stream = subscribe(app, "channels=news")
-    app.clock.advance(0)
-    order = []
-    delivered = stream.transport.write
-    stream.transport.write = lambda data: (order.append("delivery"), delivered(data))
-    publisher = Connection(app)
-    original = publisher.transport.write
-    publisher.transport.write = lambda data: (order.append("answer"), original(data))
-    if form:
-        publisher.send("POST", "/publish", b"channel=news&message=a",
-                       {"Content-Type": "application/x-www-form-urlencoded"})
-    else:
-        publisher.send("POST", "/publish", json.dumps(
-            [{"channel": "news", "data": "a"}, {"channel": "news", "data": "b"}]).encode(),
-            {"Content-Type": "application/json"})
-    assert order and order[0] == "delivery" and "answer" in order, order
-    assert order.count("delivery") == 1  # (one request's events: one joined write)
-    assert [e["data"] for e in stream.events()] == (["a"] if form else ["a", "b"])

@@ -254,10 +254,9 @@ def test_an_event_replayed_and_fanned_out_in_the_same_turn_arrives_once():
     app = make_app()
     _, answer = publish(app, channel="a", data="seen")
     seen = answer["events"][0]["id"]
-    # stored, its fan-out waiting for the end of this reactor turn (as a broker's
-    # announcement does: an HTTP publish is fanned out before it is answered)...
-    event, _ = app.history.append("a", "new")
-    app.registry.queue(event)
+    # published, but its fan-out waits for the end of this reactor turn...
+    Connection(app).send("POST", "/publish", b"channel=a&message=new", {
+        "Content-Type": "application/x-www-form-urlencoded"})
     # ...when a client resumes: its replay already contains the new event
     conn = subscribe(app, "channels=a", {"Last-Event-Id": seen})
     fresh = subscribe(app, "channels=a")  # no id: gets what is fanned out from now on

@@ -160,12 +160,11 @@ class PublishLogic:
         publishes = [broker.publish(channel, data, name, publisher_id)
                      for channels, data, name, publisher_id in messages
                      for channel in dict.fromkeys(channels)]
-        fanned_out = self.application.registry.fanned_out
         if len(publishes) == 1:
-            return publishes[0].addCallback(fanned_out)
+            return publishes[0]
         d = defer.gatherResults(publishes, consumeErrors=True)
         d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
-        return d.addCallback(fanned_out)
+        return d
 
 
 def _answer_value(results: Any) -> dict[str, object]:
@@ -237,7 +236,6 @@ class LeanPublish(PublishLogic):
         except Exception as exc:
             self._failed(exc)
             return True
-        self.application.registry.fanned_out()
         self._answer(results[0] if len(results) == 1 else results)
         return True
 

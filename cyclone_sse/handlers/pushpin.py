@@ -66,7 +66,6 @@ class PushpinPublishHandler(PublishHandler):
         # issued in item order, so the history numbers them in that order
         d = defer.gatherResults([broker.publish(e.channel, e.data, e.name, e.publisher_id)
                                  for e in events], consumeErrors=True)
-        d.addCallback(self.application.registry.fanned_out)
         d.addCallback(self._published)
         d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
         return d  # type: ignore[return-value]

@@ -496,7 +496,6 @@ class SubscriberProtocol(Protocol):
             raise
         counters.client_publishes += 1
         d = app.broker.publish(channel, data, name, None)
-        d.addCallback(app.registry.fanned_out)
         d.addCallback(lambda published: self.send_json({
             "type": "published", "id": request_id, "channel": channel,
             "eventId": published.id, "subscribers": published.subscribers}))
