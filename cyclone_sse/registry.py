@@ -115,6 +115,7 @@ class ChannelRegistry(Service):
         self._batch_since = 0.0  # when the first of them was queued
         self.latency = Histogram()
         self._flush_call: Any = None
+        self._after_fan_out: list[Any] = []  # called once the queued events are out
 
     # membership --------------------------------------------------------------------
 
@@ -204,6 +205,15 @@ class ChannelRegistry(Service):
             self._flush_call = self.clock.callLater(0, self.flush)
         self.counters.events_published += 1
 
+    @property
+    def fan_out_pending(self) -> bool:
+        """Whether events are queued for the fan-out at the end of this reactor turn."""
+        return self._flush_call is not None
+
+    def after_fan_out(self, call: Any) -> None:
+        """``call()`` once the queued events are fanned out (at the end of this turn)."""
+        self._after_fan_out.append(call)
+
     def flush(self) -> None:
         """Fan out the queued batch: the hot path.  One frame (encoded once per event,
         joined once per batch) is written to every subscriber, with no copy of the
@@ -213,6 +223,10 @@ class ChannelRegistry(Service):
                 self._flush_call.cancel()
             self._flush_call = None
         self._fan_out()
+        if self._after_fan_out:
+            waiting, self._after_fan_out = self._after_fan_out, []
+            for call in waiting:
+                call()
 
     def _fan_out(self) -> None:
         events = self._pending

@@ -115,6 +115,8 @@ def test_answers_to_requests_pipelined_in_one_read_go_out_in_one_write_in_order(
                b"x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\nchannel=a&message=%d")
     conn.protocol.dataReceived(b"".join(publish % n for n in range(3)) +
                                b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert writes == []  # (after the fan-out at the end of the turn: test_publish.py)
+    app.clock.advance(0)
     assert len(writes) == 1
     answers = conn.raw.split(b"HTTP/1.1 200 OK")[1:]
     assert len(answers) == 4 and b'"uptime"' in answers[3]
@@ -124,6 +126,7 @@ def test_answers_to_requests_pipelined_in_one_read_go_out_in_one_write_in_order(
     # a request that is not whole yet waits; the answers before it are not held back
     writes.clear()
     conn.protocol.dataReceived(publish % 3 + b"GET /st")
+    app.clock.advance(0)
     assert len(writes) == 1 and conn.raw.count(b"HTTP/1.1 200 OK") == 5
     conn.protocol.dataReceived(b"ats HTTP/1.1\r\nHost: x\r\n\r\n")
     assert conn.raw.count(b"HTTP/1.1 200 OK") == 6
@@ -131,6 +134,7 @@ def test_answers_to_requests_pipelined_in_one_read_go_out_in_one_write_in_order(
     closing = Connection(app)
     closing.protocol.dataReceived(publish % 4 + b"GET /stats HTTP/1.1\r\nHost: x\r\n"
                                   b"Connection: close\r\n\r\n" + publish % 5)
+    app.clock.advance(0)
     assert closing.raw.count(b"HTTP/1.1 200 OK") == 2 and b'"uptime"' in closing.raw
     assert closing.transport.disconnecting
 

@@ -234,9 +234,9 @@ def test_the_lean_publish_path_answers_as_the_handler_does():
     """A publish skips cyclone's handler machinery (connection.py); with --access-log it
     does not.  Both answers must be the same, headers included, for success and error."""
     def answer(app, body, headers):
-        raw = Connection(app).send("POST", "/publish", body, headers).raw
-        app.clock.advance(0)
-        head, _, payload = raw.partition(b"\r\n\r\n")
+        connection = Connection(app).send("POST", "/publish", body, headers)
+        app.clock.advance(0)  # (the answer follows the fan-out at the end of the turn)
+        head, _, payload = connection.raw.partition(b"\r\n\r\n")
         lines = head.decode().split("\r\n")
         fields = sorted(line for line in lines[1:] if not line.startswith("Date:"))
         return lines[0], fields, json.loads(payload)
