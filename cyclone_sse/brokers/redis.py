@@ -37,7 +37,7 @@ from cyclone_sse.errors import BrokerUnavailable
 from cyclone_sse.event import Event, EventId, Position
 from cyclone_sse.interfaces import IRedisHistory
 from cyclone_sse.links.redis import RedisAddress, RedisLink, ReplyTimeout
-from cyclone_sse.links.redis_cluster import ShardedPubSub
+from cyclone_sse.links.redis_cluster import ShardedPubSub, once_done
 from cyclone_sse.links.tls import check_link_options
 
 log = Logger()
@@ -344,13 +344,7 @@ class RedisBroker(Broker):
             d.addCallback(self._have_heads)
             d.addErrback(lambda _: None)  # (then a later outage asks streams to resume)
             self._heads = d
-        waiting: defer.Deferred[None] = defer.Deferred()
-
-        def tell(result: object) -> object:
-            waiting.callback(None)
-            return result
-        self._heads.addBoth(tell)
-        return waiting
+        return once_done(self._heads)
 
     def _have_heads(self, replay: Any) -> None:
         for head in replay.head.ids:

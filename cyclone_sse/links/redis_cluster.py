@@ -149,13 +149,7 @@ class ClusterLinks(MultiService):
                 return result
             self._reading.addBoth(done)
             self._reading.addErrback(lambda _: None)
-        d: defer.Deferred[Any] = defer.Deferred()
-
-        def tell(result: object) -> object:
-            d.callback(None)
-            return result
-        self._reading.addBoth(tell)
-        return d
+        return once_done(self._reading)
 
     def _refresh_if_due(self) -> None:
         degraded = any(node is None or not self.link_for(node).ready for node in
@@ -427,6 +421,18 @@ class ShardedPubSub(MultiService):
     @property
     def outages(self) -> int:
         return sum(link.outages for link in self.nodes.values())
+
+
+def once_done(shared: defer.Deferred[Any]) -> defer.Deferred[None]:
+    """A Deferred of one's own that fires (with None) once ``shared`` has, leaving
+    ``shared``'s result to its other waiters."""
+    d: defer.Deferred[None] = defer.Deferred()
+
+    def tell(result: object) -> object:
+        d.callback(None)
+        return result
+    shared.addBoth(tell)
+    return d
 
 
 def first_error(failure: Any) -> Any:
