@@ -24,6 +24,14 @@ TWISTD = str(Path(sys.executable).parent / "twistd")
 DEADLINE = 20.0
 
 
+def readme_redis_urls(kind: str) -> list[str]:
+    """The README's ``--redis-url=`` examples of ``kind`` (``+sentinel``, ``+cluster``),
+    as written."""
+    readme = (ROOT / "README.rst").read_text()
+    return [line.split("=", 1)[1].split()[0] for line in readme.splitlines()
+            if line.strip().startswith("--redis-url=redis") and kind in line]
+
+
 class Daemon:
     """Starts the daemon with a config file and finds its ports in its log."""
 

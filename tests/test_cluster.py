@@ -15,7 +15,7 @@ from cyclone_sse.event import SHARD_NAMES, EventId, Position
 from cyclone_sse.history.redis_cluster import shard_of, shard_tag
 from cyclone_sse.links.redis import RedisAddress
 from cyclone_sse.links.redis_cluster import key_slot
-from tests.daemon import Daemon, SSEClient
+from tests.daemon import Daemon, SSEClient, readme_redis_urls
 from tests.faults import Browser, Publisher, check_exactly_once_or_gap
 from tests.services import ClusterSet
 
@@ -55,11 +55,7 @@ def test_cluster_urls_are_read_and_bad_ones_named():
     assert address.cluster == (("n1", 7000), ("10.0.0.2", 7001))
     assert (address.password, address.tls, address.db) == ("p@ss", True, 0)
     assert "p@ss" not in str(address)
-    # the README's examples, as written
-    from tests.daemon import ROOT
-    readme = (ROOT / "README.rst").read_text()
-    examples = [line.split("=", 1)[1].split()[0] for line in readme.splitlines()
-                if line.strip().startswith("--redis-url=redis") and "+cluster" in line]
+    examples = readme_redis_urls("+cluster")  # the README's, as written
     assert len(examples) == 2
     for example in examples:
         assert len(RedisAddress.from_url(example).cluster) >= 2

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.daemon import DEADLINE, Daemon, SSEClient
+from tests.daemon import DEADLINE, Daemon, SSEClient, readme_redis_urls
 from tests.faults import Browser, Publisher, check_exactly_once_or_gap
 from tests.services import SentinelSet
 
@@ -121,11 +121,7 @@ def test_sentinel_urls_are_read_and_bad_ones_named():
         "my master", 3, "p@ss", True)
     assert str(address) == "rediss+sentinel://s1:26379,10.0.0.2:26380/my master/3"
     assert "p@ss" not in str(address)
-    # the README's examples, as written
-    from tests.daemon import ROOT
-    readme = (ROOT / "README.rst").read_text()
-    examples = [line.split("=", 1)[1].split()[0] for line in readme.splitlines()
-                if line.strip().startswith("--redis-url=redis") and "+sentinel" in line]
+    examples = readme_redis_urls("+sentinel")  # the README's, as written
     assert len(examples) == 2
     for example in examples:
         parsed = RedisAddress.from_url(example)
