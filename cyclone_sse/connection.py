@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl
 from cyclone import httpserver, httputil
 from cyclone.escape import parse_qs_bytes
 from cyclone.httpserver import HTTPRequest
-from twisted.internet import interfaces
+from twisted.internet import defer, interfaces
 from twisted.logger import Logger
 
 from cyclone_sse.handlers.publish import LeanPublish, PublishHandler
@@ -407,8 +407,9 @@ class HTTPConnection(httpserver.HTTPConnection):
         if request.method == "POST" and request.path == "/publish" and self._lean():
             if LeanPublish(self.factory, request).run():
                 return
-        elif request.method == "GET" and request.path == "/" and self._lean("/") and \
-                "text/event-stream" in request.headers.get("Accept", ""):
+        elif request.method == "GET" and request.path == "/" and self._lean("/") and (
+                "text/event-stream" in request.headers.get("Accept", "")
+                or "Upgrade" in request.headers):
             if LeanSubscribe(self.factory, request).run():
                 return
         self.factory(request)
@@ -491,12 +492,26 @@ class HTTPConnection(httpserver.HTTPConnection):
         self.streaming = True
         self._stop_timer()  # (as for a stream)
         self.upgraded = protocol
+        # The upgrading request and its handler are done with: nothing is answered or
+        # notified for them again (see ``notifyFinish``; a handler an --app hooks stays
+        # on with ``protocol``).  Kept, they held ~2.4 KB per WebSocket connection.
+        self._finish_callback = None
+        self._request = None
         rest = self.clearLineBuffer()  # what the client sent after its handshake
         self._send_out()
         self.transport.write(response)
         protocol.makeConnection(self.transport)
         if rest:
             protocol.dataReceived(rest)
+
+    def notifyFinish(self) -> defer.Deferred[Any]:
+        """cyclone's: a Deferred fired when the request in hand is finished or the
+        connection is lost.  Once upgraded, the request was finished by the upgrade:
+        what its handler asks after that (cyclone's ``_execute_handler`` asks once
+        ``get`` returns) is a Deferred that never fires, so the handler is not kept."""
+        if self.upgraded is not None:
+            return defer.Deferred()
+        return super().notifyFinish()  # type: ignore[no-any-return]
 
     def write(self, chunk: bytes) -> None:
         """An answer (cyclone's or the lean publish's), sent at once when it can be;

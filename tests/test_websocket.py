@@ -309,3 +309,31 @@ def test_the_keep_alive_round_pings_and_drops_a_silent_peer():
     assert closing[0] == 0x88 and closing[2:4] == struct.pack("!H", 1011)
     assert silent.transport.disconnecting
     assert app.websockets.dead_peers == 1
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_an_upgraded_connection_keeps_no_request_handler(access_log):
+    """What a WebSocket connection holds is its protocol: the request that upgraded it
+    and cyclone's handler are let go (they held ~2.4 KB a connection).  Without an
+    access log the upgrade takes the lean path and builds no handler at all."""
+    import gc
+    import weakref
+
+    from cyclone_sse.handlers.subscribe import SubscribeHandler
+    from tests.memory import Connection, instances_of, make_app
+    app = make_app(access_log=access_log)
+    with instances_of(SubscribeHandler) as built:
+        conn = Connection(app).send("GET", "/", headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()})
+    assert conn.raw.startswith(b"HTTP/1.1 101")
+    assert len(built) == access_log
+    handlers = [weakref.ref(h) for h in built]
+    del built
+    conn.transport.clear()
+    conn.protocol.dataReceived(frame(1, json.dumps(
+        {"type": "subscribe", "id": 1, "channels": ["a"]}).encode()))
+    assert json.loads(conn.raw[2:])["type"] == "subscribed"
+    gc.collect()
+    assert [h() for h in handlers] == [None] * len(handlers)
+    assert conn.protocol._request is None and conn.protocol.upgraded is not None

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 
 from cyclone_sse.auth.access import Access, Credentials
 from cyclone_sse.channels import is_pattern, split_channels
-from cyclone_sse.errors import Forbidden
+from cyclone_sse.errors import CycloneSSEError, Forbidden
 from cyclone_sse.event import encode_retry
 from cyclone_sse.handlers.base import BaseHandler, arguments_of, ok_head
 from cyclone_sse.interfaces import ISubscriber
@@ -222,13 +222,14 @@ class SubscribeHandler(BaseHandler):
 
 class LeanSubscribe(SubscribeHandler):
     """An event stream opened without cyclone's handler machinery: the connection hands
-    a complete ``GET /`` asking for ``text/event-stream`` here (``HTTPConnection.
-    _dispatch``).  It is a ``SubscribeHandler`` whose cyclone state is never built:
-    the same hooks read the request (channels, last id, credentials), the same gate
-    decides, the same ``StreamSubscriber`` carries the stream, and the response head is
-    the one the handler sends.  Whatever it does not take — a poll, a WebSocket, an
-    auth callback to ask, a refusal — goes to cyclone untouched (nothing was done
-    yet), which answers it as always."""
+    a complete ``GET /`` asking for ``text/event-stream``, or a WebSocket upgrade, here
+    (``HTTPConnection._dispatch``).  It is a ``SubscribeHandler`` whose cyclone state is
+    never built: the same hooks read the request (channels, last id, credentials), the
+    same gate decides, the same ``StreamSubscriber`` carries the stream, and the
+    response head is the one the handler sends; an upgrade is the handler's
+    ``_upgrade``.  Whatever it does not take — a poll, an auth callback to ask, a
+    refusal — goes to cyclone untouched (nothing was done yet), which answers it as
+    always."""
 
     def __init__(self, application: Any, request: Any) -> None:
         # (RequestHandler.__init__ is skipped on purpose: its UI modules, headers and
@@ -246,9 +247,16 @@ class LeanSubscribe(SubscribeHandler):
         return cookies[name].value if name in cookies else default
 
     def run(self) -> bool:
-        """Open the stream; False (nothing done) when cyclone should take the request."""
+        """Open the stream, or upgrade to a WebSocket; False (nothing done) when cyclone
+        should take the request."""
         app = self.application
-        if self.wants_websocket() or app.gate.callback is not None:
+        if self.wants_websocket():
+            try:
+                self._upgrade()
+            except CycloneSSEError:
+                return False  # (cyclone's handler meets the same refusal and answers it)
+            return True
+        if app.gate.callback is not None:
             return False
         try:
             if self.wants_poll():

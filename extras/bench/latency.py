@@ -1,18 +1,23 @@
 """Publish → delivery latency under load, with a publisher that waits for each answer.
 
 The server is pinned to CPU 0; on CPU 1 a C client (``sse_load.c``, built here with
-gcc) holds N SSE streams on one channel in one epoll loop, and a publisher in this
-process sends events of 100 bytes at a steady rate, one request at a time, each
-waiting for its answer (as an application publishing from a request handler does).
-Each event carries its send time; the C client records, per delivery, when it read it.
-It prints, per server and N: deliveries, p50 / p99 / max latency, the server's CPU per
-delivery, and its memory per connection.  It prints numbers and asserts nothing::
+gcc) holds N SSE streams (or WebSocket connections) on one channel in one epoll loop,
+and a publisher in this process sends events of 100 bytes at a steady rate, one request
+at a time, each waiting for its answer (as an application publishing from a request
+handler does).  Each event carries its send time; the C client records, per delivery,
+when it read it.  It prints, per server and N: the seconds N connections took to be
+ready, deliveries, p50 / p99 / max latency, the server's CPU per delivery, and its
+memory per connection.  It prints numbers and asserts nothing::
 
     uv run python extras/bench/latency.py                        # this tree, 1k 5k 10k
     uv run python extras/bench/latency.py --servers daemon nchan --rounds 2
+    uv run python extras/bench/latency.py --servers daemon-ws node-ws
     uv run python extras/bench/latency.py --tree /tmp/before     # another checkout too
 
-``nchan`` needs Debian's ``nginx`` and ``libnginx-mod-nchan``.  Servers and rounds are
+Servers: ``daemon`` (SSE) and ``daemon-ws`` (WebSocket, the JSON protocol) of this
+tree, ``tree`` and ``tree-ws`` of ``--tree``, ``nchan`` (nginx + nchan, SSE; needs
+Debian's ``nginx`` and ``libnginx-mod-nchan``) and ``node-ws`` (Node with npm's ``ws``,
+``node_ws.cjs``; ``npm install`` in ``tests/js`` first).  Servers and rounds are
 interleaved, so one noisy moment does not land on one server only.
 """
 
@@ -37,6 +42,11 @@ sys.path.insert(0, str(HERE))
 from measured import ServerProcess  # noqa: E402
 
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+SSE_PATH = "/?channels=bench"
+WS_SUBSCRIBE = '{"type": "subscribe", "id": 1, "channels": ["bench"]}'
+NODE_MODULES = ROOT / "tests" / "js" / "node_modules"
 
 
 class TreeDaemon(ServerProcess):
@@ -73,6 +83,32 @@ def nchan_server() -> ServerProcess:
     return server
 
 
+class NodeWs(ServerProcess):
+    """Node with npm's ``ws`` (``node_ws.cjs``), pinned to CPU 0."""
+
+    def __init__(self) -> None:
+        if not (NODE_MODULES / "ws").is_dir():
+            raise SystemExit("node-ws needs npm's ws: run 'npm install' in tests/js")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", "0", "node", str(HERE / "node_ws.cjs")],
+            env={**os.environ, "WS_MODULE": str(NODE_MODULES / "ws")},
+            stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline().split()[1])
+
+    def publish_request(self, channel: str, data: str) -> tuple[str, str, dict[str, str]]:
+        return (f"/publish?channel={channel}", data, {"Content-Type": "text/plain"})
+
+
+def start(name: str, tree: Path | None, options: list[str]) -> ServerProcess:
+    """The server called ``name`` on the command line, started."""
+    if name == "nchan":
+        return nchan_server()
+    if name == "node-ws":
+        return NodeWs()
+    return TreeDaemon(tree if name.startswith("tree") and tree else ROOT, *options)
+
+
 def rss_kb(server: ServerProcess) -> int:
     return int(Path(f"/proc/{server.proc.pid}/statm").read_text().split()[1]) * PAGE_KB
 
@@ -84,11 +120,12 @@ def build_client() -> str:
 
 
 def measure(client: str, server: ServerProcess, n: int, events: int,
-            rate: float) -> dict[str, object]:
+            rate: float, websocket: bool = False) -> dict[str, object]:
     rss_before = rss_kb(server)
     load = subprocess.Popen(
-        ["taskset", "-c", "1", client, "127.0.0.1", str(server.port), "/?channels=bench",
-         str(n), str(n * events), "5"], stdout=subprocess.PIPE, text=True)
+        ["taskset", "-c", "1", client, "127.0.0.1", str(server.port),
+         "/" if websocket else SSE_PATH, str(n), str(n * events), "5",
+         *([WS_SUBSCRIBE] if websocket else [])], stdout=subprocess.PIPE, text=True)
     assert load.stdout is not None
     assert load.stdout.readline().strip() == "ready", "the load client never got ready"
     time.sleep(1.0)
@@ -121,7 +158,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--servers", nargs="+", default=["daemon"],
-                        choices=["daemon", "nchan", "tree"])
+                        choices=["daemon", "nchan", "tree", "daemon-ws", "tree-ws",
+                                 "node-ws"])
     parser.add_argument("--tree", type=Path, help="another checkout to measure (as 'tree')")
     parser.add_argument("--option", action="append", default=[],
                         help="a daemon option (repeatable)")
@@ -131,22 +169,23 @@ def main() -> None:
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})  # the publisher beside the load client, off the server's
     servers = list(args.servers)
-    if args.tree and "tree" not in servers:
+    if args.tree and not any(name.startswith("tree") for name in servers):
         servers.append("tree")
     client = build_client()
-    print("| server | N | deliveries | complete % | events/s | p50 ms | p99 ms | max ms "
-          "| CPU µs/delivery | RSS KB/conn |\n|---|---|---|---|---|---|---|---|---|---|",
-          flush=True)
+    print("| server | N | connect s | deliveries | complete % | events/s | p50 ms | p99 ms "
+          "| max ms | CPU µs/delivery | RSS KB/conn |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for _ in range(args.rounds):
         for n in args.sizes:
             for name in servers:
-                server: ServerProcess = nchan_server() if name == "nchan" else TreeDaemon(
-                    args.tree if name == "tree" else ROOT, *args.option)
+                server = start(name, args.tree, args.option)
                 try:
-                    r = measure(client, server, n, args.events, args.rate)
+                    r = measure(client, server, n, args.events, args.rate,
+                                websocket=name.endswith("-ws"))
                 finally:
                     server.stop()
-                print(f"| {name} | {n:,} | {r['deliveries']:,} | {r['complete_pct']} "
+                print(f"| {name} | {n:,} | {r['connect_s']} | {r['deliveries']:,} "
+                      f"| {r['complete_pct']} "
                       f"| {r['events_per_s']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
                       f"| {r['max_ms']:.1f} | {r['cpu_us_per_delivery']} "
                       f"| {r['rss_kb_per_conn']} |", flush=True)

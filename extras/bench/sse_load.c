@@ -1,13 +1,20 @@
-/* The latency load client: N EventSource-like connections read by one epoll loop in C,
- * so that what is measured is the server, not a Python client reading 10,000 sockets.
+/* The latency load client: N EventSource-like (or WebSocket) connections read by one
+ * epoll loop in C, so that what is measured is the server, not a Python client reading
+ * 10,000 sockets.
  *
- *   sse_load HOST PORT PATH N EXPECTED TIMEOUT_S
+ *   sse_load HOST PORT PATH N EXPECTED TIMEOUT_S [SUBSCRIBE]
  *
  * Opens N connections sending "GET PATH" (Accept: text/event-stream), prints "ready"
  * once every response head arrived, then reads events.  Each event's data is the
  * publisher's send time (CLOCK_REALTIME, nanoseconds); the latency of each delivery is
  * the time it was read minus that.  It stops after EXPECTED deliveries or TIMEOUT_S
- * seconds without one, and prints one line of JSON: deliveries, p50/p99/max in ms.
+ * seconds without one, and prints one line of JSON: deliveries, p50/p99/max in ms, and
+ * the seconds from the first connect to "ready".
+ *
+ * With SUBSCRIBE (a JSON text), each connection is a WebSocket instead: an upgrade on
+ * PATH, then SUBSCRIBE sent as one masked text frame; it is ready at the first text
+ * frame the server sends back (the answer), and each later text frame whose JSON has a
+ * "data" string starting with digits is a delivery.
  * Built by extras/bench/latency.py with gcc -O2; part of the benchmark, not the daemon.
  */
 #define _GNU_SOURCE
@@ -31,6 +38,7 @@
 struct conn {
     int fd;
     int head_done;
+    int answered; /* WebSocket: the answer to SUBSCRIBE arrived */
     size_t used;
     char buf[CARRY];
 };
@@ -75,6 +83,85 @@ static void record(int64_t ns) {
     samples[nsamples++] = ns;
 }
 
+static const char *subscribe_frame; /* WebSocket: the masked SUBSCRIBE frame */
+static size_t subscribe_len;
+
+/* A masked text frame of `text` (RFC 6455 5.2; mask key 0: the bytes stay as they are). */
+static char *masked_frame(const char *text, size_t *len) {
+    size_t n = strlen(text), head = n < 126 ? 6 : 8;
+    char *frame = malloc(head + n);
+    frame[0] = (char)0x81;
+    if (n < 126) {
+        frame[1] = (char)(0x80 | n);
+    } else {
+        frame[1] = (char)(0x80 | 126);
+        frame[2] = (char)(n >> 8);
+        frame[3] = (char)(n & 0xff);
+    }
+    memset(frame + head - 4, 0, 4);
+    memcpy(frame + head, text, n);
+    *len = head + n;
+    return frame;
+}
+
+/* The send time at the start of a JSON text's "data" string, or -1. */
+static int64_t data_time(const char *start, const char *end) {
+    const char *data = memmem(start, end - start, "\"data\":", 7);
+    if (!data) return -1;
+    data += 7;
+    while (data < end && *data == ' ') data++;
+    if (data + 1 >= end || *data != '"' || data[1] < '0' || data[1] > '9') return -1;
+    return strtoll(data + 1, NULL, 10);
+}
+
+/* Consume complete WebSocket frames from c->buf (the head first). */
+static void consume_ws(struct conn *c, int64_t at) {
+    char *start = c->buf, *end = c->buf + c->used;
+    if (!c->head_done) {
+        char *head = memmem(start, c->used, "\r\n\r\n", 4);
+        if (!head) return;
+        if (c->used < 12 || memcmp(start, "HTTP/1.1 101", 12) != 0) {
+            fprintf(stderr, "no upgrade: %.*s\n", (int)(head - start), start);
+            exit(1);
+        }
+        c->head_done = 1;
+        start = head + 4;
+        if (write(c->fd, subscribe_frame, subscribe_len) != (ssize_t)subscribe_len) {
+            perror("write");
+            exit(1);
+        }
+    }
+    while (end - start >= 2) {
+        unsigned char *b = (unsigned char *)start;
+        size_t size = b[1] & 0x7f, head = 2;
+        if (size == 126) {
+            if (end - start < 4) break;
+            size = (size_t)b[2] << 8 | b[3];
+            head = 4;
+        } else if (size == 127) {
+            if (end - start < 10) break;
+            size = 0;
+            for (int i = 2; i < 10; i++) size = size << 8 | b[i];
+            head = 10;
+        }
+        if ((size_t)(end - start) < head + size) break;
+        if ((b[0] & 0x0f) == 1) { /* text */
+            if (!c->answered) {
+                c->answered = 1;
+            } else {
+                int64_t sent = data_time(start + head, start + head + size);
+                if (sent >= 0) {
+                    record(at - sent);
+                    per_event(sent, at - sent);
+                }
+            }
+        }
+        start += head + size;
+    }
+    c->used = end - start;
+    memmove(c->buf, start, c->used);
+}
+
 /* Consume complete events ("\n\n"-terminated) from c->buf; record each data time. */
 static void consume(struct conn *c, int64_t at) {
     char *start = c->buf, *end = c->buf + c->used, *stop;
@@ -98,8 +185,8 @@ static void consume(struct conn *c, int64_t at) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: sse_load HOST PORT PATH N EXPECTED TIMEOUT_S\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: sse_load HOST PORT PATH N EXPECTED TIMEOUT_S [SUBSCRIBE]\n");
         return 2;
     }
     const char *host = argv[1], *path = argv[3];
@@ -110,10 +197,18 @@ int main(int argc, char **argv) {
     setrlimit(RLIMIT_NOFILE, &lim);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
     inet_pton(AF_INET, host, &addr.sin_addr);
+    int websocket = argc == 8;
+    if (websocket) subscribe_frame = masked_frame(argv[7], &subscribe_len);
     char request[1024];
-    int len = snprintf(request, sizeof request,
-                       "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n",
-                       path, host);
+    int len = websocket
+        ? snprintf(request, sizeof request,
+                   "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", path, host)
+        : snprintf(request, sizeof request,
+                   "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n",
+                   path, host);
+    int64_t connecting = now_ns(), connected = 0;
     int ep = epoll_create1(0);
     struct conn *conns = calloc(n, sizeof *conns);
     for (int i = 0; i < n; i++) {
@@ -152,14 +247,15 @@ int main(int argc, char **argv) {
                     memcpy(c->buf + c->used, scratch + off, take);
                     c->used += take;
                     off += take;
-                    int before = c->head_done;
-                    consume(c, at);
-                    heads += c->head_done && !before;
+                    int before = websocket ? c->answered : c->head_done;
+                    if (websocket) consume_ws(c, at); else consume(c, at);
+                    heads += (websocket ? c->answered : c->head_done) && !before;
                     if (c->used == CARRY) c->used = 0; /* (no event is that long) */
                 }
             }
         }
         if (!announced && heads == n) {
+            connected = now_ns();
             printf("ready\n");
             fflush(stdout);
             announced = 1;
@@ -175,7 +271,8 @@ int main(int argc, char **argv) {
         for (int i = 0; i < nevents; i++)
             fprintf(stderr, "%d %.2f\n", i, event_worst[i] / 1e6);
     }
-    printf("{\"deliveries\": %zu, \"p50_ms\": %.2f, \"p99_ms\": %.2f, \"max_ms\": %.2f}\n",
-           nsamples, p50, p99, max);
+    printf("{\"deliveries\": %zu, \"p50_ms\": %.2f, \"p99_ms\": %.2f, \"max_ms\": %.2f, "
+           "\"connect_s\": %.3f}\n", nsamples, p50, p99, max,
+           connected ? (connected - connecting) / 1e9 : -1.0);
     return 0;
 }
