@@ -13,9 +13,10 @@ memory per connection.  It prints numbers and asserts nothing::
     uv run python extras/bench/latency.py --servers daemon nchan --rounds 2
     uv run python extras/bench/latency.py --servers daemon-ws node-ws
     uv run python extras/bench/latency.py --tree /tmp/before     # another checkout too
+    uv run python extras/bench/latency.py --tree /tmp/a --tree /tmp/b --servers tree
 
 Servers: ``daemon`` (SSE) and ``daemon-ws`` (WebSocket, the JSON protocol) of this
-tree, ``tree`` and ``tree-ws`` of ``--tree``, ``nchan`` (nginx + nchan, SSE; needs
+tree, ``tree`` and ``tree-ws`` of each ``--tree`` (named by its folder), ``nchan`` (nginx + nchan, SSE; needs
 Debian's ``nginx`` and ``libnginx-mod-nchan``) and ``node-ws`` (Node with npm's ``ws``,
 ``node_ws.cjs``; ``npm install`` in ``tests/js`` first).  Servers and rounds are
 interleaved, so one noisy moment does not land on one server only.
@@ -101,12 +102,13 @@ class NodeWs(ServerProcess):
 
 
 def start(name: str, tree: Path | None, options: list[str]) -> ServerProcess:
-    """The server called ``name`` on the command line, started."""
+    """The server called ``name`` on the command line, started (``tree``: the
+    checkout of a ``tree`` or ``tree-ws`` server)."""
     if name == "nchan":
         return nchan_server()
     if name == "node-ws":
         return NodeWs()
-    return TreeDaemon(tree if name.startswith("tree") and tree else ROOT, *options)
+    return TreeDaemon(tree or ROOT, *options)
 
 
 def rss_kb(server: ServerProcess) -> int:
@@ -160,7 +162,8 @@ def main() -> None:
     parser.add_argument("--servers", nargs="+", default=["daemon"],
                         choices=["daemon", "nchan", "tree", "daemon-ws", "tree-ws",
                                  "node-ws"])
-    parser.add_argument("--tree", type=Path, help="another checkout to measure (as 'tree')")
+    parser.add_argument("--tree", type=Path, action="append", default=[],
+                        help="another checkout to measure as 'tree' (repeatable)")
     parser.add_argument("--option", action="append", default=[],
                         help="a daemon option (repeatable)")
     parser.add_argument("--rounds", type=int, default=1)
@@ -168,23 +171,28 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0)
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})  # the publisher beside the load client, off the server's
-    servers = list(args.servers)
-    if args.tree and not any(name.startswith("tree") for name in servers):
-        servers.append("tree")
+    servers: list[tuple[str, str, Path | None]] = []  # (label, server, tree)
+    for name in args.servers:
+        if name.startswith("tree"):
+            servers += [(f"{name}:{tree.name}", name, tree) for tree in args.tree]
+        else:
+            servers.append((name, name, None))
+    if args.tree and not any(name.startswith("tree") for name in args.servers):
+        servers += [(f"tree:{tree.name}", "tree", tree) for tree in args.tree]
     client = build_client()
     print("| server | N | connect s | deliveries | complete % | events/s | p50 ms | p99 ms "
           "| max ms | CPU µs/delivery | RSS KB/conn |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for _ in range(args.rounds):
         for n in args.sizes:
-            for name in servers:
-                server = start(name, args.tree, args.option)
+            for label, name, tree in servers:
+                server = start(name, tree, args.option)
                 try:
                     r = measure(client, server, n, args.events, args.rate,
                                 websocket=name.endswith("-ws"))
                 finally:
                     server.stop()
-                print(f"| {name} | {n:,} | {r['connect_s']} | {r['deliveries']:,} "
+                print(f"| {label} | {n:,} | {r['connect_s']} | {r['deliveries']:,} "
                       f"| {r['complete_pct']} "
                       f"| {r['events_per_s']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
                       f"| {r['max_ms']:.1f} | {r['cpu_us_per_delivery']} "
