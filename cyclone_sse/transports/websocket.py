@@ -416,6 +416,12 @@ class SubscriberProtocol(Protocol):
                                   self.remote_ip)
         handler = self.hook
         hooked = handler is not None
+        if not hooked and app.gate.callback is None:
+            # nothing to ask: decided in place, without a Deferred chain per
+            # subscription (a reconnect storm opens thousands); a refusal is raised
+            self._allowed(app.gate.check_now(credentials, channels), channels, last_id,
+                          request_id)
+            return
         self.asking = self.asking.union(channels)
         d = app.gate.check(credentials, channels, handler.can_read if hooked else None)
         if hooked:  # --app's hook decides too, as for streams
