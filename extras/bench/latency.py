@@ -16,10 +16,11 @@ memory per connection.  It prints numbers and asserts nothing::
     uv run python extras/bench/latency.py --tree /tmp/a --tree /tmp/b --servers tree
 
 Servers: ``daemon`` (SSE) and ``daemon-ws`` (WebSocket, the JSON protocol) of this
-tree, ``tree`` and ``tree-ws`` of each ``--tree`` (named by its folder), ``nchan`` (nginx + nchan, SSE; needs
-Debian's ``nginx`` and ``libnginx-mod-nchan``) and ``node-ws`` (Node with npm's ``ws``,
-``node_ws.cjs``; ``npm install`` in ``tests/js`` first).  Servers and rounds are
-interleaved, so one noisy moment does not land on one server only.
+tree, ``tree`` and ``tree-ws`` of each ``--tree`` (named by its folder), ``nchan``
+(nginx + nchan, SSE; needs Debian's ``nginx`` and ``libnginx-mod-nchan``) and
+``node-ws`` (Node with npm's ``ws``, ``node_ws.cjs``; ``npm install`` in ``tests/js``
+first).  Servers and rounds are interleaved, so one noisy moment does not land on one
+server only.
 """
 
 from __future__ import annotations
