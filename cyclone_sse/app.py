@@ -204,7 +204,8 @@ class App(cyclone.web.Application):
         return origin if origin in self._origins else None
 
     def stats(self, with_channels: bool = True) -> dict[str, object]:
-        """The numbers of /stats; channel names only ``with_channels``."""
+        """The numbers of /stats (each declared in ``cyclone_sse.metrics``); channel
+        names only ``with_channels``."""
         registry = self.registry
         counts = registry.subscriber_counts()
         stats: dict[str, object] = {
@@ -221,6 +222,8 @@ class App(cyclone.web.Application):
             "channels": len(counts),
             "subscriptions": [list(pair) for pair in counts] if with_channels else [],
             "broker": self.broker.stats(),
+            "fanout_seconds": {"count": registry.latency.count,
+                               "sum": round(registry.latency.sum, 6)},
         }
         stats.update(registry.counters.as_dict())
         if IStats.providedBy(self.history):

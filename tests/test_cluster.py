@@ -18,6 +18,7 @@ from cyclone_sse.links.redis_cluster import key_slot
 from tests.daemon import Daemon, SSEClient, readme_redis_urls
 from tests.faults import Browser, Publisher, check_exactly_once_or_gap
 from tests.services import ClusterSet
+from tests.test_metrics import daemon_numbers, exported
 
 # the pure parts --------------------------------------------------------------------
 
@@ -231,6 +232,7 @@ def test_a_publish_to_a_slot_half_migrated_follows_ask_and_then_moved(tmp_path, 
         assert status == 200, answer
         stats = daemon.request("GET", "/stats")[1]["history"]
         assert stats["redirects"] >= 1  # (ASK: the keys are on the target already)
+        exported(*daemon_numbers(daemon))  # a Cluster's numbers are declared too
         for node in cluster.live():
             cluster.cli(node.port, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[target.port])
         assert publish(daemon, channel, "after")[0] == 200

@@ -30,6 +30,9 @@ def test_the_feed_sends_the_numbers_every_second_and_stops_with_its_client():
     publish(app, channel="news", data="x")
     app.clock.advance(1)
     first, second = snapshots(feed)
+    declared = [e for e in parse_stream(feed.head_and_body()[2].decode())
+                if e.get("event") == "metrics"]
+    assert len(declared) == 1  # the declarations come first, once
     assert second["connections"] == 1 and second["events_published"] == 1
     assert second["subscriptions"] == [["news", 1]] and second["time"] - first["time"] == 1
     feed.close()
@@ -77,6 +80,12 @@ def test_the_dashboard_live(tmp_path, browser):  # noqa: F811
         rows = page.evaluate("[...document.getElementById('table').rows].map("
                              "r => [r.cells[0].textContent, r.cells[1].textContent])")
         assert rows == [["news", "2"], ["sport", "1"]]  # busiest first
+        # the Numbers table: one row per declared number this daemon reports
+        page.wait_for_function("document.getElementById('numbers').rows.length > 0")
+        numbers = dict(page.evaluate("[...document.getElementById('numbers').rows].map("
+                                     "r => [r.cells[0].textContent, r.cells[1].textContent])"))
+        assert numbers["connections"] == "3" and numbers["broker.connected"] == "1"
+        assert "refused_pattern_replays" in numbers and "broker.name" not in numbers
         page.fill("#tailChannel", "news")
         page.click("#tailForm button")
         page.wait_for_function("document.getElementById('tail').textContent !== undefined")

@@ -21,6 +21,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
 
 from cyclone_sse.export.prometheus import busiest
+from cyclone_sse.metrics import HISTOGRAM, INFO, reported
 from cyclone_sse.options import Settings
 
 log = Logger()
@@ -30,23 +31,24 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_\-:]")
 
 def metric_lines(prefix: str, stats: Mapping[str, Any], now: int,
                  most: int = 100) -> list[str]:
-    """Flatten /stats into carbon lines; channel names become safe path parts."""
+    """Carbon lines for every metric /stats reports (``cyclone_sse.metrics``); channel
+    names become safe path parts, a histogram its count and sum."""
     lines = []
 
     def add(name: str, value: object) -> None:
-        if isinstance(value, bool):
-            value = int(value)
-        if isinstance(value, (int, float)):
-            lines.append(f"{prefix}.{name} {value} {now}")
+        lines.append(f"{prefix}.{name} {value} {now}")
 
-    for key, value in stats.items():
-        if isinstance(value, dict):
-            for sub, subvalue in value.items():
-                add(f"{key}.{sub}", subvalue)
-        elif key != "subscriptions":
-            add(key, value)
-    for channel, count in busiest(stats.get("subscriptions", []), most):
-        add("channels." + _UNSAFE.sub("_", channel.replace(".", "_")), count)
+    for metric, value in reported(stats):
+        if metric.kind == INFO:
+            continue
+        if metric.label:
+            for channel, count in busiest(value, most):
+                add("channels." + _UNSAFE.sub("_", channel.replace(".", "_")), count)
+        elif metric.kind == HISTOGRAM:
+            for part in ("count", "sum"):
+                add(f"{metric.path}.{part}", value[part])
+        else:
+            add(metric.path, value)
     return lines
 
 

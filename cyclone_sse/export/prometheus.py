@@ -1,9 +1,10 @@
 """Prometheus metrics: ``GET /metrics`` in the text exposition format.
 
 The numbers are the ones /stats shows, read when Prometheus scrapes (nothing is counted
-twice on the hot path): totals become counters (``*_total``), current values gauges, and
-each channel's subscriber count ``cyclone_sse_channel_subscribers{channel="..."}`` for
-the busiest ``--metrics-channels`` channels.
+twice on the hot path), as ``cyclone_sse.metrics`` declares them: totals become counters
+(``*_total``), current values gauges, and each channel's subscriber count
+``cyclone_sse_channel_subscribers{channel="..."}`` for the busiest ``--metrics-channels``
+channels.
 """
 
 from __future__ import annotations
@@ -19,30 +20,14 @@ from prometheus_client.core import (
     Metric,
 )
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from cyclone_sse.metrics import COUNTER, HISTOGRAM, INFO, reported
 
-# /stats name → (metric name, help); the exposition adds "_total" to counters.
-_COUNTERS = {
-    "events_published": ("events_published", "Events published (stored, then fanned out)."),
-    "deliveries": ("deliveries", "Events written to subscribers."),
-    "replays": ("replays", "Reconnections that asked for a replay."),
-    "replayed_events": ("replayed_events", "Events sent by replays."),
-    "replay_gaps": ("replay_gaps", "Replays that could not be complete (history-gap sent)."),
-    "slow_disconnects": ("slow_disconnects", "Streams closed: their client stopped reading."),
-    "connections_total": ("connections_accepted", "Subscriber connections accepted."),
-    "request_timeouts": ("request_timeouts", "Connections closed: a request phase timed out."),
-    "refused_pipelined": ("refused_pipelined", "Streams closed: a request was sent on them."),
-    "refused_connections": ("refused_connections", "Connections answered 503: over a limit."),
-    "closed_at_file_limit": ("closed_at_file_limit",
-                             "Connections closed unanswered: the open-file limit (EMFILE)."),
-    "client_publishes": ("client_publishes", "Events published by WebSocket clients."),
-    "refused_client_publishes": ("refused_client_publishes",
-                                 "WebSocket client publishes refused (policy, rate, input)."),
-}
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class StatsCollector:
-    """A prometheus_client collector over ``App.stats()``."""
+    """A prometheus_client collector over ``App.stats()``: every metric of
+    ``cyclone_sse.metrics.METRICS`` that this daemon reports."""
 
     def __init__(self, app: Any, with_channels: bool = True) -> None:
         self.app = app
@@ -50,33 +35,23 @@ class StatsCollector:
 
     def collect(self) -> Iterator[Metric]:
         stats = self.app.stats(self.with_channels)
-        for key, (name, help_text) in _COUNTERS.items():
-            yield CounterMetricFamily(f"cyclone_sse_{name}", help_text, value=stats[key])
-        yield GaugeMetricFamily("cyclone_sse_connections", "Open subscriber connections.",
-                                value=stats["connections"])
-        yield GaugeMetricFamily("cyclone_sse_channels", "Channels and patterns listened to.",
-                                value=stats["channels"])
-        latency = self.app.registry.latency
-        yield HistogramMetricFamily(
-            "cyclone_sse_fanout_seconds", "From an event queued for fan-out (published, "
-            "or announced by the broker) to its last write, per batch.",
-            buckets=latency.cumulative(), sum_value=latency.sum)
-        yield GaugeMetricFamily("cyclone_sse_open_connections",
-                                "Open HTTP connections (streams, polls, requests).",
-                                value=stats["open_connections"])
-        yield GaugeMetricFamily("cyclone_sse_uptime_seconds", "Seconds since start.",
-                                value=stats["uptime"])
-        broker = stats["broker"]
-        yield GaugeMetricFamily("cyclone_sse_broker_connected",
-                                "1 while the broker is reachable.",
-                                value=1 if broker.get("connected") else 0)
-        channels = GaugeMetricFamily("cyclone_sse_channel_subscribers",
-                                     "Subscribers per channel or pattern (the busiest "
-                                     "--metrics-channels).", labels=["channel"])
-        for channel, count in busiest(stats["subscriptions"],
-                                      self.app.settings_obj.metrics_channels):
-            channels.add_metric([channel], count)
-        yield channels
+        for metric, value in reported(stats):
+            name = metric.exported_name
+            if metric.kind == INFO:
+                continue
+            if metric.label:
+                family = GaugeMetricFamily(name, metric.help, labels=[metric.label])
+                for label, count in busiest(value, self.app.settings_obj.metrics_channels):
+                    family.add_metric([label], count)
+                yield family
+            elif metric.kind == HISTOGRAM:
+                latency = self.app.registry.latency
+                yield HistogramMetricFamily(name, metric.help, buckets=latency.cumulative(),
+                                            sum_value=latency.sum)
+            elif metric.kind == COUNTER:
+                yield CounterMetricFamily(name, metric.help, value=value)
+            else:
+                yield GaugeMetricFamily(name, metric.help, value=value)
 
 
 def busiest(pairs: list[list[Any]], most: int) -> list[list[Any]]:

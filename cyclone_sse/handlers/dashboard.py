@@ -12,11 +12,16 @@ from twisted.internet.task import LoopingCall
 
 from cyclone_sse.event import dumps, encode
 from cyclone_sse.handlers.base import BaseHandler
+from cyclone_sse.metrics import COUNTER, GAUGE, METRICS
 
 #: Seconds between two snapshots on /stats/stream.
 STATS_INTERVAL = 1.0
 #: Channels a snapshot lists (the busiest): a dashboard, not an export.
 STATS_CHANNELS = 50
+#: The first event of /stats/stream: the numbers the page lists (one row each).
+METRICS_EVENT = encode(None, dumps([
+    {"path": m.path, "kind": m.kind, "help": m.help} for m in METRICS
+    if m.kind in (COUNTER, GAUGE) and not m.label]).decode("utf-8"), "metrics")
 
 
 class DashboardHandler(BaseHandler):
@@ -35,8 +40,9 @@ class DashboardHandler(BaseHandler):
 
 
 class StatsStreamHandler(BaseHandler):
-    """``GET /stats/stream``: a ``stats`` event every second with the /stats counters
-    and the busiest channels (names only where /stats would show them)."""
+    """``GET /stats/stream``: a ``metrics`` event declaring the numbers (path, kind,
+    help), then a ``stats`` event every second with /stats and the busiest channels
+    (names only where /stats would show them)."""
 
     _timer: Any = None
 
@@ -54,6 +60,7 @@ class StatsStreamHandler(BaseHandler):
         self.transport = connection.transport
         self.transport.write(self._generate_headers())
         self._headers_written = True
+        self.transport.write(METRICS_EVENT)
         self._timer = LoopingCall(self._snapshot)
         self._timer.clock = self.application.clock
         self._timer.start(STATS_INTERVAL, now=True)

@@ -1,0 +1,174 @@
+"""Every number the daemon reports, declared once: ``METRICS`` gives each its place in
+/stats, its kind, its Prometheus name and what it counts.  /stats is the components'
+own numbers; Prometheus, Graphite, the dashboard's table and the README's table are
+built from this declaration (``tests/test_metrics.py`` fails on a number in /stats that
+is not declared here, and on an export that misses a declared one)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+COUNTER, GAUGE, HISTOGRAM, INFO = "counter", "gauge", "histogram", "info"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported number: ``path`` in /stats (``broker.connected``: a field of a
+    part's own numbers), its ``kind``, ``help``, and where it is reported (``when``:
+    every daemon, or the brokers, stores or options that report it)."""
+
+    path: str
+    kind: str
+    help: str
+    when: str = ""
+    prometheus: str = ""  # the name after ``cyclone_sse_`` (default: path, "." as "_")
+    label: str = ""  # a labelled series: one value per label value (``subscriptions``)
+
+    @property
+    def exported_name(self) -> str:
+        """Its Prometheus family name (a counter's samples add ``_total``)."""
+        return "cyclone_sse_" + (self.prometheus or self.path.replace(".", "_"))
+
+
+def _m(path: str, kind: str, help_text: str, when: str = "", prometheus: str = "",
+       label: str = "") -> Metric:
+    return Metric(path, kind, help_text, when, prometheus, label)
+
+
+_REDIS = "Redis broker"
+_REDIS_HISTORY = "Redis history"
+
+METRICS: tuple[Metric, ...] = (
+    _m("version", INFO, "The daemon's version."),
+    _m("pid", INFO, "Its process id (which daemon answered, when several share a port)."),
+    _m("uptime", GAUGE, "Seconds since start.", prometheus="uptime_seconds"),
+    _m("connections", GAUGE, "Open subscriber connections (streams, polls, WebSockets)."),
+    _m("open_connections", GAUGE, "Open HTTP connections (subscribers and requests)."),
+    _m("max_connections", GAUGE, "The connection limit (--max-connections)."),
+    _m("channels", GAUGE, "Channels and patterns listened to."),
+    _m("subscriptions", GAUGE, "Subscribers per channel or pattern (/stats: every one, "
+       "where names may be shown; Prometheus and Graphite: the busiest "
+       "--metrics-channels).", prometheus="channel_subscribers", label="channel"),
+    _m("events_published", COUNTER, "Events published (stored, then fanned out)."),
+    _m("deliveries", COUNTER, "Events written to subscribers."),
+    _m("fanout_seconds", HISTOGRAM, "From an event queued for fan-out (published, or "
+       "announced by the broker) to its last write, per batch (/stats: count and sum)."),
+    _m("replays", COUNTER, "Reconnections that asked for a replay."),
+    _m("replayed_events", COUNTER, "Events sent by replays."),
+    _m("replay_gaps", COUNTER, "Replays that could not be complete (history-gap sent)."),
+    _m("refused_pattern_replays", COUNTER, "Pattern replays refused past "
+       "--pattern-replays (429)."),
+    _m("slow_disconnects", COUNTER, "Streams closed: their client stopped reading "
+       "(--max-pending)."),
+    _m("connections_total", COUNTER, "Subscriber connections accepted.",
+       prometheus="connections_accepted"),
+    _m("refused_connections", COUNTER, "Connections answered 503: over a limit."),
+    _m("closed_at_file_limit", COUNTER, "Connections closed unanswered: the open-file "
+       "limit (EMFILE)."),
+    _m("request_timeouts", COUNTER, "Connections closed: a request phase timed out (408)."),
+    _m("refused_pipelined", COUNTER, "Streams closed: a request was sent on them."),
+    _m("client_publishes", COUNTER, "Events published by WebSocket clients."),
+    _m("refused_client_publishes", COUNTER, "WebSocket client publishes refused (policy, "
+       "rate, input)."),
+    _m("broker.name", INFO, "The broker (http, redis, amqp, zmq)."),
+    _m("broker.connected", GAUGE, "1 while the broker is reachable."),
+    _m("broker.outages", COUNTER, "Times the broker's connection was lost.",
+       "Redis or AMQP broker"),
+    _m("broker.received", COUNTER, "Messages received from the broker.",
+       "AMQP or ZeroMQ broker"),
+    _m("broker.rejected", COUNTER, "Messages from the broker refused (bad name, size or "
+       "form).", "AMQP or ZeroMQ broker"),
+    _m("broker.raw_leader", GAUGE, "1 while this daemon stores raw Redis publishes for "
+       "the deployment.", _REDIS),
+    _m("broker.raw_all", GAUGE, "1 while this daemon hears every raw Redis channel.",
+       _REDIS),
+    _m("broker.raw_standby", GAUGE, "Raw messages held until the leader acknowledges "
+       "them.", _REDIS),
+    _m("broker.raw_recovered", COUNTER, "Raw messages a new leader stored for a gone "
+       "one.", _REDIS),
+    _m("broker.raw_dropped", COUNTER, "Raw messages dropped past the standby bound.",
+       _REDIS),
+    _m("broker.last_seq", GAUGE, "The newest event seq this daemon has seen.", _REDIS),
+    _m("broker.foreign_skipped", COUNTER, "Events of another history epoch skipped.",
+       _REDIS),
+    _m("history.store", INFO, "The history store, when not in memory.", _REDIS_HISTORY),
+    _m("history.connected", GAUGE, "1 while the history store is reachable.",
+       _REDIS_HISTORY),
+    _m("history.channels", GAUGE, "Channels with retained events.", "memory history"),
+    _m("history.events", GAUGE, "Events retained.", "memory history"),
+    _m("history.bytes", GAUGE, "Bytes the history holds (Redis: the deployment's, as of "
+       "this daemon's last publish)."),
+    _m("history.new_epochs", COUNTER, "Times the store started a new epoch (its data "
+       "was lost: clients get history-gap).", _REDIS_HISTORY),
+    _m("history.not_durable", COUNTER, "Publishes answered 503: the WAIT for replicas "
+       "timed out.", _REDIS_HISTORY),
+    _m("history.redirects", COUNTER, "MOVED and ASK answers followed.", "Redis Cluster"),
+    _m("history.primaries", GAUGE, "Cluster primaries holding slots.", "Redis Cluster"),
+    _m("presence.shared", GAUGE, "1 when presence is shared through Redis.",
+       "+presence policies"),
+    _m("presence.connected", GAUGE, "1 while presence's Redis connections are up.",
+       "+presence with Redis"),
+    _m("presence.channels", GAUGE, "Channels with members here.", "+presence policies"),
+    _m("presence.members", GAUGE, "Members here.", "+presence policies"),
+    _m("presence.joins", COUNTER, "Joins here.", "+presence policies"),
+)
+
+BY_PATH: dict[str, Metric] = {m.path: m for m in METRICS}
+
+
+def value_at(stats: Mapping[str, Any], path: str) -> Any:
+    """The value at ``path`` in /stats, or None where this daemon does not report it."""
+    value: Any = stats
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def reported(stats: Mapping[str, Any]) -> Iterator[tuple[Metric, Any]]:
+    """Every declared metric /stats reports, with its value (booleans as 0 or 1)."""
+    for metric in METRICS:
+        value = value_at(stats, metric.path)
+        if value is None:
+            continue
+        yield metric, int(value) if isinstance(value, bool) else value
+
+
+def leaves(stats: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """The path of every value in /stats (what a test checks is declared)."""
+    for key, value in stats.items():
+        path = prefix + key
+        if isinstance(value, Mapping) and path not in BY_PATH:
+            yield from leaves(value, path + ".")
+        else:
+            yield path
+
+
+def render_table() -> str:
+    """The README's metric table (reStructuredText)."""
+    header = ("/stats", "Prometheus", "kind", "what it counts")
+    rows = []
+    for m in METRICS:
+        exported = "(not exported)" if m.kind == INFO else f"``{m.exported_name}``"
+        if m.kind == COUNTER:
+            exported = f"``{m.exported_name}_total``"
+        if m.label:
+            exported = f"``{m.exported_name}{{{m.label}}}``"
+        what = m.help + (f" ({m.when} only)" if m.when else "")
+        rows.append((f"``{m.path}``", exported, m.kind, what))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+
+    def line(cells: tuple[str, str, str, str]) -> str:
+        return "  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=False)),
+                          cells[3]]).rstrip()
+
+    rule = "  ".join(["=" * w for w in widths] + ["=" * 14])
+    return "\n".join([rule, line(header), rule, *(line(r) for r in rows), rule]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_table())
