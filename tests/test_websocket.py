@@ -337,3 +337,24 @@ def test_an_upgraded_connection_keeps_no_request_handler(access_log):
     gc.collect()
     assert [h() for h in handlers] == [None] * len(handlers)
     assert conn.protocol._request is None and conn.protocol.upgraded is not None
+
+
+def test_an_apps_get_channels_hook_applies_to_websocket_subscriptions(tmp_path):
+    """extras/custom_app.py adds "announcements" to every subscription through
+    ``get_channels``: over WebSocket too, once per connection."""
+    daemon = Daemon(tmp_path, "--app=extras.custom_app.App", "--http-secret=s3cret")
+    try:
+        with ws(daemon) as conn:
+            first = ask(conn, {"type": "subscribe", "id": 1, "channels": ["news"]})
+            assert first["type"] == "subscribed", first
+            assert first["channels"] == ["news", "announcements"]
+            second = ask(conn, {"type": "subscribe", "id": 2, "channels": ["sport"]})
+            assert second["type"] == "subscribed" and second["channels"] == ["sport"]
+            twice = ask(conn, {"type": "subscribe", "id": 3, "channels": ["news"]})
+            assert twice["type"] == "error" and twice["code"] == 409
+            daemon.publish_form("channel=announcements&message=maintenance&key=s3cret")
+            event = receive(conn, 1)[0]
+            assert (event["channel"], event["data"]) == ("announcements", "maintenance")
+    finally:
+        daemon.stop()
+    assert "Traceback" not in "".join(daemon.log)

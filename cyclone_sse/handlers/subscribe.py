@@ -66,6 +66,25 @@ class SubscribeHandler(BaseHandler):
             return bool(outcome) and not isinstance(outcome[0], Failure)
         return True
 
+    def has_channels_hook(self) -> bool:
+        """Does a subclass (``--app``) choose the channels through ``get_channels``?"""
+        return type(self).get_channels is not SubscribeHandler.get_channels
+
+    def channels_named(self, names: list[str]) -> list[str]:
+        """``get_channels`` for a subscription that names its channels itself (a
+        WebSocket ``subscribe`` message): the hook reads ``names`` as this request's
+        ``channels`` arguments, so it applies on every transport."""
+        arguments = self.request.arguments
+        saved = arguments.get("channels")
+        arguments["channels"] = [name.encode("utf-8") for name in names]
+        try:
+            return self.get_channels()
+        finally:
+            if saved is None:
+                del arguments["channels"]
+            else:
+                arguments["channels"] = saved
+
     def has_authorize_hook(self) -> bool:
         """Does a subclass (``--app``) decide through ``authorize``?"""
         return type(self).authorize is not SubscribeHandler.authorize
@@ -175,8 +194,8 @@ class SubscribeHandler(BaseHandler):
         protocol = SubscriberProtocol(
             hub, extensions, connection.address, self.get_argument("token", None),
             request.headers.get("Cookie"),
-            # its subscriptions pass this handler's authorize hook too (--app)
-            self if self.has_authorize_hook() else None)
+            # its subscriptions pass this handler's hooks too (--app)
+            self if self.has_authorize_hook() or self.has_channels_hook() else None)
         connection.upgrade(protocol, response)
 
     def _open_stream(self) -> StreamSubscriber:

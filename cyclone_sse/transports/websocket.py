@@ -285,7 +285,7 @@ class SubscriberProtocol(Protocol):
         self.remote_ip = remote_ip
         self.query_token = query_token
         self.cookies = cookies
-        self.hook = hook  # the upgrading handler, when an --app has an authorize hook
+        self.hook = hook  # the upgrading handler, when an --app hooks channels or authorize
         self.open = True  # until a close frame is sent or received
         self.heard = True  # anything received since the last keep-alive ping
         self.parts: list[str] = []  # a fragmented message, so far
@@ -398,11 +398,17 @@ class SubscriberProtocol(Protocol):
 
     def subscribe(self, message: dict[str, Any], request_id: object) -> None:
         app = self.app
-        channels = split_channels(_names(message, "channels"), app.settings_obj.max_channels)
+        handler = self.hook
+        names = _names(message, "channels")
+        if handler is not None and handler.has_channels_hook():
+            channels = handler.channels_named(names)  # (--app's get_channels)
+        else:
+            channels = split_channels(names, app.settings_obj.max_channels)
         held = self.asking.union(*(s.channels for s in self.subscriptions))
-        twice = [c for c in channels if c in held]
+        twice = [c for c in channels if c in held and c in names]
         if twice:
             raise Conflict(f"already subscribed to {twice[0]} on this connection")
+        channels = [c for c in channels if c not in held]  # (a hook's: once a connection)
         most = app.settings_obj.ws_max_subscriptions
         if len(self.subscriptions) + bool(self.asking) >= most:
             raise TooManyRequests(f"at most {most} subscriptions per connection "
@@ -414,8 +420,7 @@ class SubscriberProtocol(Protocol):
         token = message.get("token") if isinstance(message.get("token"), str) else None
         credentials = Credentials(token or self.query_token, self.cookies, None,
                                   self.remote_ip)
-        handler = self.hook
-        hooked = handler is not None
+        hooked = handler is not None and handler.has_authorize_hook()
         if not hooked and app.gate.callback is None:
             # nothing to ask: decided in place, without a Deferred chain per
             # subscription (a reconnect storm opens thousands); a refusal is raised
