@@ -1,11 +1,13 @@
-"""cyclone's HTTP connection with the limits a public push server needs.
+"""cyclone's HTTP connection with the limits a public push server needs (the Twisted
+side of the HTTP layer: heads are read by ``cyclone_sse.http.parse``).
 
 cyclone 1.3 buffers any request body, however large, is lenient about framing, waits
 forever for slow clients, drops malformed requests without a word, and keeps parsing
 input on a connection that is streaming.  This subclass:
 
 * answers malformed or ambiguous requests with a clear status and a one-line log:
-  whitespace before a header's colon, obsolete line folding, both ``Transfer-Encoding``
+  whitespace before a header's colon, obsolete line folding, a control character (a bare
+  CR or LF) in a header value, a method that is not a token, both ``Transfer-Encoding``
   and ``Content-Length`` (RFC 9112 6.1: a request-smuggling ingredient), conflicting
   lengths, an HTTP/1.1 request without ``Host``, any version but HTTP/1.0 and 1.1;
 * times every phase: the request line and headers (``--header-timeout``), the body
@@ -25,93 +27,27 @@ input on a connection that is streaming.  This subclass:
 from __future__ import annotations
 
 import json
-import re
 import time
 from http.client import responses
 from io import BytesIO
 from typing import Any
-from urllib.parse import parse_qsl
 
-from cyclone import httpserver, httputil
-from cyclone.escape import parse_qs_bytes
+from cyclone import httpserver
 from cyclone.httpserver import HTTPRequest
 from twisted.internet import defer, interfaces
 from twisted.logger import Logger
 
 from cyclone_sse.handlers.publish import LeanPublish, PublishHandler
 from cyclone_sse.handlers.subscribe import LeanSubscribe, SubscribeHandler
-from cyclone_sse.limits import RESERVED_PATHS, RETRY_AFTER, ConnectionLimits
+from cyclone_sse.http.parse import MAX_HEADER_LINES, Head, parse_form, parse_head, parse_query
+from cyclone_sse.limits import RETRY_AFTER, ConnectionLimits
 from cyclone_sse.sockets import direct_socket, write_now
 
 log = Logger()
 
-#: Header lines a request may have.
-MAX_HEADER_LINES = 100
 #: Bytes of pipelined requests buffered while the one before them is being answered;
 #: past it the connection stops being read until then.
 MAX_PIPELINED = 64 * 1024
-#: RFC 9110 5.1: a field name is a token.
-_FIELD_NAME_TEXT = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-
-
-#: Header names met so far, in cyclone's spelling (HTTPHeaders._normalize_name); at most
-#: ``MAX_KNOWN_NAMES`` are kept, so a client sending made-up names cannot grow it.
-_canonical_names: dict[str, str] = {}
-MAX_KNOWN_NAMES = 512
-_CANONICAL = re.compile(r"[A-Z0-9][a-z0-9]*(-[A-Z0-9][a-z0-9]*)*\Z")
-
-
-def canonical_name(name: str) -> str:
-    """A (valid) header name as cyclone's ``HTTPHeaders`` keys it: ``Http-Header-Case``."""
-    canonical = name if _CANONICAL.match(name) else \
-        "-".join(word.capitalize() for word in name.split("-"))
-    if len(_canonical_names) < MAX_KNOWN_NAMES:
-        _canonical_names[name] = canonical
-    return canonical
-
-
-def parse_form(text: str) -> list[tuple[str, str]]:
-    """``parse_qsl(text, errors="strict")``: blank values dropped, ``+`` and %-escapes
-    decoded (strictly UTF-8); a body with neither is only split."""
-    if "%" in text or "+" in text:
-        return parse_qsl(text, errors="strict")
-    pairs = []
-    for pair in text.split("&"):
-        name, equals, value = pair.partition("=")
-        if equals and value:
-            pairs.append((name, value))
-    return pairs
-
-
-def parse_query(query: str) -> dict[str, list[str]]:
-    """``parse_qs(query, keep_blank_values=True)``, as cyclone's request parses its
-    query; a query with neither ``+`` nor %-escapes is only split."""
-    if "%" in query or "+" in query:
-        return parse_qs_bytes(query, keep_blank_values=True)  # type: ignore[no-any-return]
-    arguments: dict[str, list[str]] = {}
-    for pair in query.split("&"):
-        if pair:
-            name, _, value = pair.partition("=")
-            values = arguments.get(name)
-            if values is None:
-                arguments[name] = [value]
-            else:
-                values.append(value)
-    return arguments
-
-
-_new_headers = httputil.HTTPHeaders.__new__
-
-
-def new_headers() -> tuple[Any, dict[str, list[str]]]:
-    """An empty ``HTTPHeaders`` and its ``_as_list``, made without its constructor's
-    ``update()`` pass over nothing (a tenth of a head's parse): the two attributes it
-    sets are set here (tests/test_quality.py compares them)."""
-    headers = _new_headers(httputil.HTTPHeaders)
-    values_of: dict[str, list[str]] = {}
-    headers._as_list = values_of
-    headers._last_key = None
-    return headers, values_of
 
 
 class LeanRequest(HTTPRequest):
@@ -277,11 +213,11 @@ class HTTPConnection(httpserver.HTTPConnection):
     def _on_headers(self, data: bytes, inline: bool = False) -> None:
         # cyclone's _on_headers, with the head parsed once: _check_head's parse is
         # reused (cyclone would split and parse the same bytes again)
-        checked = self._check_head(data)
-        if len(checked) == 2:
-            self.reject(*checked)  # type: ignore[misc]
+        head = parse_head(data, self.max_body, self.over_limit)
+        if not isinstance(head, Head):
+            self.reject(*head)
             return
-        length, method, uri, version, headers = checked  # type: ignore[misc]
+        length, method, uri, version, headers = head
         if self.xheaders:
             self._request = HTTPRequest(connection=self, method=method, uri=uri,
                                         version=version, headers=headers,
@@ -305,75 +241,6 @@ class HTTPConnection(httpserver.HTTPConnection):
             self.setRawMode()
             return
         self.request_callback(self._request)
-
-    def _check_head(self, data: bytes) -> tuple[int, str] | tuple[int, str, str, str, Any]:
-        """(status, reason) for a request head we refuse, else (body length, method,
-        URI, version, headers)."""
-        eol = data.find(b"\r\n")
-        start_line = data[:eol] if eol >= 0 else data
-        parts = start_line.split(b" ")
-        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-            return 400, "malformed HTTP request line"
-        if parts[2] not in (b"HTTP/1.0", b"HTTP/1.1"):
-            return 505, "HTTP version not supported: send HTTP/1.1"
-        try:
-            text = data[eol + 2:].decode("utf-8") if eol >= 0 else ""
-        except UnicodeDecodeError:
-            return 400, "malformed HTTP headers (not UTF-8 or not 'Name: value')"
-        # filled as HTTPHeaders.add would (the joined value in the dict, each value in
-        # ``_as_list``, cyclone's private list: tests/test_quality.py checks it), without
-        # its per-call name normalisation and its unbounded cache of every name a
-        # client ever sent
-        headers, values_of = new_headers()
-        store = dict.__setitem__
-        for line in text.split("\r\n"):  # checked and parsed in one pass
-            if not line:
-                continue
-            if line[0] in " \t":
-                return 400, "obsolete line folding in the headers"
-            name, colon, value = line.partition(":")
-            canonical = _canonical_names.get(name) if colon else None
-            if canonical is None:
-                if not colon or not _FIELD_NAME_TEXT.match(name):
-                    return 400, ("whitespace before a header's colon"
-                                 if name.rstrip() != name
-                                 else "malformed header line (expected 'Name: value')")
-                canonical = canonical_name(name)
-            value = value.strip()
-            values = values_of.get(canonical)
-            if values is None:
-                values_of[canonical] = [value]
-                store(headers, canonical, value)
-            else:
-                values.append(value)
-                store(headers, canonical, ",".join(values))
-        if parts[2] == b"HTTP/1.1" and len(values_of.get("Host", ())) != 1:
-            return 400, "an HTTP/1.1 request needs exactly one Host header"
-        lengths = values_of.get("Content-Length")  # (values are stripped)
-        if "Transfer-Encoding" in values_of:
-            if lengths:
-                return 400, "both Transfer-Encoding and Content-Length: ambiguous framing"
-            if "chunked" in headers["Transfer-Encoding"].lower():
-                return 411, "chunked request bodies are not accepted: send Content-Length"
-            return 501, "Transfer-Encoding is not supported: send Content-Length"
-        length = 0
-        if lengths is not None:
-            text = lengths[0]
-            # (ASCII digits only: "²" is a digit to str.isdigit, not to int)
-            if not (text.isdigit() and text.isascii()) or \
-                    (len(lengths) > 1 and any(other != text for other in lengths)):
-                return 400, "Content-Length must be one non-negative whole number"
-            length = int(text)
-        if self.over_limit and parts[1].split(b"?")[0].decode("latin-1") \
-                not in RESERVED_PATHS:
-            return 503, self.over_limit
-        if length > self.max_body:
-            return 413, f"request body larger than {self.max_body} bytes"
-        try:
-            method, uri = parts[0].decode("utf-8"), parts[1].decode("utf-8")
-        except UnicodeDecodeError:
-            return 400, "malformed HTTP request line (not UTF-8)"
-        return length, method, uri, parts[2].decode("latin-1"), headers
 
     def _on_request_body(self, data: bytes) -> None:
         # cyclone decodes urlencoded form bodies before any handler runs; here it is done

@@ -594,7 +594,7 @@ def test_a_second_stop_signal_is_ignored_quietly(tmp_path):
 def test_the_lean_query_parse_is_the_one_cyclone_makes(query):
     from urllib.parse import parse_qs
 
-    from cyclone_sse.connection import parse_query
+    from cyclone_sse.http.parse import parse_query
     assert parse_query(query) == parse_qs(query, keep_blank_values=True)
 
 

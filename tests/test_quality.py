@@ -127,15 +127,16 @@ def test_private_internals_we_lean_on_are_still_there():
     for name in ("self.no_keep_alive", "self._finish_callback", "self._request_finished",
                  "self._request = None", "supports_http_1_1"):
         assert name in finisher, name
-    # connection.py fills HTTPHeaders as its add() does: the joined value in the dict,
+    # http/parse.py fills HTTPHeaders as its add() does: the joined value in the dict,
     # each value in the private _as_list that get_list reads
     from cyclone.httputil import HTTPHeaders
     headers = HTTPHeaders()
     headers.add("X-A", "1")
     headers.add("x-a", "2")
     assert headers._as_list == {"X-A": ["1", "2"]} and dict(headers) == {"X-A": "1,2"}
-    # connection.py's new_headers sets what HTTPHeaders' constructor sets
-    from cyclone_sse.connection import LeanRequest, canonical_name, new_headers
+    # http/parse.py's new_headers sets what HTTPHeaders' constructor sets
+    from cyclone_sse.connection import LeanRequest
+    from cyclone_sse.http.parse import canonical_name, new_headers
     made_headers, _ = new_headers()
     assert type(made_headers) is HTTPHeaders and vars(made_headers) == vars(HTTPHeaders())
     # connection.py's LeanRequest sets what cyclone's HTTPRequest constructor sets
