@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from cyclone_sse.handlers.publish import LeanPublish, PublishHandler
 from cyclone_sse.handlers.subscribe import LeanSubscribe, SubscribeHandler
 from cyclone_sse.http.parse import MAX_HEADER_LINES, Head, parse_form, parse_head, parse_query
+from cyclone_sse.http.response import log_access
 from cyclone_sse.limits import RETRY_AFTER, ConnectionLimits
 from cyclone_sse.sockets import direct_socket, write_now
 
@@ -272,9 +273,9 @@ class HTTPConnection(httpserver.HTTPConnection):
         self._disarm()
         self.paused = True  # (LineReceiver's own flag: stop splitting lines)
         if request.method == "POST" and request.path == "/publish" and self._lean():
-            if LeanPublish(self.factory, request).run():
-                return
-        elif request.method == "GET" and request.path == "/" and self._lean("/") and (
+            LeanPublish(self.factory, request).run()
+            return
+        if request.method == "GET" and request.path == "/" and self._lean("/") and (
                 "text/event-stream" in request.headers.get("Accept", "")
                 or "Upgrade" in request.headers):
             if LeanSubscribe(self.factory, request).run():
@@ -282,9 +283,10 @@ class HTTPConnection(httpserver.HTTPConnection):
         self.factory(request)
 
     def _lean(self, path: str = "/publish") -> bool:
-        """Whether this application's ``path`` may skip cyclone's handler machinery: its
+        """Whether this application's ``path`` skips cyclone's handler machinery: its
         route is the stock handler (``PublishHandler``, ``SubscribeHandler``: an --app's
-        subclass keeps cyclone's path) and no access log wants each request."""
+        subclass keeps cyclone's path) and, for streams, no access log wants each
+        request."""
         app = self.factory
         cache = app.__dict__.setdefault("_lean_paths", {})
         lean = cache.get(path)
@@ -293,16 +295,21 @@ class HTTPConnection(httpserver.HTTPConnection):
             # cyclone keeps its routes as (host pattern, [URLSpec]) pairs in .handlers
             specs = [spec for _, group in app.handlers for spec in group
                      if spec.regex.match(path)]
+            # (a stream's access-log line is still cyclone's: the lean stream path
+            # steps aside for --access-log; a publish logs here, in ``answer``)
             lean = cache[path] = bool(specs and specs[0].handler_class is stock
-                                      and not self.settings.access_log)
+                                      and (path == "/publish" or not self.settings.access_log))
         return bool(lean)
 
-    def answer(self, chunk: bytes) -> None:
-        """A lean path's whole answer to the request being handled: written, then the
-        request finished as ``request.finish()`` finishes it, without its two layers of
-        calls (the request's ``write`` and ``finish``, the connection's ``finish``)."""
+    def answer(self, chunk: bytes, status: int = 200) -> None:
+        """A lean path's whole answer (of ``status``) to the request being handled:
+        written, then the request finished as ``request.finish()`` finishes it, without
+        its two layers of calls (the request's ``write`` and ``finish``, the
+        connection's ``finish``), and its --access-log line written."""
         self.write(chunk)
         self._request._finish_time = time.time()
+        if self.settings.access_log:
+            log_access(self._request, status)
         self._request_finished = True
         self._finish_request()
 

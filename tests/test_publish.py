@@ -230,9 +230,22 @@ def test_a_batch_needs_the_key_in_the_header():
     assert status == 200
 
 
-def test_the_lean_publish_path_answers_as_the_handler_does():
-    """A publish skips cyclone's handler machinery (connection.py); with --access-log it
-    does not.  Both answers must be the same, headers included, for success and error."""
+def test_a_publish_takes_one_path_whatever_the_options():
+    """``POST /publish`` on the stock route is answered by the lean path, with or
+    without --access-log, refusals included (no cyclone handler is built, nothing is
+    parsed twice); an --app's own ``PublishHandler`` subclass is cyclone's, and both
+    answer alike, headers included."""
+    from cyclone_sse.app import App
+    from cyclone_sse.handlers.publish import PublishHandler
+
+    class OwnPublish(PublishHandler):
+        pass
+
+    class OwnApp(App):
+        def build_handlers(self):  # type: ignore[no-untyped-def]
+            return [(path, OwnPublish if handler is PublishHandler else handler, *rest)
+                    for path, handler, *rest in super().build_handlers()]
+
     def answer(app, body, headers):
         connection = Connection(app).send("POST", "/publish", body, headers)
         app.clock.advance(0)  # (the answer follows the fan-out at the end of the turn)
@@ -241,38 +254,56 @@ def test_the_lean_publish_path_answers_as_the_handler_does():
         fields = sorted(line for line in lines[1:] if not line.startswith("Date:"))
         return lines[0], fields, json.loads(payload)
 
-    from cyclone_sse.handlers.publish import PublishHandler
     with instances_of(PublishHandler) as built:
-        compare(answer)
-    assert len(built) == 5 * 2 + 2 * 2  # the cyclone app's 10, and the lean app's 4 errors
+        for options in ({}, {"cors_origin": "https://a.example", "http_secret": "k"}):
+            lean, logged = make_app(**options), make_app(access_log=True, **options)
+            own = OwnApp(options, reactor=lean.clock)
+            own.start()
+            for body, headers in PUBLISHES:
+                headers = {**headers, "Origin": "https://a.example"}
+                answers = [answer(app, body, headers) for app in (lean, logged, own)]
+                for _, _, value in answers:  # ids differ between the apps
+                    for event in value.get("events", []):
+                        event["id"] = "-"
+                assert answers[0] == answers[1] == answers[2], body
+            assert lean.__dict__["_lean_paths"]["/publish"] is True
+            assert logged.__dict__["_lean_paths"]["/publish"] is True
+    assert len(built) == 2 * len(PUBLISHES)  # the --app's, and only them
 
 
-def compare(answer):
-    for options in ({}, {"cors_origin": "https://a.example", "http_secret": "k"}):
-        lean, handled = make_app(**options), make_app(access_log=True, **options)
-        assert not handled.__dict__.get("_lean_paths", {}).get("/publish")
-        for body, headers in (
-                (b'{"channel": "a", "data": "x"}', {"Content-Type": "application/json"}),
-                (b"channel=a&message=x&key=k", {"Content-Type":
-                                                "application/x-www-form-urlencoded"}),
-                (b'[{"channel": "a", "data": 1}, {"channel": "b", "data": 2}]',
-                 {"Content-Type": "application/json", "Authorization": "Bearer k"}),
-                (b'{"channel": "bad channel", "data": "x"}', {"Content-Type":
-                                                            "application/json"}),
-                (b"channel=a&message=x&key=wrong", {"Content-Type":
-                                                    "application/x-www-form-urlencoded"})):
-            headers = {**headers, "Origin": "https://a.example"}
-            (lean_line, lean_fields, lean_body) = answer(lean, body, headers)
-            (line, fields, expected) = answer(handled, body, headers)
-            assert (lean_line, lean_fields) == (line, fields), body
-            for value in (lean_body, expected):  # ids differ between the two apps
-                for event in value.get("events", []):
-                    event["id"] = "-"
-            assert lean_body == expected, body
-        assert lean.__dict__["_lean_paths"]["/publish"] is True
+PUBLISHES = (
+    (b'{"channel": "a", "data": "x"}', {"Content-Type": "application/json"}),
+    (b"channel=a&message=x&key=k", {"Content-Type": "application/x-www-form-urlencoded"}),
+    (b'[{"channel": "a", "data": 1}, {"channel": "b", "data": 2}]',
+     {"Content-Type": "application/json", "Authorization": "Bearer k"}),
+    (b'{"channel": "bad channel", "data": "x"}', {"Content-Type": "application/json"}),
+    (b"channel=a&message=x&key=wrong", {"Content-Type": "application/x-www-form-urlencoded"}),
+    (b'{"channel": "a", "data": "x", "event": "history-gap"}',
+     {"Content-Type": "application/json", "Authorization": "Bearer k"}),
+)
 
 
-def test_a_publish_the_broker_fails_is_answered_by_the_handler_on_the_lean_path():
+def test_the_access_log_has_a_line_per_publish_on_the_one_path():
+    from twisted.logger import formatEvent, globalLogPublisher
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        app = make_app(access_log=True, http_secret="s3cret")
+        for key in ("s3cret", "wrong", "s3cret"):
+            Connection(app).send("POST", "/publish?token=t0ken", f"channel=a&message=x&"
+                                 f"key={key}".encode(), {
+                                     "Content-Type": "application/x-www-form-urlencoded"})
+        app.clock.advance(0)
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    lines = [formatEvent(e) for e in seen]
+    access = [line for line in lines if "POST /publish" in line and "ms" in line]
+    assert [line.split()[0] for line in access] == ["200", "401", "200"], lines
+    assert all("token=***" in line and "t0ken" not in line for line in access)
+    assert "s3cret" not in "\n".join(lines)
+
+
+def test_a_publish_the_broker_fails_is_answered_on_the_lean_path():
     from twisted.internet import defer
 
     from cyclone_sse.errors import BrokerUnavailable

@@ -6,29 +6,21 @@ from __future__ import annotations
 
 import hmac
 import re
-import time
-from email.utils import formatdate
-from http.client import responses
 from typing import Any, Protocol
 
 import cyclone.web
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cyclone_sse import __version__
 from cyclone_sse.auth.access import Gate
-from cyclone_sse.errors import (
-    BadRequest,
-    CycloneSSEError,
-    Forbidden,
-    InvalidToken,
-    TooManyRequests,
-    Unauthorized,
-)
 from cyclone_sse.event import dumps
+from cyclone_sse.http.response import (
+    default_headers,
+    error_answer,
+    request_summary,
+)
 from cyclone_sse.interfaces import IBroker, IHistory
 from cyclone_sse.limits import TokenBucket
-from cyclone_sse.logs import masked
 from cyclone_sse.options import Settings
 from cyclone_sse.presence import Presence
 from cyclone_sse.registry import ChannelRegistry
@@ -36,61 +28,6 @@ from cyclone_sse.static import StaticFile
 from cyclone_sse.subscription import Subscriptions
 
 log = Logger()
-
-def default_headers(app: Any, request: Any) -> list[tuple[str, str]]:
-    """The headers every answer carries: server, caching, sniffing, HSTS, CORS."""
-    settings = app.settings_obj
-    headers = [("Server", "cyclone-sse" if settings.hide_version else
-                f"cyclone-sse/{__version__}"),
-               ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff")]
-    if settings.hsts and request.protocol == "https":
-        headers.append(("Strict-Transport-Security", f"max-age={settings.hsts}"))
-    origin = app.allowed_origin(request.headers.get("Origin"))
-    if origin:
-        headers.append(("Access-Control-Allow-Origin", origin))
-        if origin != "*":
-            headers.append(("Access-Control-Allow-Credentials", "true"))
-            headers.append(("Vary", "Origin"))
-    return headers
-
-
-_date: tuple[int, str] = (0, "")
-
-
-def http_date() -> str:
-    """The Date header, formatted once a second."""
-    global _date
-    now = int(time.time())
-    if _date[0] != now:
-        _date = (now, formatdate(now, usegmt=True))
-    return _date[1]
-
-
-def ok_head(app: Any, request: Any, headers: list[tuple[str, str]],
-            length: int | None = None) -> bytes:
-    """A ``200 OK`` head written without a cyclone handler (the lean paths): the headers
-    every answer carries, ``headers`` (which win over them), ``Content-Length`` when
-    ``length`` is given, and the date.  All but the last two are joined once per
-    kind of request (version, scheme, CORS answer) and kept on the application."""
-    settings = app.settings_obj
-    key = (request.version, request.protocol == "https" and settings.hsts,
-           app.allowed_origin(dict.get(request.headers, "Origin")), tuple(headers))
-    cache = app.__dict__.setdefault("_ok_heads", {})
-    start = cache.get(key)
-    if start is None:
-        names = {name for name, _ in headers}
-        start = "".join(f"{line}\r\n" for line in (
-            f"{request.version} 200 OK",
-            *(f"{name}: {value}" for name, value in default_headers(app, request)
-              if name not in names),
-            *(f"{name}: {value}" for name, value in headers)))
-        if len(cache) < 64:  # (bounded: origins come from --cors-origin)
-            cache[key] = start
-    if length is not None:
-        return f"{start}Content-Length: {length}\r\nDate: {http_date()}\r\n\r\n".encode(
-            "latin-1")
-    return f"{start}Date: {http_date()}\r\n\r\n".encode("latin-1")
-
 
 #: What cyclone replaces with a space in form arguments (RequestHandler.get_arguments).
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0e-\x1f]")
@@ -175,8 +112,9 @@ class BaseHandler(cyclone.web.RequestHandler):
         self.finish(dumps(value))
 
     def _handle_request_exception(self, e: object) -> None:
-        # cyclone hook: map our errors (and cyclone's HTTPError) to a JSON answer
-        # with one log line, instead of a traceback and an HTML page.
+        # cyclone hook: our errors (and cyclone's HTTPError) answered as every path
+        # answers them (http/response.py: JSON, one log line), not as a traceback and
+        # an HTML page
         error = e.value if isinstance(e, Failure) else e
         if self._finished:
             return
@@ -185,48 +123,16 @@ class BaseHandler(cyclone.web.RequestHandler):
             log.failure("error on an open stream", Failure(error))
             self.request.connection.transport.loseConnection()
             return
-        challenge = None
-        retry_after = 0
-        if isinstance(error, CycloneSSEError):
-            status, message = error.status, str(error)
-            body: dict[str, object] = {"error": message, "status": status}
-            if isinstance(error, BadRequest) and error.field:
-                body["field"] = error.field
-            if isinstance(error, Forbidden) and error.channel:
-                body["channel"] = error.channel
-            if isinstance(error, TooManyRequests):
-                retry_after = error.retry_after
-            if isinstance(error, InvalidToken):  # RFC 6750, section 3
-                challenge = (f'Bearer error="invalid_token", '
-                             f'error_description="{error.description}"')
-            elif isinstance(error, Unauthorized):
-                challenge = 'Bearer realm="cyclone-sse"'
-        elif isinstance(error, cyclone.web.HTTPError):
-            status = error.status_code
-            message = error.log_message or self._reason_for(status)
-            body = {"error": message, "status": status}
-        else:
-            log.failure("unexpected error in {summary}", Failure(error),
-                        summary=self._request_summary())
-            status, body = 500, {"error": "internal server error", "status": 500}
-            message = body["error"]  # type: ignore[assignment]
-        if status != 500:
-            log.info("{summary}: {status} {message}", summary=self._request_summary(),
-                     status=status, message=message)
+        answer = error_answer(error, self._request_summary())  # type: ignore[arg-type]
         self.clear()
         self.set_default_headers()
-        for name, value in getattr(error, "headers", {}).items():
+        for name, value in answer.headers:
             self.set_header(name, value)
-        if challenge:
-            self.set_header("WWW-Authenticate", challenge)
-        if retry_after:
-            self.set_header("Retry-After", str(retry_after))
-        self.write_json(body, status)
+        self.write_json(answer.body, answer.status)
 
     def _request_summary(self) -> str:
         # (cyclone's own has the whole URI: tokens and keys in it are masked here)
-        request = self.request
-        return f"{request.method} {masked(request.uri)} ({request.remote_ip})"
+        return request_summary(self.request)
 
     def key_matches(self, given: str | None = None) -> bool:
         """``given`` (or the ``Authorization: Bearer`` value) is the publish key,
@@ -244,9 +150,6 @@ class BaseHandler(cyclone.web.RequestHandler):
         """The ``Authorization: Bearer`` value, if any."""
         return bearer_of(self.request)
 
-    @staticmethod
-    def _reason_for(status: int) -> str:
-        return responses.get(status, "error").lower()
 
 
 class NotFoundHandler(BaseHandler):

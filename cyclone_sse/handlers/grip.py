@@ -29,8 +29,9 @@ from cyclone_sse.grip import (
     read_hold,
     signature,
 )
-from cyclone_sse.handlers.base import BaseHandler, default_headers, http_date
+from cyclone_sse.handlers.base import BaseHandler
 from cyclone_sse.history.base import Replay
+from cyclone_sse.http.response import default_headers, http_date
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.registry import Counters
 from cyclone_sse.transports.poll import PollSubscriber

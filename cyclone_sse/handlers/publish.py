@@ -6,20 +6,21 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from cyclone_sse.auth.tokens import Claims
 from cyclone_sse.brokers.base import Published
 from cyclone_sse.channels import check_channel
 from cyclone_sse.checks import loads
 from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
-from cyclone_sse.event import as_data, check_publish, check_text
+from cyclone_sse.event import as_data, check_publish, check_text, dumps
 from cyclone_sse.handlers.base import (
     BaseHandler,
     arguments_of,
     bearer_of,
     key_matches,
-    ok_head,
 )
+from cyclone_sse.http.response import error_answer, ok_head, request_summary
 
 #: One publish: (channels, data, event name, publisher id).
 Message = tuple[list[str], str, "str | None", "str | None"]
@@ -182,17 +183,18 @@ class PublishHandler(PublishLogic, BaseHandler):
         return d  # type: ignore[return-value]
 
 
-_ANSWER_HEADERS = [("Content-Type", "application/json; charset=utf-8")]
+_ANSWER_HEADERS = (("Content-Type", "application/json; charset=utf-8"),)
+#: An error answer's own headers (``BaseHandler.write_json`` sets the same type).
+_ERROR_HEADERS = _ANSWER_HEADERS
 
 
 class LeanPublish(PublishLogic):
     """``POST /publish`` answered without building a cyclone ``RequestHandler``: the
     connection hands a complete request here (``HTTPConnection._dispatch``).  The same
-    ``PublishLogic`` runs; the success answer is written directly, with the headers
-    ``BaseHandler`` would send.  Anything else goes the usual way: a request this path
-    refuses (bad input, bad key) is given back to cyclone before anything is published,
-    which answers it exactly as always; a failed publish is answered by a
-    ``PublishHandler`` made for it."""
+    ``PublishLogic`` runs; the answer is written directly, with the headers
+    ``BaseHandler`` would send, and so is a refusal or a failed publish
+    (``http.response.error_answer``, as every path answers errors): a request that
+    starts here ends here."""
 
     def __init__(self, application: Any, request: Any) -> None:
         self.application = application
@@ -214,46 +216,46 @@ class LeanPublish(PublishLogic):
         values = arguments_of(self.request, name)
         return values[-1] if values else default
 
-    def run(self) -> bool:
-        """Publish and answer; False (nothing done) when cyclone should take it."""
+    def run(self) -> None:
+        """Publish and answer, or answer why not."""
         try:
             messages = self.checked()
-        except Exception:
-            return False
+        except Exception as exc:
+            self._failed(exc)
+            return
         broker = self.application.broker
         if not broker.immediate:
             try:
                 d = self.publish_events(messages)
             except Exception as exc:  # (a broker that refuses at once: an --app's)
                 self._failed(exc)
-                return True
+                return
             d.addCallbacks(self._answer, self._failed)
-            return True
+            return
         try:
             results = [broker.publish_now(channel, data, name, publisher_id)
                        for channels, data, name, publisher_id in messages
                        for channel in dict.fromkeys(channels)]
         except Exception as exc:
             self._failed(exc)
-            return True
+            return
         self._answer(results[0] if len(results) == 1 else results)
-        return True
 
     def _answer(self, results: Published | list[Published]) -> None:
         """The answer written out, for one event or several (``Published.answer_of``)."""
         self._send(results.answer() if isinstance(results, Published)
                    else Published.answer_of(results))
 
-    def _send(self, body: bytes) -> None:
+    def _send(self, body: bytes, status: int = 200,
+              headers: tuple[tuple[str, str], ...] = _ANSWER_HEADERS) -> None:
         request = self.request
         if request.connection._request is not request:  # (the client left meanwhile)
             return
         request.connection.answer(
-            ok_head(self.application, request, _ANSWER_HEADERS, len(body)) + body)
+            ok_head(self.application, request, headers, len(body), status) + body, status)
 
     def _failed(self, failure: Any) -> None:
-        if self.request.connection._request is not self.request:
-            return
-        handler = PublishHandler(self.application, self.request)
-        handler._transforms = []  # (cyclone sets them in _execute, which is skipped)
-        handler._handle_request_exception(failure)
+        error = failure.value if isinstance(failure, Failure) else failure
+        answer = error_answer(error, request_summary(self.request))  # type: ignore[arg-type]
+        self._send(dumps(answer.body), answer.status,
+                   (*_ERROR_HEADERS, *answer.headers))

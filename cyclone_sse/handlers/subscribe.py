@@ -16,7 +16,8 @@ from cyclone_sse.auth.access import Access, Credentials
 from cyclone_sse.channels import is_pattern, split_channels
 from cyclone_sse.errors import CycloneSSEError, Forbidden
 from cyclone_sse.event import encode_retry
-from cyclone_sse.handlers.base import BaseHandler, arguments_of, ok_head
+from cyclone_sse.handlers.base import BaseHandler, arguments_of
+from cyclone_sse.http.response import ok_head
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.transports import PollSubscriber, StreamSubscriber
 
