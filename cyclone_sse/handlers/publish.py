@@ -6,21 +6,20 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from cyclone_sse.auth.tokens import Claims
 from cyclone_sse.brokers.base import Published
 from cyclone_sse.channels import check_channel
 from cyclone_sse.checks import loads
 from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
-from cyclone_sse.event import as_data, check_publish, check_text, dumps
+from cyclone_sse.event import as_data, check_publish, check_text
 from cyclone_sse.handlers.base import (
     BaseHandler,
     arguments_of,
     bearer_of,
     key_matches,
 )
-from cyclone_sse.http.response import error_answer, ok_head, request_summary
+from cyclone_sse.http.response import JSON_HEADERS, error_bytes, ok_head
 
 #: One publish: (channels, data, event name, publisher id).
 Message = tuple[list[str], str, "str | None", "str | None"]
@@ -183,9 +182,7 @@ class PublishHandler(PublishLogic, BaseHandler):
         return d  # type: ignore[return-value]
 
 
-_ANSWER_HEADERS = (("Content-Type", "application/json; charset=utf-8"),)
-#: An error answer's own headers (``BaseHandler.write_json`` sets the same type).
-_ERROR_HEADERS = _ANSWER_HEADERS
+_ANSWER_HEADERS = JSON_HEADERS
 
 
 class LeanPublish(PublishLogic):
@@ -246,16 +243,14 @@ class LeanPublish(PublishLogic):
         self._send(results.answer() if isinstance(results, Published)
                    else Published.answer_of(results))
 
-    def _send(self, body: bytes, status: int = 200,
-              headers: tuple[tuple[str, str], ...] = _ANSWER_HEADERS) -> None:
+    def _send(self, body: bytes) -> None:
         request = self.request
         if request.connection._request is not request:  # (the client left meanwhile)
             return
         request.connection.answer(
-            ok_head(self.application, request, headers, len(body), status) + body, status)
+            ok_head(self.application, request, _ANSWER_HEADERS, len(body)) + body)
 
     def _failed(self, failure: Any) -> None:
-        error = failure.value if isinstance(failure, Failure) else failure
-        answer = error_answer(error, request_summary(self.request))  # type: ignore[arg-type]
-        self._send(dumps(answer.body), answer.status,
-                   (*_ERROR_HEADERS, *answer.headers))
+        if self.request.connection._request is self.request:  # (else the client left)
+            self.request.connection.answer(*error_bytes(self.application, self.request,
+                                                        failure))

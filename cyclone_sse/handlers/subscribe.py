@@ -13,12 +13,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cyclone_sse.auth.access import Access, Credentials
-from cyclone_sse.channels import is_pattern, split_channels
-from cyclone_sse.errors import CycloneSSEError, Forbidden
+from cyclone_sse.channels import split_channels
+from cyclone_sse.errors import Forbidden
 from cyclone_sse.event import encode_retry
 from cyclone_sse.handlers.base import BaseHandler, arguments_of
-from cyclone_sse.http.response import ok_head
+from cyclone_sse.http.response import error_bytes, ok_head
 from cyclone_sse.interfaces import ISubscriber
+from cyclone_sse.session import admit, enter, seconds_left
 from cyclone_sse.transports import PollSubscriber, StreamSubscriber
 
 log = Logger()
@@ -144,17 +145,10 @@ class SubscribeHandler(BaseHandler):
             self._upgrade()
             return None
         channels = self.get_channels()
-        self.application.admit_replay(channels, self.get_last_event_id())
-        hook = self.can_read if self.has_authorize_hook() else None
-        d: defer.Deferred[Any] = self.application.gate.check(self.credentials(), channels,
-                                                             hook)
-        d.addCallback(self._authorized, channels)
-        return d
-
-    def _authorized(self, access: Access, channels: list[str]) -> defer.Deferred[Any]:
-        names = [c for c in channels if not is_pattern(c)]
-        d: defer.Deferred[Any] = defer.maybeDeferred(self.authorize, names)
-        d.addCallback(lambda _: self.subscribe(channels, access))
+        d: defer.Deferred[Any] = defer.maybeDeferred(
+            admit, self.application, self.credentials(), channels, self.get_last_event_id(),
+            self)
+        d.addCallback(lambda access: self.subscribe(channels, access))
         return d
 
     def subscribe(self, channels: list[str], access: Access | None = None) -> \
@@ -162,25 +156,20 @@ class SubscribeHandler(BaseHandler):
         app = self.application
         settings = app.settings_obj
         last_id = self.get_last_event_id()
-        left = None  # seconds until the token expires
-        if access is not None and access.expires is not None:
-            left = max(0.0, access.expires - app.clock.seconds())
         if self.wants_poll():
+            left = seconds_left(app, access)
             timeout = settings.poll_timeout if left is None else min(settings.poll_timeout,
                                                                      left)
             sub: ISubscriber = PollSubscriber(app.clock, self._answer_poll, timeout,
                                               settings.retry, last_id)
             self.set_header("Cache-Control", "no-store")
+            expire = None
         else:
-            stream = self._open_stream()
-            if left is not None:
-                self._expiry = app.clock.callLater(left, stream.expire)
-            sub = stream
-        # Names were checked; what patterns reach is checked per channel.
-        if access is not None and any(is_pattern(c) for c in channels):
-            sub.access = access  # type: ignore[attr-defined]
+            stream = sub = self._open_stream()
+            expire = stream.expire
         self.subscriber = sub
-        return app.subscriptions.open(sub, channels, last_id)
+        self._expiry, opened = enter(app, sub, channels, last_id, access, expire)
+        return opened
 
     def _upgrade(self) -> None:
         """Answer the WebSocket handshake and hand the connection to the WebSocket
@@ -267,36 +256,44 @@ class LeanSubscribe(SubscribeHandler):
         return cookies[name].value if name in cookies else default
 
     def run(self) -> bool:
-        """Open the stream, or upgrade to a WebSocket; False (nothing done) when cyclone
-        should take the request."""
-        app = self.application
-        if self.wants_websocket():
-            try:
-                self._upgrade()
-            except CycloneSSEError:
-                return False  # (cyclone's handler meets the same refusal and answers it)
-            return True
-        if app.gate.callback is not None:
-            return False
+        """Open the stream (once ``admit`` decided, asking the auth callback if it
+        must), upgrade to a WebSocket, or answer why not; False (nothing done) for a
+        long-poll, which cyclone answers."""
         try:
+            if self.wants_websocket():
+                self._upgrade()
+                return True
             if self.wants_poll():
                 return False
             channels = self.get_channels()
             last_id = self.get_last_event_id()
-            app.admit_replay(channels, last_id)
-            access = app.gate.check_now(self.credentials(), channels)
-        except Exception:
-            return False  # (a refusal too: cyclone asks the gate again and answers it)
-        stream = self._open_lean_stream()
-        if access.expires is not None:
-            left = max(0.0, access.expires - app.clock.seconds())
-            self._expiry = app.clock.callLater(left, stream.expire)
-        if any(is_pattern(c) for c in channels):
-            stream.access = access
-        self.subscriber = stream
-        self.request.connection.lean_stream = self  # its close ends the subscription
-        app.subscriptions.open(stream, channels, last_id)
+            decided = admit(self.application, self.credentials(), channels, last_id)
+        except Exception as exc:
+            self._refuse(exc)
+            return True
+        if isinstance(decided, Access):
+            self._open(decided, channels, last_id)
+        else:  # (the auth callback is asked: the connection reads nothing meanwhile)
+            decided.addCallbacks(self._open, self._refuse, (channels, last_id))
         return True
+
+    def _gone(self) -> bool:
+        """The client left while its subscription was being decided."""
+        return self.request.connection._request is not self.request  # type: ignore[no-any-return]
+
+    def _open(self, access: Access, channels: list[str], last_id: str | None) -> None:
+        if self._gone():
+            return
+        stream = self.subscriber = self._open_lean_stream()
+        self.request.connection.lean_stream = self  # its close ends the subscription
+        self._expiry, _ = enter(self.application, stream, channels, last_id, access,
+                                stream.expire)
+
+    def _refuse(self, failure: Any) -> None:
+        """Answer a refusal (or an error) as every path answers it."""
+        if self._gone():
+            return
+        self.request.connection.answer(*error_bytes(self.application, self.request, failure))
 
     def _open_lean_stream(self) -> StreamSubscriber:
         return self._stream(ok_head(self.application, self.request, STREAM_HEADERS))

@@ -23,9 +23,13 @@ from cyclone_sse.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from cyclone_sse.event import dumps
 from cyclone_sse.logs import masked
 
 log = Logger()
+
+#: A JSON answer's own header (``BaseHandler.write_json`` sets the same).
+JSON_HEADERS = (("Content-Type", "application/json; charset=utf-8"),)
 
 
 def default_headers(app: Any, request: Any) -> list[tuple[str, str]]:
@@ -132,3 +136,13 @@ def log_access(request: Any, status: int) -> None:
     """The ``--access-log`` line of a finished request (whichever path answered it)."""
     log.info("{status} {summary} {ms:.2f}ms", status=status,
              summary=request_summary(request), ms=1000.0 * request.request_time())
+
+
+def error_bytes(app: Any, request: Any, failure: BaseException | Failure) -> tuple[bytes, int]:
+    """A lean path's whole answer to ``failure`` (an exception, or a Failure holding
+    one), with its status: the head every answer carries, then the JSON body."""
+    error = failure.value if isinstance(failure, Failure) else failure
+    answer = error_answer(error, request_summary(request))  # type: ignore[arg-type]
+    body = dumps(answer.body)
+    return ok_head(app, request, (*JSON_HEADERS, *answer.headers), len(body),
+                   answer.status) + body, answer.status

@@ -46,7 +46,6 @@ import struct
 import zlib
 from typing import Any
 
-from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -58,7 +57,6 @@ from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token
 from zope.interface import implementer
 
-from cyclone_sse.auth.access import Access, Credentials
 from cyclone_sse.channels import check_channel, compile_pattern, is_pattern, split_channels
 from cyclone_sse.checks import loads
 from cyclone_sse.errors import (
@@ -75,6 +73,7 @@ from cyclone_sse.event import Event, as_data, check_publish, joined
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.limits import TokenBucket
+from cyclone_sse.session import Access, Credentials, admit, enter
 from cyclone_sse.subscription import Subscriber
 from cyclone_sse.transports.stream import BoundedWriter
 
@@ -416,26 +415,17 @@ class SubscriberProtocol(Protocol):
         last_id = message.get("lastEventId")
         if last_id is not None and not isinstance(last_id, str):
             raise BadRequest("lastEventId: a string")
-        app.admit_replay(channels, last_id)
         token = message.get("token") if isinstance(message.get("token"), str) else None
         credentials = Credentials(token or self.query_token, self.cookies, None,
                                   self.remote_ip)
-        hooked = handler is not None and handler.has_authorize_hook()
-        if not hooked and app.gate.callback is None:
-            # nothing to ask: decided in place, without a Deferred chain per
-            # subscription (a reconnect storm opens thousands); a refusal is raised
-            self._allowed(app.gate.check_now(credentials, channels), channels, last_id,
-                          request_id)
+        decided = admit(app, credentials, channels, last_id, handler)  # (or raises)
+        if isinstance(decided, Access):  # nothing was asked: in place, no Deferred chain
+            self._allowed(decided, channels, last_id, request_id)
             return
         self.asking = self.asking.union(channels)
-        d = app.gate.check(credentials, channels, handler.can_read if hooked else None)
-        if hooked:  # --app's hook decides too, as for streams
-            names = [c for c in channels if not is_pattern(c)]
-            d.addCallback(lambda access: defer.maybeDeferred(handler.authorize, names)
-                          .addCallback(lambda _: access))
-        d.addBoth(self._asked, channels)
-        d.addCallback(self._allowed, channels, last_id, request_id)
-        d.addErrback(lambda failure: self.error(
+        decided.addBoth(self._asked, channels)
+        decided.addCallback(self._allowed, channels, last_id, request_id)
+        decided.addErrback(lambda failure: self.error(
             request_id, getattr(failure.value, "status", 500), failure.getErrorMessage()))
 
     def _asked(self, result: Any, channels: list[str]) -> Any:
@@ -450,13 +440,8 @@ class SubscriberProtocol(Protocol):
         claims = access.claims if access is not None else None
         sub = WebSocketSubscriber(self, request_id, channels,
                                   claims.sub if claims is not None else None)
-        if access is not None and any(is_pattern(c) for c in channels):
-            sub.access = access
-        if access is not None and access.expires is not None:
-            left = max(0.0, access.expires - app.clock.seconds())
-            sub.expiry = app.clock.callLater(left, sub.expire)
         self.subscriptions.append(sub)
-        app.subscriptions.open(sub, channels, last_id)
+        sub.expiry, _ = enter(app, sub, channels, last_id, access, sub.expire)
 
     def went_live(self, sub: WebSocketSubscriber) -> None:
         """Join the presence of its ``+presence`` channels (named, not by pattern)."""
