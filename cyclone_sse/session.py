@@ -10,9 +10,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from cyclone_sse.auth.access import Access, Credentials
+from cyclone_sse.auth.access import Access, Credentials, Gate
 from cyclone_sse.channels import is_pattern
-from cyclone_sse.interfaces import ISubscriber
 
 __all__ = ["Access", "Credentials", "admit", "enter"]
 
@@ -24,11 +23,11 @@ def admit(app: Any, credentials: Credentials, channels: list[str], last_id: str 
     ``authorize``: an --app's ``SubscribeHandler``).  A refusal is raised, or the
     Deferred fails with it: 401, 403, 429 (pattern replays), 503 (callback down)."""
     app.admit_replay(channels, last_id)
-    gate = app.gate
+    gate: Gate = app.gate
     if hook is None or not hook.has_authorize_hook():
         if gate.callback is None:
-            return gate.check_now(credentials, channels)  # type: ignore[no-any-return]
-        return gate.check(credentials, channels)  # type: ignore[no-any-return]
+            return gate.check_now(credentials, channels)
+        return gate.check(credentials, channels)
     names = [c for c in channels if not is_pattern(c)]
     d: defer.Deferred[Access] = gate.check(credentials, channels, hook.can_read)
     d.addCallback(lambda access: defer.maybeDeferred(hook.authorize, names)
@@ -43,15 +42,15 @@ def seconds_left(app: Any, access: Access | None) -> float | None:
     return max(0.0, access.expires - app.clock.seconds())
 
 
-def enter(app: Any, subscriber: ISubscriber, channels: list[str], last_id: str | None,
+def enter(app: Any, subscriber: Any, channels: list[str], last_id: str | None,
           access: Access | None, expire: Callable[[], None] | None = None
           ) -> tuple[Any, defer.Deferred[None]]:
-    """Open ``subscriber``'s subscription: patterns reach only what ``access`` lets it
-    read (names were checked by ``admit``), and ``expire`` is called when its token
-    ends.  Returns that timer (None without one), for the transport to cancel, and
-    the Deferred that fires once the subscription is live."""
+    """Open ``subscriber``'s subscription (an ``ISubscriber``): patterns reach only
+    what ``access`` lets it read (names were checked by ``admit``), and ``expire`` is
+    called when its token ends.  Returns that timer (None without one), for the
+    transport to cancel, and the Deferred that fires once the subscription is live."""
     if access is not None and any(is_pattern(c) for c in channels):
-        subscriber.access = access  # type: ignore[attr-defined]
+        subscriber.access = access
     left = seconds_left(app, access)
     timer = app.clock.callLater(left, expire) if left is not None and expire else None
     return timer, app.subscriptions.open(subscriber, channels, last_id)

@@ -123,7 +123,7 @@ class BaseHandler(cyclone.web.RequestHandler):
             log.failure("error on an open stream", Failure(error))
             self.request.connection.transport.loseConnection()
             return
-        answer = error_answer(error, self._request_summary())  # type: ignore[arg-type]
+        answer = error_answer(error, self._request_summary())
         self.clear()
         self.set_default_headers()
         for name, value in answer.headers:

@@ -279,7 +279,7 @@ class LeanSubscribe(SubscribeHandler):
 
     def _gone(self) -> bool:
         """The client left while its subscription was being decided."""
-        return self.request.connection._request is not self.request  # type: ignore[no-any-return]
+        return bool(self.request.connection._request is not self.request)
 
     def _open(self, access: Access, channels: list[str], last_id: str | None) -> None:
         if self._gone():

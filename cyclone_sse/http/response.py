@@ -96,7 +96,7 @@ class ErrorAnswer(NamedTuple):
     headers: list[tuple[str, str]]  # WWW-Authenticate, Retry-After, the error's own
 
 
-def error_answer(error: BaseException, summary: str) -> ErrorAnswer:
+def error_answer(error: object, summary: str) -> ErrorAnswer:
     """The answer to ``error`` met while handling the request ``summary`` names, logged
     once here: one line for a refusal, the traceback only for an unexpected error."""
     headers: list[tuple[str, str]] = []
@@ -120,7 +120,8 @@ def error_answer(error: BaseException, summary: str) -> ErrorAnswer:
         message = error.log_message or responses.get(status, "error").lower()
         body = {"error": message, "status": status}
     else:
-        log.failure("unexpected error in {summary}", Failure(error), summary=summary)
+        unexpected = error if isinstance(error, BaseException) else RuntimeError(repr(error))
+        log.failure("unexpected error in {summary}", Failure(unexpected), summary=summary)
         return ErrorAnswer(500, {"error": "internal server error", "status": 500}, [])
     log.info("{summary}: {status} {message}", summary=summary, status=status,
              message=message)
@@ -142,7 +143,7 @@ def error_bytes(app: Any, request: Any, failure: BaseException | Failure) -> tup
     """A lean path's whole answer to ``failure`` (an exception, or a Failure holding
     one), with its status: the head every answer carries, then the JSON body."""
     error = failure.value if isinstance(failure, Failure) else failure
-    answer = error_answer(error, request_summary(request))  # type: ignore[arg-type]
+    answer = error_answer(error, request_summary(request))
     body = dumps(answer.body)
     return ok_head(app, request, (*JSON_HEADERS, *answer.headers), len(body),
                    answer.status) + body, answer.status
