@@ -285,8 +285,8 @@ class HTTPConnection(httpserver.HTTPConnection):
     def _lean(self, path: str = "/publish") -> bool:
         """Whether this application's ``path`` skips cyclone's handler machinery: its
         route is the stock handler (``PublishHandler``, ``SubscribeHandler``: an --app's
-        subclass keeps cyclone's path) and, for streams, no access log wants each
-        request."""
+        subclass keeps cyclone's path).  The lean paths write their own --access-log
+        lines (``answer``, ``upgrade``, a stream's end)."""
         app = self.factory
         cache = app.__dict__.setdefault("_lean_paths", {})
         lean = cache.get(path)
@@ -295,10 +295,7 @@ class HTTPConnection(httpserver.HTTPConnection):
             # cyclone keeps its routes as (host pattern, [URLSpec]) pairs in .handlers
             specs = [spec for _, group in app.handlers for spec in group
                      if spec.regex.match(path)]
-            # (a stream's access-log line is still cyclone's: the lean stream path
-            # steps aside for --access-log; a publish logs here, in ``answer``)
-            lean = cache[path] = bool(specs and specs[0].handler_class is stock
-                                      and (path == "/publish" or not self.settings.access_log))
+            lean = cache[path] = bool(specs and specs[0].handler_class is stock)
         return bool(lean)
 
     def answer(self, chunk: bytes, status: int = 200) -> None:
@@ -366,6 +363,8 @@ class HTTPConnection(httpserver.HTTPConnection):
         self.streaming = True
         self._stop_timer()  # (as for a stream)
         self.upgraded = protocol
+        if self.settings.access_log and self._request is not None:
+            log_access(self._request, 101)
         # The upgrading request and its handler are done with: nothing is answered or
         # notified for them again (see ``notifyFinish``; a handler an --app hooks stays
         # on with ``protocol``).  Kept, they held ~2.4 KB per WebSocket connection.

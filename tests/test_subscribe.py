@@ -336,13 +336,25 @@ def test_channel_aware_events_name_the_channel_on_streams_and_polls():
     assert publish(app, channel="a", data="x", event="channel")[0] == 400
 
 
-def test_the_lean_stream_path_opens_streams_as_the_handler_does():
-    """An EventSource request skips cyclone's handler machinery (connection.py), its
-    refusals included; with --access-log it does not.  Both must answer the same, head
-    and first bytes."""
+def test_a_stream_takes_one_path_whatever_the_options():
+    """An EventSource request on the stock route skips cyclone's handler machinery
+    (connection.py), its refusals and --access-log included; an --app's own
+    ``SubscribeHandler`` subclass is cyclone's.  Both answer the same, head and first
+    bytes."""
     import jwt
 
+    from cyclone_sse.app import App
     from cyclone_sse.handlers.subscribe import SubscribeHandler
+
+    class OwnSubscribe(SubscribeHandler):
+        pass
+
+    class OwnApp(App):
+        def build_handlers(self):  # type: ignore[no-untyped-def]
+            handlers = super().build_handlers()
+            handlers[0] = (r"/", OwnSubscribe)
+            return handlers
+
     secret = "s" * 32
     token = jwt.encode({"sub": "42", "channels": ["t.*"], "exp": 4_000_000_000}, secret)
     options = {"policies": "t.*=token", "jwt_secret": secret, "http_secret": "k",
@@ -365,13 +377,16 @@ def test_the_lean_stream_path_opens_streams_as_the_handler_does():
         return lines[0], fields, events, conn
 
     with instances_of(SubscribeHandler) as built:
-        lean, handled = make_app(**options), make_app(access_log=True, **options)
+        lean, logged = make_app(**options), make_app(access_log=True, **options)
+        handled = OwnApp(options, reactor=lean.clock)
+        handled.start()
         for query, headers in cases:
             *mine, lean_conn = opened(lean, query, headers)
+            *logged_answer, _ = opened(logged, query, headers)
             *theirs, _ = opened(handled, query, headers)
-            assert mine == theirs, query
-        # the lean app built no handler: its refusals are answered on its own path
-        assert len(built) == len(cases)
+            assert mine == logged_answer == theirs, query
+        # the lean apps built no handler: refusals are answered on their own path
+        assert len(built) == len(cases)  # (the --app's, and only them)
         publish(lean, channel="notify#42", data="live", key="k")  # a live stream
         assert any(e.get("data") == "live" for e in parse_stream(
             lean_conn.raw.partition(b"\r\n\r\n")[2].decode()))
@@ -379,3 +394,23 @@ def test_the_lean_stream_path_opens_streams_as_the_handler_does():
         lean_conn.transport.loseConnection()
         lean_conn.protocol.connectionLost(None)
         assert lean.registry.connections == len(cases) - 3  # its close ended it
+
+
+def test_the_access_log_has_a_line_per_stream_refusal_and_upgrade_on_the_one_path():
+    from twisted.logger import formatEvent, globalLogPublisher
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        app = make_app(access_log=True)
+        sse = {"Accept": "text/event-stream"}
+        stream = subscribe(app, "channels=a&lastEventId=s3cret.t0ken", sse)
+        stream.close()  # (a stream's line is written when it ends)
+        subscribe(app, "channels=bad%20name", sse)
+        Connection(app).send("GET", "/", headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    lines = [formatEvent(e) for e in seen]
+    access = [line.split()[0] for line in lines if " GET /" in line and "ms" in line]
+    assert access == ["200", "400", "101"], lines

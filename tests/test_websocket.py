@@ -311,23 +311,36 @@ def test_the_keep_alive_round_pings_and_drops_a_silent_peer():
     assert app.websockets.dead_peers == 1
 
 
-@pytest.mark.parametrize("access_log", [False, True])
-def test_an_upgraded_connection_keeps_no_request_handler(access_log):
+@pytest.mark.parametrize("own_handler", [False, True])
+def test_an_upgraded_connection_keeps_no_request_handler(own_handler):
     """What a WebSocket connection holds is its protocol: the request that upgraded it
-    and cyclone's handler are let go (they held ~2.4 KB a connection).  Without an
-    access log the upgrade takes the lean path and builds no handler at all."""
+    and cyclone's handler are let go (they held ~2.4 KB a connection).  On the stock
+    route the upgrade takes the lean path and builds no handler at all; an --app's own
+    ``SubscribeHandler`` subclass is cyclone's, and is let go too."""
     import gc
     import weakref
 
+    from cyclone_sse.app import App
     from cyclone_sse.handlers.subscribe import SubscribeHandler
     from tests.memory import Connection, instances_of, make_app
-    app = make_app(access_log=access_log)
+
+    class OwnSubscribe(SubscribeHandler):
+        pass
+
+    class OwnApp(App):
+        def build_handlers(self):  # type: ignore[no-untyped-def]
+            return [(r"/", OwnSubscribe), *super().build_handlers()[1:]]
+
+    app = make_app()
+    if own_handler:
+        app = OwnApp({}, reactor=app.clock)
+        app.start()
     with instances_of(SubscribeHandler) as built:
         conn = Connection(app).send("GET", "/", headers={
             "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
             "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()})
     assert conn.raw.startswith(b"HTTP/1.1 101")
-    assert len(built) == access_log
+    assert len(built) == own_handler
     handlers = [weakref.ref(h) for h in built]
     del built
     conn.transport.clear()

@@ -17,7 +17,7 @@ from cyclone_sse.channels import split_channels
 from cyclone_sse.errors import Forbidden
 from cyclone_sse.event import encode_retry
 from cyclone_sse.handlers.base import BaseHandler, arguments_of
-from cyclone_sse.http.response import error_bytes, ok_head
+from cyclone_sse.http.response import error_bytes, log_access, ok_head
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.session import admit, enter, seconds_left
 from cyclone_sse.transports import PollSubscriber, StreamSubscriber
@@ -294,6 +294,13 @@ class LeanSubscribe(SubscribeHandler):
         if self._gone():
             return
         self.request.connection.answer(*error_bytes(self.application, self.request, failure))
+
+    def on_connection_close(self, *args: Any) -> None:
+        """The stream ended with its connection: its --access-log line, as cyclone
+        writes one when a stream's handler finishes."""
+        self._leave()
+        if self.application.settings_obj.access_log:
+            log_access(self.request, 200)
 
     def _open_lean_stream(self) -> StreamSubscriber:
         return self._stream(ok_head(self.application, self.request, STREAM_HEADERS))
