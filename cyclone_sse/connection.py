@@ -268,18 +268,18 @@ class HTTPConnection(httpserver.HTTPConnection):
 
     def _dispatch(self, request: HTTPRequest) -> None:
         """The request is complete: nothing more is parsed until it is answered, so a
-        pipelined request is answered after it, in order.  A publish takes the lean
-        path when the application serves ``/publish`` with the stock handler."""
+        pipelined request is answered after it, in order.  ``POST /publish`` and
+        ``GET /`` take the lean paths when the application serves them with the stock
+        handlers (an --app's own handler classes are cyclone's), whatever the options;
+        every other route is cyclone's."""
         self._disarm()
         self.paused = True  # (LineReceiver's own flag: stop splitting lines)
         if request.method == "POST" and request.path == "/publish" and self._lean():
             LeanPublish(self.factory, request).run()
             return
-        if request.method == "GET" and request.path == "/" and self._lean("/") and (
-                "text/event-stream" in request.headers.get("Accept", "")
-                or "Upgrade" in request.headers):
-            if LeanSubscribe(self.factory, request).run():
-                return
+        if request.method == "GET" and request.path == "/" and self._lean("/"):
+            LeanSubscribe(self.factory, request).run()
+            return
         self.factory(request)
 
     def _lean(self, path: str = "/publish") -> bool:

@@ -414,3 +414,45 @@ def test_the_access_log_has_a_line_per_stream_refusal_and_upgrade_on_the_one_pat
     lines = [formatEvent(e) for e in seen]
     access = [line.split()[0] for line in lines if " GET /" in line and "ms" in line]
     assert access == ["200", "400", "101"], lines
+
+
+def test_a_long_poll_takes_the_one_path_and_answers_as_an_apps_handler_does():
+    """Long-polls too are answered on the stock route's lean path (no cyclone handler),
+    as JSON or as event-stream text, exactly as an --app's own handler (cyclone's)."""
+    from cyclone_sse.app import App
+    from cyclone_sse.handlers.subscribe import SubscribeHandler
+
+    class OwnSubscribe(SubscribeHandler):
+        pass
+
+    class OwnApp(App):
+        def build_handlers(self):  # type: ignore[no-untyped-def]
+            handlers = super().build_handlers()
+            handlers[0] = (r"/", OwnSubscribe)
+            return handlers
+
+    lean = make_app(cors_origin="https://a.example")
+    own = OwnApp({"cors_origin": "https://a.example"}, reactor=lean.clock)
+    own.start()
+    for query, headers in (("channels=a&transport=poll", {}),
+                           ("channels=a&_=1", {"X-Requested-With": "XMLHttpRequest"}),
+                           ("channels=a&transport=poll", {"Origin": "https://a.example"}),
+                           ("channels=a&transport=poll&lastEventId=nonsense", {})):
+        answers = []
+        for app in (lean, own):
+            with instances_of(SubscribeHandler) as built:
+                conn = Connection(app).send("GET", "/?" + query, headers=headers)
+            assert len(built) == (app is own)
+            publish(app, channel="a", data="polled")
+            head, _, body = conn.raw.partition(b"\r\n\r\n")
+            lines = head.decode().split("\r\n")
+            fields = sorted(line for line in lines[1:] if not line.startswith("Date:"))
+            assert b"polled" in body or lines[0].startswith("HTTP/1.1 4"), body
+            answers.append((lines[0], fields))
+        assert answers[0] == answers[1], query
+    # a poll waiting when its client leaves is forgotten
+    waiting = Connection(lean).send("GET", "/?channels=b&transport=poll")
+    assert lean.registry.connections >= 1
+    before = lean.registry.connections
+    waiting.close()
+    assert lean.registry.connections == before - 1

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from cyclone_sse.auth.access import Access, Credentials
 from cyclone_sse.channels import split_channels
 from cyclone_sse.errors import Forbidden
-from cyclone_sse.event import encode_retry
+from cyclone_sse.event import dumps, encode_retry
 from cyclone_sse.handlers.base import BaseHandler, arguments_of
 from cyclone_sse.http.response import error_bytes, log_access, ok_head
 from cyclone_sse.interfaces import ISubscriber
@@ -29,6 +29,11 @@ log = Logger()
 STREAM_HEADERS = [("Content-Type", "text/event-stream; charset=utf-8"),
                   ("Cache-Control", "no-store"), ("Connection", "close"),
                   ("X-Accel-Buffering", "no")]
+#: A long-poll answer's own headers: event-stream text, or JSON; never cached.
+POLL_SSE_HEADERS = (("Cache-Control", "no-store"),
+                    ("Content-Type", "text/event-stream; charset=utf-8"))
+POLL_JSON_HEADERS = (("Cache-Control", "no-store"),
+                     ("Content-Type", "application/json; charset=utf-8"))
 
 
 class SubscribeHandler(BaseHandler):
@@ -230,15 +235,14 @@ class SubscribeHandler(BaseHandler):
 
 
 class LeanSubscribe(SubscribeHandler):
-    """An event stream opened without cyclone's handler machinery: the connection hands
-    a complete ``GET /`` asking for ``text/event-stream``, or a WebSocket upgrade, here
-    (``HTTPConnection._dispatch``).  It is a ``SubscribeHandler`` whose cyclone state is
-    never built: the same hooks read the request (channels, last id, credentials), the
-    same gate decides, the same ``StreamSubscriber`` carries the stream, and the
-    response head is the one the handler sends; an upgrade is the handler's
-    ``_upgrade``.  Whatever it does not take — a poll, an auth callback to ask, a
-    refusal — goes to cyclone untouched (nothing was done yet), which answers it as
-    always."""
+    """``GET /`` on the stock route, answered without cyclone's handler machinery: the
+    connection hands every complete request here (``HTTPConnection._dispatch``),
+    whatever the options.  It is a ``SubscribeHandler`` whose cyclone state is never
+    built: the same hooks read the request (channels, last id, credentials), the one
+    admission decides (``session.admit``, auth callback included), the same
+    ``StreamSubscriber`` or ``PollSubscriber`` carries it, an upgrade is the handler's
+    ``_upgrade``, and a refusal gets the one error answer.  An --app's own
+    ``SubscribeHandler`` subclass is served by cyclone instead."""
 
     def __init__(self, application: Any, request: Any) -> None:
         # (RequestHandler.__init__ is skipped on purpose: its UI modules, headers and
@@ -255,27 +259,23 @@ class LeanSubscribe(SubscribeHandler):
         cookies = self.request.cookies
         return cookies[name].value if name in cookies else default
 
-    def run(self) -> bool:
-        """Open the stream (once ``admit`` decided, asking the auth callback if it
-        must), upgrade to a WebSocket, or answer why not; False (nothing done) for a
-        long-poll, which cyclone answers."""
+    def run(self) -> None:
+        """Open the stream or the poll (once ``admit`` decided, asking the auth
+        callback if it must), upgrade to a WebSocket, or answer why not."""
         try:
             if self.wants_websocket():
                 self._upgrade()
-                return True
-            if self.wants_poll():
-                return False
+                return
             channels = self.get_channels()
             last_id = self.get_last_event_id()
             decided = admit(self.application, self.credentials(), channels, last_id)
         except Exception as exc:
             self._refuse(exc)
-            return True
+            return
         if isinstance(decided, Access):
             self._open(decided, channels, last_id)
         else:  # (the auth callback is asked: the connection reads nothing meanwhile)
             decided.addCallbacks(self._open, self._refuse, (channels, last_id))
-        return True
 
     def _gone(self) -> bool:
         """The client left while its subscription was being decided."""
@@ -283,6 +283,17 @@ class LeanSubscribe(SubscribeHandler):
 
     def _open(self, access: Access, channels: list[str], last_id: str | None) -> None:
         if self._gone():
+            return
+        app = self.application
+        if self.wants_poll():
+            settings = app.settings_obj
+            left = seconds_left(app, access)
+            poll = self.subscriber = PollSubscriber(
+                app.clock, self._answer_lean_poll,
+                settings.poll_timeout if left is None else min(settings.poll_timeout, left),
+                settings.retry, last_id)
+            self.request.connection.lean_stream = self  # its close ends the poll
+            self._expiry, _ = enter(app, poll, channels, last_id, access)
             return
         stream = self.subscriber = self._open_lean_stream()
         self.request.connection.lean_stream = self  # its close ends the subscription
@@ -295,9 +306,23 @@ class LeanSubscribe(SubscribeHandler):
             return
         self.request.connection.answer(*error_bytes(self.application, self.request, failure))
 
+    def _answer_lean_poll(self, poll: PollSubscriber) -> None:
+        """A poll's answer (events, a timeout, its token's end), written out: as
+        event-stream text or as JSON (``poll_as_sse``), never cached."""
+        self._leave()
+        connection = self.request.connection
+        connection.lean_stream = None
+        if self._gone():
+            return
+        if self.poll_as_sse():
+            body, kind = poll.answer_sse(self.channel_events()), POLL_SSE_HEADERS
+        else:
+            body, kind = dumps(poll.answer()), POLL_JSON_HEADERS
+        connection.answer(ok_head(self.application, self.request, kind, len(body)) + body)
+
     def on_connection_close(self, *args: Any) -> None:
-        """The stream ended with its connection: its --access-log line, as cyclone
-        writes one when a stream's handler finishes."""
+        """The stream (or a waiting poll) ended with its connection: its --access-log
+        line, as cyclone writes one when a stream's handler finishes."""
         self._leave()
         if self.application.settings_obj.access_log:
             log_access(self.request, 200)
