@@ -49,8 +49,10 @@ def enter(app: Any, subscriber: Any, channels: list[str], last_id: str | None,
     what ``access`` lets it read (names were checked by ``admit``), and ``expire`` is
     called when its token ends.  Returns that timer (None without one), for the
     transport to cancel, and the Deferred that fires once the subscription is live."""
-    if access is not None and any(is_pattern(c) for c in channels):
-        subscriber.access = access
-    left = seconds_left(app, access)
-    timer = app.clock.callLater(left, expire) if left is not None and expire else None
+    timer = None
+    if access is not None:
+        if any(is_pattern(c) for c in channels):
+            subscriber.access = access
+        if access.expires is not None and expire is not None:
+            timer = app.clock.callLater(seconds_left(app, access), expire)
     return timer, app.subscriptions.open(subscriber, channels, last_id)

@@ -282,8 +282,8 @@ class LeanSubscribe(SubscribeHandler):
         return bool(self.request.connection._request is not self.request)
 
     def _open(self, access: Access, channels: list[str], last_id: str | None) -> None:
-        if self._gone():
-            return
+        if self.request.connection._request is not self.request:
+            return  # (the client left while the auth callback answered)
         app = self.application
         if self.wants_poll():
             settings = app.settings_obj
