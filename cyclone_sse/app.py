@@ -42,6 +42,7 @@ from cyclone_sse.handlers import (
     SubscribeHandler,
 )
 from cyclone_sse.history import MemoryHistory
+from cyclone_sse.http.response import log_access
 from cyclone_sse.interfaces import IHistory, IStats
 from cyclone_sse.limits import ConnectionLimits, TokenBucket
 from cyclone_sse.options import Settings
@@ -255,11 +256,10 @@ class App(cyclone.web.Application):
         return reasons
 
     def _log_request(self, handler: cyclone.web.RequestHandler) -> None:
-        # Errors are logged where they are handled; successes only on request.
+        # Errors are logged where they are handled; successes only on request, by the
+        # one access-log writer the lean paths use too.
         if self.settings_obj.access_log:
-            log.info("{status} {summary} {ms:.2f}ms", status=handler.get_status(),
-                     summary=handler._request_summary(),
-                     ms=1000.0 * handler.request.request_time())
+            log_access(handler.request, handler.get_status())
 
 
 class InternalSite(cyclone.web.Application):
