@@ -57,8 +57,8 @@ from wsproto.handshake import server_extensions_handshake
 from wsproto.utilities import generate_accept_token
 from zope.interface import implementer
 
-from cyclone_sse.channels import check_channel, compile_pattern, is_pattern, split_channels
-from cyclone_sse.checks import loads
+from cyclone_sse.channels import compile_pattern, is_pattern, split_channels
+from cyclone_sse.checks import check_message, loads
 from cyclone_sse.errors import (
     BadRequest,
     Conflict,
@@ -69,7 +69,7 @@ from cyclone_sse.errors import (
     TooManyRequests,
     UpgradeRequired,
 )
-from cyclone_sse.event import Event, as_data, check_publish, joined
+from cyclone_sse.event import Event, as_data, joined
 from cyclone_sse.history.base import Replay
 from cyclone_sse.interfaces import ISubscriber
 from cyclone_sse.limits import TokenBucket
@@ -510,14 +510,13 @@ class SubscriberProtocol(Protocol):
         channel = message.get("channel")
         if not isinstance(channel, str):
             raise BadRequest("channel: a channel name")
-        check_channel(channel)
         if "data" not in message:
             raise BadRequest("data: missing")
         data = as_data(message["data"])
         name = message.get("event")
         if name is not None and not isinstance(name, str):
             raise BadRequest("event: a string")
-        check_publish(name or None, None)
+        check_message(channel, data, name or None)  # (the checks of every path)
         if not self.app.gate.policies.of(channel).client_publish:
             raise Forbidden(f"channel {channel} takes no publishes from clients (its "
                             "policy has no +publish)", channel)
