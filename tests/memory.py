@@ -15,6 +15,31 @@ from cyclone_sse.app import App
 from cyclone_sse.event import parse_stream
 
 
+def app_with_own_handlers(clock: Clock, **settings: Any) -> App:
+    """An application as an --app serving ``GET /`` and ``POST /publish`` with its own
+    (empty) subclasses of the stock handlers: the cyclone path the stock routes no
+    longer take, to compare their answers with."""
+    from cyclone_sse.handlers.publish import PublishHandler
+    from cyclone_sse.handlers.subscribe import SubscribeHandler
+
+    class OwnSubscribe(SubscribeHandler):
+        pass
+
+    class OwnPublish(PublishHandler):
+        pass
+
+    own = {SubscribeHandler: OwnSubscribe, PublishHandler: OwnPublish}
+
+    class OwnApp(App):
+        def build_handlers(self) -> list[tuple[Any, ...]]:
+            return [(path, own.get(handler, handler), *rest)
+                    for path, handler, *rest in super().build_handlers()]
+
+    app = OwnApp(settings, reactor=clock)
+    app.start()
+    return app
+
+
 def make_app(**settings: Any) -> App:
     clock = Clock()
     clock.advance(1_000_000)  # a plausible "now" for the history's timestamps

@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from tests.memory import Connection, instances_of, make_app, publish, publish_form, subscribe
+from tests.memory import (
+    Connection,
+    app_with_own_handlers,
+    instances_of,
+    make_app,
+    publish,
+    publish_form,
+    subscribe,
+)
 
 
 def test_original_form_fields_still_publish():
@@ -235,16 +243,7 @@ def test_a_publish_takes_one_path_whatever_the_options():
     without --access-log, refusals included (no cyclone handler is built, nothing is
     parsed twice); an --app's own ``PublishHandler`` subclass is cyclone's, and both
     answer alike, headers included."""
-    from cyclone_sse.app import App
     from cyclone_sse.handlers.publish import PublishHandler
-
-    class OwnPublish(PublishHandler):
-        pass
-
-    class OwnApp(App):
-        def build_handlers(self):  # type: ignore[no-untyped-def]
-            return [(path, OwnPublish if handler is PublishHandler else handler, *rest)
-                    for path, handler, *rest in super().build_handlers()]
 
     def answer(app, body, headers):
         connection = Connection(app).send("POST", "/publish", body, headers)
@@ -257,8 +256,7 @@ def test_a_publish_takes_one_path_whatever_the_options():
     with instances_of(PublishHandler) as built:
         for options in ({}, {"cors_origin": "https://a.example", "http_secret": "k"}):
             lean, logged = make_app(**options), make_app(access_log=True, **options)
-            own = OwnApp(options, reactor=lean.clock)
-            own.start()
+            own = app_with_own_handlers(lean.clock, **options)
             for body, headers in PUBLISHES:
                 headers = {**headers, "Origin": "https://a.example"}
                 answers = [answer(app, body, headers) for app in (lean, logged, own)]

@@ -3,7 +3,14 @@
 import json
 
 from cyclone_sse.event import parse_stream
-from tests.memory import Connection, instances_of, make_app, publish, subscribe
+from tests.memory import (
+    Connection,
+    app_with_own_handlers,
+    instances_of,
+    make_app,
+    publish,
+    subscribe,
+)
 
 
 def test_stream_headers_are_sent_at_once():
@@ -343,17 +350,7 @@ def test_a_stream_takes_one_path_whatever_the_options():
     bytes."""
     import jwt
 
-    from cyclone_sse.app import App
     from cyclone_sse.handlers.subscribe import SubscribeHandler
-
-    class OwnSubscribe(SubscribeHandler):
-        pass
-
-    class OwnApp(App):
-        def build_handlers(self):  # type: ignore[no-untyped-def]
-            handlers = super().build_handlers()
-            handlers[0] = (r"/", OwnSubscribe)
-            return handlers
 
     secret = "s" * 32
     token = jwt.encode({"sub": "42", "channels": ["t.*"], "exp": 4_000_000_000}, secret)
@@ -378,8 +375,7 @@ def test_a_stream_takes_one_path_whatever_the_options():
 
     with instances_of(SubscribeHandler) as built:
         lean, logged = make_app(**options), make_app(access_log=True, **options)
-        handled = OwnApp(options, reactor=lean.clock)
-        handled.start()
+        handled = app_with_own_handlers(lean.clock, **options)
         for query, headers in cases:
             *mine, lean_conn = opened(lean, query, headers)
             *logged_answer, _ = opened(logged, query, headers)
@@ -419,21 +415,10 @@ def test_the_access_log_has_a_line_per_stream_refusal_and_upgrade_on_the_one_pat
 def test_a_long_poll_takes_the_one_path_and_answers_as_an_apps_handler_does():
     """Long-polls too are answered on the stock route's lean path (no cyclone handler),
     as JSON or as event-stream text, exactly as an --app's own handler (cyclone's)."""
-    from cyclone_sse.app import App
     from cyclone_sse.handlers.subscribe import SubscribeHandler
 
-    class OwnSubscribe(SubscribeHandler):
-        pass
-
-    class OwnApp(App):
-        def build_handlers(self):  # type: ignore[no-untyped-def]
-            handlers = super().build_handlers()
-            handlers[0] = (r"/", OwnSubscribe)
-            return handlers
-
     lean = make_app(cors_origin="https://a.example")
-    own = OwnApp({"cors_origin": "https://a.example"}, reactor=lean.clock)
-    own.start()
+    own = app_with_own_handlers(lean.clock, cors_origin="https://a.example")
     for query, headers in (("channels=a&transport=poll", {}),
                            ("channels=a&_=1", {"X-Requested-With": "XMLHttpRequest"}),
                            ("channels=a&transport=poll", {"Origin": "https://a.example"}),

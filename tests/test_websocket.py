@@ -320,21 +320,12 @@ def test_an_upgraded_connection_keeps_no_request_handler(own_handler):
     import gc
     import weakref
 
-    from cyclone_sse.app import App
     from cyclone_sse.handlers.subscribe import SubscribeHandler
-    from tests.memory import Connection, instances_of, make_app
-
-    class OwnSubscribe(SubscribeHandler):
-        pass
-
-    class OwnApp(App):
-        def build_handlers(self):  # type: ignore[no-untyped-def]
-            return [(r"/", OwnSubscribe), *super().build_handlers()[1:]]
+    from tests.memory import Connection, app_with_own_handlers, instances_of, make_app
 
     app = make_app()
     if own_handler:
-        app = OwnApp({}, reactor=app.clock)
-        app.start()
+        app = app_with_own_handlers(app.clock)
     with instances_of(SubscribeHandler) as built:
         conn = Connection(app).send("GET", "/", headers={
             "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
