@@ -385,6 +385,17 @@ class SentinelSet:
         reply = self.ask("SENTINEL", "get-master-addr-by-name", self.MASTER)
         return int(reply.split(b"\r\n")[4])
 
+    def wait_switch(self, old: int) -> int:
+        """Until a Sentinel logged ``+switch-master`` and the one ``ask`` reads names a
+        primary other than ``old`` (the others learn of a switch a moment after the
+        leader logs it); the new primary's port."""
+        self.wait_log(b"+switch-master")
+        end = time.monotonic() + 10
+        while (port := self.primary_port()) == old:
+            assert time.monotonic() < end, "the Sentinels logged a switch, not the new primary"
+            time.sleep(0.05)
+        return port
+
     def close(self) -> None:
         for proc in self.sentinels:
             proc.kill()
