@@ -130,6 +130,23 @@ class BaseHandler(cyclone.web.RequestHandler):
             self.set_header(name, value)
         self.write_json(answer.body, answer.status)
 
+    def take_over(self) -> bytes:
+        """The connection is this handler's own from now on (a stream, a held GRIP
+        response, an upgrade): the response head cyclone would write, with the headers
+        set so far, for the caller to write; cyclone writes nothing more for this
+        request (cyclone's private ``_headers_written``, set here and in ``hand_over``
+        only; tests/test_quality.py checks cyclone still reads it)."""
+        head: bytes = self._generate_headers()
+        self._headers_written = True
+        return head
+
+    def hand_over(self) -> None:
+        """The connection now carries another protocol (a WebSocket): cyclone writes
+        nothing for this request and treats it as finished (its private
+        ``_headers_written`` and ``_finished``, set here only)."""
+        self._headers_written = True
+        self._finished = True
+
     def _request_summary(self) -> str:
         # (cyclone's own has the whole URI: tokens and keys in it are masked here)
         return request_summary(self.request)

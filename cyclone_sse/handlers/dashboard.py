@@ -58,8 +58,7 @@ class StatsStreamHandler(BaseHandler):
         # Written straight to the transport, as the event streams are: the response has
         # no length and ends with the connection (no chunked coding).
         self.transport = connection.transport
-        self.transport.write(self._generate_headers())
-        self._headers_written = True
+        self.transport.write(self.take_over())
         self.transport.write(METRICS_EVENT)
         self._timer = LoopingCall(self._snapshot)
         self._timer.clock = self.application.clock

@@ -196,8 +196,7 @@ class GripProxyHandler(BaseHandler):
         self.set_header("Connection", "close")  # the body ends when the stream does
         if "x-accel-buffering" not in received:  # (nginx must not buffer a stream)
             self.set_header("X-Accel-Buffering", "no")
-        head = self._generate_headers() + body
-        self._headers_written = True
+        head = self.take_over() + body
         connection.start_streaming()
         self.subscriber = GripStreamSubscriber(
             connection.transport, app.registry.counters, app.settings_obj.max_pending,

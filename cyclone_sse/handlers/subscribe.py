@@ -183,8 +183,7 @@ class SubscribeHandler(BaseHandler):
         request = self.request
         hub = self.application.websockets
         response, extensions = hub.handshake(request)  # or the error to answer
-        self._headers_written = True  # cyclone writes nothing more for this request
-        self._finished = True
+        self.hand_over()
         connection = request.connection
         protocol = SubscriberProtocol(
             hub, extensions, connection.address, self.get_argument("token", None),
@@ -196,8 +195,7 @@ class SubscribeHandler(BaseHandler):
     def _open_stream(self) -> StreamSubscriber:
         for name, value in STREAM_HEADERS:
             self.set_header(name, value)
-        self._headers_written = True
-        return self._stream(self._generate_headers())
+        return self._stream(self.take_over())
 
     def _stream(self, head: bytes) -> StreamSubscriber:
         """The connection becomes this stream; ``head`` (the response head) goes out
