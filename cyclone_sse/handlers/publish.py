@@ -50,9 +50,9 @@ def _message(body: Any) -> tuple[Message, str | None]:
 
 class PublishLogic:
     """What ``POST /publish`` does with a request, once: authenticate, parse, check,
-    publish.  Both ``PublishHandler`` (cyclone) and ``LeanPublish`` (the fast path of
-    ``connection.py``) run it; they supply ``application``, ``request``, ``bearer``,
-    ``key_matches`` and ``get_argument(s)``.
+    publish.  ``LeanPublish`` (the stock route, whatever the options) and
+    ``PublishHandler`` (cyclone's, for an --app's own subclass) run it; they supply
+    ``application``, ``request``, ``bearer``, ``key_matches`` and ``get_argument(s)``.
 
     Form: ``channel`` (repeatable), ``message``, ``key`` [, ``event``, ``id``].
     JSON: ``{"channel": "a" | "channels": [...], "data": ..., "event": ..., "id": ...,
@@ -174,7 +174,8 @@ def _answer_value(results: Any) -> dict[str, object]:
 
 
 class PublishHandler(PublishLogic, BaseHandler):
-    """``POST /publish`` through cyclone (see ``PublishLogic``)."""
+    """``POST /publish`` through cyclone, for an --app that routes its own subclass
+    (the stock route is ``LeanPublish``'s; see ``PublishLogic``)."""
 
     def post(self) -> defer.Deferred[object]:
         d = self.publish(self.checked())
