@@ -159,14 +159,9 @@ class SubscribeHandler(BaseHandler):
     def subscribe(self, channels: list[str], access: Access | None = None) -> \
             defer.Deferred[None]:
         app = self.application
-        settings = app.settings_obj
         last_id = self.get_last_event_id()
         if self.wants_poll():
-            left = seconds_left(app, access)
-            timeout = settings.poll_timeout if left is None else min(settings.poll_timeout,
-                                                                     left)
-            sub: ISubscriber = PollSubscriber(app.clock, self._answer_poll, timeout,
-                                              settings.retry, last_id)
+            sub: ISubscriber = self._new_poll(access, last_id, self._answer_poll)
             self.set_header("Cache-Control", "no-store")
             expire = None
         else:
@@ -175,6 +170,16 @@ class SubscribeHandler(BaseHandler):
         self.subscriber = sub
         self._expiry, opened = enter(app, sub, channels, last_id, access, expire)
         return opened
+
+    def _new_poll(self, access: Access | None, last_id: str | None,
+                  respond: Any) -> PollSubscriber:
+        """A long-poll answered through ``respond`` after ``--poll-timeout`` at the
+        latest, or when its token expires if that comes first."""
+        app = self.application
+        settings = app.settings_obj
+        left = seconds_left(app, access)
+        timeout = settings.poll_timeout if left is None else min(settings.poll_timeout, left)
+        return PollSubscriber(app.clock, respond, timeout, settings.retry, last_id)
 
     def _upgrade(self) -> None:
         """Answer the WebSocket handshake and hand the connection to the WebSocket
@@ -280,23 +285,17 @@ class LeanSubscribe(SubscribeHandler):
         return bool(self.request.connection._request is not self.request)
 
     def _open(self, access: Access, channels: list[str], last_id: str | None) -> None:
-        if self.request.connection._request is not self.request:
-            return  # (the client left while the auth callback answered)
-        app = self.application
-        if self.wants_poll():
-            settings = app.settings_obj
-            left = seconds_left(app, access)
-            poll = self.subscriber = PollSubscriber(
-                app.clock, self._answer_lean_poll,
-                settings.poll_timeout if left is None else min(settings.poll_timeout, left),
-                settings.retry, last_id)
-            self.request.connection.lean_stream = self  # its close ends the poll
-            self._expiry, _ = enter(app, poll, channels, last_id, access)
+        if self._gone():
             return
-        stream = self.subscriber = self._open_lean_stream()
+        if self.wants_poll():
+            sub: ISubscriber = self._new_poll(access, last_id, self._answer_lean_poll)
+            expire = None
+        else:
+            stream = sub = self._open_lean_stream()
+            expire = stream.expire
+        self.subscriber = sub
         self.request.connection.lean_stream = self  # its close ends the subscription
-        self._expiry, _ = enter(self.application, stream, channels, last_id, access,
-                                stream.expire)
+        self._expiry, _ = enter(self.application, sub, channels, last_id, access, expire)
 
     def _refuse(self, failure: Any) -> None:
         """Answer a refusal (or an error) as every path answers it."""
