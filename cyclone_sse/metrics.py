@@ -33,87 +33,82 @@ class Metric:
         return "cyclone_sse_" + (self.prometheus or self.path.replace(".", "_"))
 
 
-def _m(path: str, kind: str, help_text: str, when: str = "", prometheus: str = "",
-       label: str = "") -> Metric:
-    return Metric(path, kind, help_text, when, prometheus, label)
-
-
 _REDIS = "Redis broker"
 _REDIS_HISTORY = "Redis history"
 
 METRICS: tuple[Metric, ...] = (
-    _m("version", INFO, "The daemon's version."),
-    _m("pid", INFO, "Its process id (which daemon answered, when several share a port)."),
-    _m("uptime", GAUGE, "Seconds since start.", prometheus="uptime_seconds"),
-    _m("connections", GAUGE, "Open subscriber connections (streams, polls, WebSockets)."),
-    _m("open_connections", GAUGE, "Open HTTP connections (subscribers and requests)."),
-    _m("max_connections", GAUGE, "The connection limit (--max-connections)."),
-    _m("channels", GAUGE, "Channels and patterns listened to."),
-    _m("subscriptions", GAUGE, "Subscribers per channel or pattern (/stats: every one, "
-       "where names may be shown; Prometheus and Graphite: the busiest "
-       "--metrics-channels).", prometheus="channel_subscribers", label="channel"),
-    _m("events_published", COUNTER, "Events published (stored, then fanned out)."),
-    _m("deliveries", COUNTER, "Events written to subscribers."),
-    _m("fanout_seconds", HISTOGRAM, "From an event queued for fan-out (published, or "
-       "announced by the broker) to its last write, per batch (/stats: count and sum)."),
-    _m("replays", COUNTER, "Reconnections that asked for a replay."),
-    _m("replayed_events", COUNTER, "Events sent by replays."),
-    _m("replay_gaps", COUNTER, "Replays that could not be complete (history-gap sent)."),
-    _m("refused_pattern_replays", COUNTER, "Pattern replays refused past "
-       "--pattern-replays (429)."),
-    _m("slow_disconnects", COUNTER, "Streams closed: their client stopped reading "
-       "(--max-pending)."),
-    _m("connections_total", COUNTER, "Subscriber connections accepted.",
+    Metric("version", INFO, "The daemon's version."),
+    Metric("pid", INFO, "Its process id (which daemon answered, when several share a port)."),
+    Metric("uptime", GAUGE, "Seconds since start.", prometheus="uptime_seconds"),
+    Metric("connections", GAUGE, "Open subscriber connections (streams, polls, WebSockets)."),
+    Metric("open_connections", GAUGE, "Open HTTP connections (subscribers and requests)."),
+    Metric("max_connections", GAUGE, "The connection limit (--max-connections)."),
+    Metric("channels", GAUGE, "Channels and patterns listened to."),
+    Metric("subscriptions", GAUGE, "Subscribers per channel or pattern (/stats: every one, "
+           "where names may be shown; Prometheus and Graphite: the busiest "
+           "--metrics-channels).", prometheus="channel_subscribers", label="channel"),
+    Metric("events_published", COUNTER, "Events published (stored, then fanned out)."),
+    Metric("deliveries", COUNTER, "Events written to subscribers."),
+    Metric("fanout_seconds", HISTOGRAM, "From an event queued for fan-out (published, or "
+           "announced by the broker) to its last write, per batch (/stats: count and sum)."),
+    Metric("replays", COUNTER, "Reconnections that asked for a replay."),
+    Metric("replayed_events", COUNTER, "Events sent by replays."),
+    Metric("replay_gaps", COUNTER, "Replays that could not be complete (history-gap sent)."),
+    Metric("refused_pattern_replays", COUNTER, "Pattern replays refused past "
+           "--pattern-replays (429)."),
+    Metric("slow_disconnects", COUNTER, "Streams closed: their client stopped reading "
+           "(--max-pending)."),
+    Metric("connections_total", COUNTER, "Subscriber connections accepted.",
        prometheus="connections_accepted"),
-    _m("refused_connections", COUNTER, "Connections answered 503: over a limit."),
-    _m("closed_at_file_limit", COUNTER, "Connections closed unanswered: the open-file "
-       "limit (EMFILE)."),
-    _m("request_timeouts", COUNTER, "Connections closed: a request phase timed out (408)."),
-    _m("refused_pipelined", COUNTER, "Streams closed: a request was sent on them."),
-    _m("client_publishes", COUNTER, "Events published by WebSocket clients."),
-    _m("refused_client_publishes", COUNTER, "WebSocket client publishes refused (policy, "
-       "rate, input)."),
-    _m("broker.name", INFO, "The broker (http, redis, amqp, zmq)."),
-    _m("broker.connected", GAUGE, "1 while the broker is reachable."),
-    _m("broker.outages", COUNTER, "Times the broker's connection was lost.",
-       "Redis or AMQP broker"),
-    _m("broker.received", COUNTER, "Messages received from the broker.",
-       "AMQP or ZeroMQ broker"),
-    _m("broker.rejected", COUNTER, "Messages from the broker refused (bad name, size or "
-       "form).", "AMQP or ZeroMQ broker"),
-    _m("broker.raw_leader", GAUGE, "1 while this daemon stores raw Redis publishes for "
-       "the deployment.", _REDIS),
-    _m("broker.raw_all", GAUGE, "1 while this daemon hears every raw Redis channel.",
-       _REDIS),
-    _m("broker.raw_standby", GAUGE, "Raw messages held until the leader acknowledges "
-       "them.", _REDIS),
-    _m("broker.raw_recovered", COUNTER, "Raw messages a new leader stored for a gone "
-       "one.", _REDIS),
-    _m("broker.raw_dropped", COUNTER, "Raw messages dropped past the standby bound.",
-       _REDIS),
-    _m("broker.last_seq", GAUGE, "The newest event seq this daemon has seen.", _REDIS),
-    _m("broker.foreign_skipped", COUNTER, "Events of another history epoch skipped.",
-       _REDIS),
-    _m("history.store", INFO, "The history store, when not in memory.", _REDIS_HISTORY),
-    _m("history.connected", GAUGE, "1 while the history store is reachable.",
-       _REDIS_HISTORY),
-    _m("history.channels", GAUGE, "Channels with retained events.", "memory history"),
-    _m("history.events", GAUGE, "Events retained.", "memory history"),
-    _m("history.bytes", GAUGE, "Bytes the history holds (Redis: the deployment's, as of "
-       "this daemon's last publish)."),
-    _m("history.new_epochs", COUNTER, "Times the store started a new epoch (its data "
-       "was lost: clients get history-gap).", _REDIS_HISTORY),
-    _m("history.not_durable", COUNTER, "Publishes answered 503: the WAIT for replicas "
-       "timed out.", _REDIS_HISTORY),
-    _m("history.redirects", COUNTER, "MOVED and ASK answers followed.", "Redis Cluster"),
-    _m("history.primaries", GAUGE, "Cluster primaries holding slots.", "Redis Cluster"),
-    _m("presence.shared", GAUGE, "1 when presence is shared through Redis.",
-       "+presence policies"),
-    _m("presence.connected", GAUGE, "1 while presence's Redis connections are up.",
-       "+presence with Redis"),
-    _m("presence.channels", GAUGE, "Channels with members here.", "+presence policies"),
-    _m("presence.members", GAUGE, "Members here.", "+presence policies"),
-    _m("presence.joins", COUNTER, "Joins here.", "+presence policies"),
+    Metric("refused_connections", COUNTER, "Connections answered 503: over a limit."),
+    Metric("closed_at_file_limit", COUNTER, "Connections closed unanswered: the open-file "
+           "limit (EMFILE)."),
+    Metric("request_timeouts", COUNTER, "Connections closed: a request phase timed out (408)."),
+    Metric("refused_pipelined", COUNTER, "Streams closed: a request was sent on them."),
+    Metric("client_publishes", COUNTER, "Events published by WebSocket clients."),
+    Metric("refused_client_publishes", COUNTER, "WebSocket client publishes refused (policy, "
+           "rate, input)."),
+    Metric("broker.name", INFO, "The broker (http, redis, amqp, zmq)."),
+    Metric("broker.connected", GAUGE, "1 while the broker is reachable."),
+    Metric("broker.outages", COUNTER, "Times the broker's connection was lost.",
+           "Redis or AMQP broker"),
+    Metric("broker.received", COUNTER, "Messages received from the broker.",
+           "AMQP or ZeroMQ broker"),
+    Metric("broker.rejected", COUNTER, "Messages from the broker refused (bad name, size or "
+           "form).", "AMQP or ZeroMQ broker"),
+    Metric("broker.raw_leader", GAUGE, "1 while this daemon stores raw Redis publishes for "
+           "the deployment.", _REDIS),
+    Metric("broker.raw_all", GAUGE, "1 while this daemon hears every raw Redis channel.",
+           _REDIS),
+    Metric("broker.raw_standby", GAUGE, "Raw messages held until the leader acknowledges "
+           "them.", _REDIS),
+    Metric("broker.raw_recovered", COUNTER, "Raw messages a new leader stored for a gone "
+           "one.", _REDIS),
+    Metric("broker.raw_dropped", COUNTER, "Raw messages dropped past the standby bound.",
+           _REDIS),
+    Metric("broker.last_seq", GAUGE, "The newest event seq this daemon has seen.", _REDIS),
+    Metric("broker.foreign_skipped", COUNTER, "Events of another history epoch skipped.",
+           _REDIS),
+    Metric("history.store", INFO, "The history store, when not in memory.", _REDIS_HISTORY),
+    Metric("history.connected", GAUGE, "1 while the history store is reachable.",
+           _REDIS_HISTORY),
+    Metric("history.channels", GAUGE, "Channels with retained events.", "memory history"),
+    Metric("history.events", GAUGE, "Events retained.", "memory history"),
+    Metric("history.bytes", GAUGE, "Bytes the history holds (Redis: the deployment's, as of "
+           "this daemon's last publish)."),
+    Metric("history.new_epochs", COUNTER, "Times the store started a new epoch (its data "
+           "was lost: clients get history-gap).", _REDIS_HISTORY),
+    Metric("history.not_durable", COUNTER, "Publishes answered 503: the WAIT for replicas "
+           "timed out.", _REDIS_HISTORY),
+    Metric("history.redirects", COUNTER, "MOVED and ASK answers followed.", "Redis Cluster"),
+    Metric("history.primaries", GAUGE, "Cluster primaries holding slots.", "Redis Cluster"),
+    Metric("presence.shared", GAUGE, "1 when presence is shared through Redis.",
+           "+presence policies"),
+    Metric("presence.connected", GAUGE, "1 while presence's Redis connections are up.",
+           "+presence with Redis"),
+    Metric("presence.channels", GAUGE, "Channels with members here.", "+presence policies"),
+    Metric("presence.members", GAUGE, "Members here.", "+presence policies"),
+    Metric("presence.joins", COUNTER, "Joins here.", "+presence policies"),
 )
 
 BY_PATH: dict[str, Metric] = {m.path: m for m in METRICS}
