@@ -21,10 +21,10 @@ from cyclone_sse import __version__
 from cyclone_sse.auth.access import Gate
 from cyclone_sse.auth.callback import AuthCallback
 from cyclone_sse.auth.policy import PolicyTable
+from cyclone_sse.auth.publishers import Publishers
 from cyclone_sse.auth.tokens import TokenVerifier
 from cyclone_sse.brokers import BROKERS, Broker
 from cyclone_sse.channels import is_pattern
-from cyclone_sse.connection import HTTPConnection
 from cyclone_sse.errors import TooManyRequests
 from cyclone_sse.handlers import (
     ChannelStatsHandler,
@@ -41,8 +41,11 @@ from cyclone_sse.handlers import (
     StatsStreamHandler,
     SubscribeHandler,
 )
+from cyclone_sse.handlers.publish import LeanPublish
+from cyclone_sse.handlers.subscribe import LeanSubscribe
 from cyclone_sse.history import MemoryHistory
 from cyclone_sse.http.response import log_access
+from cyclone_sse.http.server import HTTPConnection, Route
 from cyclone_sse.interfaces import IHistory, IStats
 from cyclone_sse.limits import ConnectionLimits, TokenBucket
 from cyclone_sse.options import Settings
@@ -52,6 +55,27 @@ from cyclone_sse.static import load_static, media_dir
 from cyclone_sse.subscription import Subscriptions
 
 log = Logger()
+
+
+#: The stock handlers answered without cyclone's handler machinery, by route.
+LEAN: dict[tuple[str, str], tuple[type, Route]] = {
+    ("POST", "/publish"): (PublishHandler, LeanPublish),
+    ("GET", "/"): (SubscribeHandler, LeanSubscribe),
+}
+
+
+def lean_routes(application: cyclone.web.Application) -> dict[tuple[str, str], Route]:
+    """The route table the connection (``http.server``) reads: each ``LEAN`` route
+    this application serves with the stock handler, whatever the options (an --app's
+    own handler subclass is served through cyclone's application instead)."""
+    table = {}
+    for (method, path), (stock, runner) in LEAN.items():
+        # cyclone keeps its routes as (host pattern, [URLSpec]) pairs in .handlers
+        specs = [spec for _, group in application.handlers for spec in group
+                 if spec.regex.match(path)]
+        if specs and specs[0].handler_class is stock:
+            table[(method, path)] = runner
+    return table
 
 
 class App(cyclone.web.Application):
@@ -76,6 +100,11 @@ class App(cyclone.web.Application):
         self.subscriptions = Subscriptions(self.registry, self.broker, self.history,
                                            self.settings_obj.replay_limit)
         self.gate = self.build_gate()
+        s = self.settings_obj
+        #: who may publish on /publish, and on Pushpin's /publish/ (its control key too)
+        self.publishers = Publishers((s.http_secret,), self.gate.verifier)
+        self.pushpin_publishers = Publishers((s.grip_key, s.http_secret), self.gate.verifier,
+                                             s.grip_key, s.grip_iss)
         self.presence: Presence = self.build_presence()
         self.connection_limits = ConnectionLimits(self.settings_obj.max_connections,
                                                   self.settings_obj.max_per_address)
@@ -87,6 +116,7 @@ class App(cyclone.web.Application):
         self._origins = None if origins == "*" else {o.strip() for o in origins.split(",")}
         super().__init__(self.build_handlers(), error_handler=NotFoundHandler,
                          log_function=self._log_request)
+        self.routes = lean_routes(self)
 
     # building blocks (override in a subclass) -------------------------------------
 
@@ -275,6 +305,7 @@ class InternalSite(cyclone.web.Application):
         tail = [(r"/", SubscribeHandler)] if app.settings_obj.dashboard else []
         super().__init__([*tail, *app.internal_handlers(), *app.health_handlers()],
                          error_handler=NotFoundHandler, log_function=app._log_request)
+        self.routes = lean_routes(self)
 
     def __getattr__(self, name: str) -> Any:
         # registry, broker, gate, settings_obj, stats()...: the public App's own

@@ -55,6 +55,14 @@ def check_message(channel: str, data: str, name: str | None = None,
     """What any publish must be, whatever brought it: a valid channel name, text that
     a UTF-8 stream can carry, an event name that cannot break out of its SSE line and
     is not one only the daemon sends (``history-gap``…), an id of bounded length."""
-    check_channel(channel)
+    check_messages((channel,), data, name, publisher_id)
+
+
+def check_messages(channels: list[str] | tuple[str, ...], data: str,
+                   name: str | None = None, publisher_id: str | None = None) -> None:
+    """``check_message`` for one publish to several channels (an HTTP publish): each
+    name checked, the rest once."""
+    for channel in channels:
+        check_channel(channel)
     check_text(data, "data")
     check_publish(name or None, publisher_id or None)

@@ -415,3 +415,38 @@ class TestAuthCallbackConnections(unittest.TestCase):
             allowed = yield callback.ask(["private-a"], None, None, "127.0.0.1", None)
             assert allowed.covers("private-a")
         assert factory.connections == 3 and callback.failures == 0
+
+
+# who may publish: one ladder for /publish and Pushpin's /publish/ ------------------------
+
+GRIP = "a-grip-control-key-of-32-bytes-or-more"
+
+
+@pytest.mark.parametrize("credential,status", [
+    (None, 401),
+    ("Bearer wrong", 401),
+    ("Bearer pub-key", 200),
+    (f"Bearer {token(publish=['a'])}", 200),
+    (f"Bearer {token(publish=['b'])}", 403),  # a token limits the channels
+    (f"Bearer {token(publish=['a'], key='another-secret-of-at-least-32-bytes')}", 401),
+])
+def test_both_publish_endpoints_take_the_same_credentials(credential, status):
+    app = make_app(http_secret="pub-key", jwt_secret=SECRET, grip_key=GRIP)
+    headers = {"Authorization": credential} if credential else {}
+    plain = Connection(app).send("POST", "/publish", b'{"channel": "a", "data": "x"}',
+                                 {"Content-Type": "application/json", **headers})
+    items = b'{"items": [{"channel": "a", "formats": {"http-stream": {"content": "x"}}}]}'
+    pushpin = Connection(app).send("POST", "/publish/", items,
+                                   {"Content-Type": "application/json", **headers})
+    assert plain.json()[0] == pushpin.json()[0] == status
+
+
+def test_the_control_key_publishes_on_pushpins_endpoint_only():
+    app = make_app(http_secret="pub-key", grip_key=GRIP)
+    control = jwt.encode({"iss": "x", "exp": int(time.time()) + 60}, GRIP)
+    items = b'{"items": [{"channel": "a", "formats": {"http-stream": {"content": "x"}}}]}'
+    for credential in (GRIP, control):
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {credential}"}
+        assert Connection(app).send("POST", "/publish/", items, headers).json()[0] == 200
+        assert Connection(app).send("POST", "/publish", b'{"channel": "a", "data": "x"}',
+                                    headers).json()[0] == 401

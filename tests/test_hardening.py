@@ -139,6 +139,56 @@ def test_answers_to_requests_pipelined_in_one_read_go_out_in_one_write_in_order(
     assert closing.transport.disconnecting
 
 
+def test_a_head_is_the_same_request_however_it_is_cut_into_reads():
+    request = (b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+               b"x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\nchannel=a&message=1")
+    whole = Connection(make_app())
+    whole.protocol.dataReceived(request)
+    trickled = Connection(make_app())
+    for n in range(len(request)):  # one byte per read, CRLFs split included
+        trickled.protocol.dataReceived(request[n:n + 1])
+    assert whole.json()[0] == trickled.json()[0] == 200
+    assert trickled.json()[1]["events"][0]["channel"] == "a"
+
+
+@pytest.mark.parametrize("reads,reason", [
+    ([b"GET / HTTP/1.1\r\nX: " + b"a" * 16400], "longer than 16384 bytes"),  # unfinished
+    ([b"GET / HTTP/1.1\r\nX: " + b"a" * 10000, b"a" * 6400], "longer than 16384 bytes"),
+    ([b"GET /" + b"a" * 16400 + b" HTTP/1.1\r\n\r\n"], "longer than 16384 bytes"),
+    ([b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * 101], "too many header lines"),  # unfinished
+    ([b"GET / HTTP/1.1\r\n" + b"X: 1\r\n" * 60, b"X: 1\r\n" * 60 + b"\r\n"],
+     "too many header lines"),
+])
+def test_overlong_lines_and_too_many_lines_are_refused_as_they_arrive(reads, reason):
+    conn = Connection(make_app())
+    for data in reads:
+        conn.protocol.dataReceived(data)
+    status, body = answer(conn)
+    assert status == 431 and reason in body["error"] and conn.transport.disconnecting
+
+
+def test_hundreds_of_requests_pipelined_in_one_read_are_all_answered_in_order():
+    app = make_app()
+    conn = Connection(app)
+    conn.protocol.dataReceived(b"".join(
+        b"GET /healthz?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in range(1500)))
+    app.clock.advance(0)
+    assert conn.raw.count(b"HTTP/1.1 200 OK") == 1500 and not conn.transport.disconnecting
+
+
+def test_a_body_sent_after_100_continue_is_taken():
+    app = make_app()
+    conn = Connection(app)
+    conn.protocol.dataReceived(
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: "
+        b"application/x-www-form-urlencoded\r\nContent-Length: 19\r\n\r\n")
+    assert conn.raw == b"HTTP/1.1 100 (Continue)\r\n\r\n"
+    conn.protocol.dataReceived(b"channel=a&message=1")
+    app.clock.advance(0)
+    head, _, body = conn.raw.partition(b"\r\n\r\n")[2].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and json.loads(body)["events"]
+
+
 # timeouts -----------------------------------------------------------------------------
 
 def test_slow_request_headers_are_cut_off_whatever_trickles_in():

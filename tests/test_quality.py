@@ -114,19 +114,14 @@ def test_private_internals_we_lean_on_are_still_there():
     request = cyclone.httpserver.HTTPRequest("GET", "/", connection=Connection(app).protocol)
     handler = cyclone.web.RequestHandler(app, request)
     assert handler._headers_written is False and handler._finished is False
-    # connection.py: cyclone's request parsing steps it wraps
-    for attribute in ("_on_headers", "_on_request_body", "lineReceived"):
-        assert hasattr(cyclone.httpserver.HTTPConnection, attribute), attribute
-    # connection.py's _on_headers fills what cyclone's body reader then uses
+    # http/server.py stands in for cyclone's connection: what cyclone's request and
+    # handler call on theirs
     import inspect
-    body_reader = inspect.getsource(cyclone.httpserver.HTTPConnection.rawDataReceived)
-    assert "self._contentbuffer" in body_reader and "self.content_length" in body_reader
-    # connection.py's _finish_request does cyclone's work: the state it resets, the
-    # notifyFinish Deferred it fires, the keep-alive switch it reads
-    finisher = inspect.getsource(cyclone.httpserver.HTTPConnection._finish_request)
-    for name in ("self.no_keep_alive", "self._finish_callback", "self._request_finished",
-                 "self._request = None", "supports_http_1_1"):
-        assert name in finisher, name
+    request_source = inspect.getsource(cyclone.httpserver.HTTPRequest)
+    for name in ("connection.write(", "connection.finish()", "connection.notifyFinish()",
+                 "connection.xheaders", "connection.transport"):
+        assert name in request_source, name
+    assert "connection.no_keep_alive" in inspect.getsource(cyclone.web.RequestHandler)
     # http/parse.py fills HTTPHeaders as its add() does: the joined value in the dict,
     # each value in the private _as_list that get_list reads
     from cyclone.httputil import HTTPHeaders
@@ -135,11 +130,11 @@ def test_private_internals_we_lean_on_are_still_there():
     headers.add("x-a", "2")
     assert headers._as_list == {"X-A": ["1", "2"]} and dict(headers) == {"X-A": "1,2"}
     # http/parse.py's new_headers sets what HTTPHeaders' constructor sets
-    from cyclone_sse.connection import LeanRequest
     from cyclone_sse.http.parse import canonical_name, new_headers
+    from cyclone_sse.http.server import LeanRequest
     made_headers, _ = new_headers()
     assert type(made_headers) is HTTPHeaders and vars(made_headers) == vars(HTTPHeaders())
-    # connection.py's LeanRequest sets what cyclone's HTTPRequest constructor sets
+    # http/server.py's LeanRequest sets what cyclone's HTTPRequest constructor sets
     made = cyclone.httpserver.HTTPRequest("GET", "/?a=1", headers=HTTPHeaders(),
                                           connection=Connection(app).protocol)
     lean = LeanRequest(Connection(app).protocol, "GET", "/?a=1", "HTTP/1.0",
@@ -148,7 +143,7 @@ def test_private_internals_we_lean_on_are_still_there():
     assert (lean.path, lean.query, lean.arguments) == (made.path, made.query, made.arguments)
     for name in ("content-type", "X-FOO", "Last-Event-ID", "a--b", "9x-y", "Host"):
         assert canonical_name(name) == HTTPHeaders._normalize_name(name), name
-    # connection.py's lean path: cyclone's route table
+    # app.py's lean_routes: cyclone's route table
     assert hasattr(cyclone.web.Application(), "handlers")
     # links/redis.py's send_encoded: txredisapi's reply queue, timeout and state
     import txredisapi

@@ -340,7 +340,7 @@ def test_an_upgraded_connection_keeps_no_request_handler(own_handler):
     assert json.loads(conn.raw[2:])["type"] == "subscribed"
     gc.collect()
     assert [h() for h in handlers] == [None] * len(handlers)
-    assert conn.protocol._request is None and conn.protocol.upgraded is not None
+    assert conn.protocol.request is None and conn.protocol.upgraded is not None
 
 
 def test_an_apps_get_channels_hook_applies_to_websocket_subscriptions(tmp_path):

@@ -4,7 +4,6 @@ against (so they never import ``cyclone_sse.app``)."""
 
 from __future__ import annotations
 
-import hmac
 import re
 from typing import Any, Protocol
 
@@ -13,6 +12,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cyclone_sse.auth.access import Gate
+from cyclone_sse.auth.publishers import Publishers, key_matches
 from cyclone_sse.event import dumps
 from cyclone_sse.http.response import (
     default_headers,
@@ -52,11 +52,6 @@ def bearer_of(request: Any) -> str | None:
     return auth[7:].strip() or None if auth[:7].lower() == "bearer " else None
 
 
-def key_matches(secret: str, given: str | None) -> bool:
-    """``given`` is the publish key, compared in constant time; False without a key."""
-    return bool(secret and given and hmac.compare_digest(given.encode(), secret.encode()))
-
-
 class Application(Protocol):
     """What handlers need of their application; ``cyclone_sse.app.App`` provides it."""
 
@@ -68,6 +63,8 @@ class Application(Protocol):
     subscriptions: Subscriptions
     static_files: dict[str, StaticFile]
     gate: Gate
+    publishers: Publishers  # who may publish on /publish
+    pushpin_publishers: Publishers  # ... and on Pushpin's /publish/
     internal: bool
     pattern_replays: TokenBucket | None
     websockets: Any  # the WebSocket side (transports/websocket.py: WebSockets)

@@ -7,17 +7,15 @@ from urllib.parse import parse_qs
 
 from twisted.internet import defer
 
-from cyclone_sse.auth.tokens import Claims
+from cyclone_sse.auth.publishers import Proof
 from cyclone_sse.brokers.base import Published
-from cyclone_sse.channels import check_channel
-from cyclone_sse.checks import loads
-from cyclone_sse.errors import BadRequest, Forbidden, Unauthorized
-from cyclone_sse.event import as_data, check_publish, check_text
+from cyclone_sse.checks import check_messages, loads
+from cyclone_sse.errors import BadRequest
+from cyclone_sse.event import as_data, check_text
 from cyclone_sse.handlers.base import (
     BaseHandler,
     arguments_of,
     bearer_of,
-    key_matches,
 )
 from cyclone_sse.http.response import JSON_HEADERS, error_bytes, ok_head
 
@@ -52,7 +50,7 @@ class PublishLogic:
     """What ``POST /publish`` does with a request, once: authenticate, parse, check,
     publish.  ``LeanPublish`` (the stock route, whatever the options) and
     ``PublishHandler`` (cyclone's, for an --app's own subclass) run it; they supply
-    ``application``, ``request``, ``bearer``, ``key_matches`` and ``get_argument(s)``.
+    ``application``, ``request``, ``bearer`` and ``get_argument(s)``.
 
     Form: ``channel`` (repeatable), ``message``, ``key`` [, ``event``, ``id``].
     JSON: ``{"channel": "a" | "channels": [...], "data": ..., "event": ..., "id": ...,
@@ -63,46 +61,22 @@ class PublishLogic:
     application: Any
     request: Any
     bearer: Any
-    key_matches: Any
     get_argument: Any
     get_arguments: Any
 
-    def authenticate(self) -> Claims | bool | None:
-        """Check ``Authorization: Bearer`` before the body is parsed: True for the
-        publish key (or when no credential is configured: the 2013 default, refused at
-        start on a non-loopback address), the claims of a publisher token, None when
-        the key may still come in the body (the 2013 ``key`` field).  A wrong
-        credential is 401 at once."""
-        secret = self.application.settings_obj.http_secret
-        verifier = self.application.gate.verifier
-        if not secret and verifier is None:
+    def authenticate(self) -> Proof:
+        """Check ``Authorization: Bearer`` before the body is parsed (the one ladder of
+        ``auth.publishers``): True for the publish key (or when no credential is
+        configured: the 2013 default, refused at start on a non-loopback address), the
+        claims of a publisher token, None when the key may still come in the body (the
+        2013 ``key`` field).  A wrong credential is 401 at once."""
+        publishers = self.application.publishers
+        if publishers.open:
             return True
         if "key" in parse_qs(self.request.query, keep_blank_values=True):
             raise BadRequest("send the publish key in the body or an Authorization header, "
                              "not in the URL (proxies log URLs)", field="key")
-        bearer = self.bearer()
-        if bearer is None:
-            if secret:
-                return None
-            raise Unauthorized("a publisher token is needed (Authorization: Bearer)")
-        if self.key_matches(bearer):
-            return True
-        if verifier is not None and bearer.count(".") == 2:
-            return verifier.verify(bearer)
-        raise Unauthorized("missing or wrong publish key")
-
-    def check_rights(self, proof: Claims | bool | None, key: str | None,
-                     channels: list[str]) -> None:
-        """After parsing: the body's key, or the token's ``publish`` claim."""
-        if proof is True:
-            return
-        if isinstance(proof, Claims):
-            for channel in channels:
-                if not proof.publish.covers(channel):
-                    raise Forbidden(f"the token may not publish to {channel}", channel)
-            return
-        if not self.key_matches(key):
-            raise Unauthorized("missing or wrong publish key")
+        return publishers.proof(self.bearer(), key_may_follow=True)
 
     def parse(self) -> tuple[list[Message], str | None]:
         """The messages of either body format, and the body's key (the 2013 ``key``)."""
@@ -136,17 +110,16 @@ class PublishLogic:
         proof = self.authenticate()
         messages, key = self.parse()
         if proof is not True:
-            self.check_rights(proof, key, [c for m in messages for c in m[0]])
+            self.application.publishers.check_rights(
+                proof, key, [c for m in messages for c in m[0]])
         most = self.application.settings_obj.max_publish_channels
-        for channels, _, name, publisher_id in messages:
+        for channels, data, name, publisher_id in messages:
             if not channels:
                 raise BadRequest("missing field 'channel'", field="channel")
             if most and len(channels) > most and len(set(channels)) > most:
                 raise BadRequest(f"too many channels in one publish: {len(set(channels))} > "
                                  f"{most}", field="channel")
-            for channel in channels:
-                check_channel(channel)
-            check_publish(name, publisher_id)
+            check_messages(channels, data, name, publisher_id)  # (the checks of every path)
         return messages
 
     def publish(self, messages: list[Message]) -> defer.Deferred[Any]:
@@ -188,8 +161,8 @@ _ANSWER_HEADERS = JSON_HEADERS
 
 class LeanPublish(PublishLogic):
     """``POST /publish`` answered without building a cyclone ``RequestHandler``: the
-    connection hands a complete request here (``HTTPConnection._dispatch``).  The same
-    ``PublishLogic`` runs; the answer is written directly, with the headers
+    connection hands a complete request here (``http.server.HTTPConnection``, by its
+    route table).  The same ``PublishLogic`` runs; the answer is written directly, with the headers
     ``BaseHandler`` would send, and so is a refusal or a failed publish
     (``http.response.error_answer``, as every path answers errors): a request that
     starts here ends here."""
@@ -200,9 +173,6 @@ class LeanPublish(PublishLogic):
 
     def bearer(self) -> str | None:
         return bearer_of(self.request)
-
-    def key_matches(self, given: str | None = None) -> bool:
-        return key_matches(self.application.settings_obj.http_secret, given or self.bearer())
 
     def get_arguments(self, name: str) -> list[str]:
         """Form values as cyclone's ``get_arguments`` gives them."""
@@ -246,12 +216,12 @@ class LeanPublish(PublishLogic):
 
     def _send(self, body: bytes) -> None:
         request = self.request
-        if request.connection._request is not request:  # (the client left meanwhile)
+        if request.connection.request is not request:  # (the client left meanwhile)
             return
         request.connection.answer(
             ok_head(self.application, request, _ANSWER_HEADERS, len(body)) + body)
 
     def _failed(self, failure: Any) -> None:
-        if self.request.connection._request is self.request:  # (else the client left)
+        if self.request.connection.request is self.request:  # (else the client left)
             self.request.connection.answer(*error_bytes(self.application, self.request,
                                                         failure))

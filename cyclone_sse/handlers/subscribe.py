@@ -239,12 +239,12 @@ class SubscribeHandler(BaseHandler):
 
 class LeanSubscribe(SubscribeHandler):
     """``GET /`` on the stock route, answered without cyclone's handler machinery: the
-    connection hands every complete request here (``HTTPConnection._dispatch``),
-    whatever the options.  It is a ``SubscribeHandler`` whose cyclone state is never
-    built: the same hooks read the request (channels, last id, credentials), the one
-    admission decides (``session.admit``, auth callback included), the same
-    ``StreamSubscriber`` or ``PollSubscriber`` carries it, an upgrade is the handler's
-    ``_upgrade``, and a refusal gets the one error answer.  An --app's own
+    connection hands every complete request here (``http.server.HTTPConnection``, by
+    its route table), whatever the options.  It is a ``SubscribeHandler`` whose
+    cyclone state is never built: the same hooks read the request (channels, last id,
+    credentials), the one admission decides (``session.admit``, auth callback
+    included), the same ``StreamSubscriber`` or ``PollSubscriber`` carries it, an
+    upgrade is the handler's ``_upgrade``, and a refusal gets the one error answer.  An --app's own
     ``SubscribeHandler`` subclass is served by cyclone instead."""
 
     def __init__(self, application: Any, request: Any) -> None:
@@ -282,7 +282,7 @@ class LeanSubscribe(SubscribeHandler):
 
     def _gone(self) -> bool:
         """The client left while its subscription was being decided."""
-        return bool(self.request.connection._request is not self.request)
+        return bool(self.request.connection.request is not self.request)
 
     def _open(self, access: Access, channels: list[str], last_id: str | None) -> None:
         if self._gone():

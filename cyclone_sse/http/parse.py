@@ -1,7 +1,7 @@
 """HTTP/1.1 request heads and form bodies read into values, with every RFC 9112 check
 and limit the daemon applies, and no I/O: ``parse_head`` gives a ``Head`` or the
-refusal ``(status, reason)``.  The connection (``cyclone_sse.connection``) feeds it and
-answers; ``tests/test_http_parse.py`` holds it against h11 with generated heads."""
+refusal ``(status, reason)``.  The connection (``cyclone_sse.http.server``) feeds it
+and answers; ``tests/test_http_parse.py`` holds it against h11 with generated heads."""
 
 from __future__ import annotations
 

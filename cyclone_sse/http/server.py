@@ -1,44 +1,45 @@
-"""cyclone's HTTP connection with the limits a public push server needs (the Twisted
-side of the HTTP layer: heads are read by ``cyclone_sse.http.parse``).
+"""The Twisted side of the HTTP/1.1 layer: one client connection, read into requests
+(heads by ``cyclone_sse.http.parse``), each handed, complete and one at a time, to the
+route its application names, with the limits and timeouts a public push server needs.
 
-cyclone 1.3 buffers any request body, however large, is lenient about framing, waits
-forever for slow clients, drops malformed requests without a word, and keeps parsing
-input on a connection that is streaming.  This subclass:
+It knows no handler: the application gives it ``routes`` (``(method, path)`` to a
+callable taking ``(application, request)`` and returning something to ``run()``) and is
+itself called with any other request (a cyclone ``Application`` then finds its handler).
+Requests are cyclone ``HTTPRequest`` objects, and this connection offers what cyclone's
+requests and handlers use of theirs (``write``, ``finish``, ``notifyFinish``,
+``transport``, ``xheaders``, ``no_keep_alive``), so an ``--app``'s cyclone handlers run
+unchanged.  The connection:
 
-* answers malformed or ambiguous requests with a clear status and a one-line log:
-  whitespace before a header's colon, obsolete line folding, a control character (a bare
-  CR or LF) in a header value, a method that is not a token, both ``Transfer-Encoding``
-  and ``Content-Length`` (RFC 9112 6.1: a request-smuggling ingredient), conflicting
-  lengths, an HTTP/1.1 request without ``Host``, any version but HTTP/1.0 and 1.1;
+* answers malformed or ambiguous requests with a clear status and a one-line log (what
+  ``parse_head`` refuses; lines over ``MAX_LINE`` bytes; over ``MAX_HEADER_LINES``);
 * times every phase: the request line and headers (``--header-timeout``), the body
   (``--body-timeout``), the wait for the next request on a kept-alive connection
   (``--idle-timeout``);
-* handles pipelined requests one at a time, in order, and refuses (by closing) anything
-  a client sends behind a request that became an event stream — it is never written
-  into the stream;
+* handles pipelined requests one at a time, in order (their answers joined into one
+  send), and refuses (by closing) anything a client sends behind a request that became
+  an event stream — it is never written into the stream;
 * counts open connections (``ConnectionLimits``): past ``--max-connections`` (or
-  ``--max-per-address`` from one client) a request gets a real ``503`` with
-  ``Retry-After`` — except health checks, statistics and publishes, for which a reserve
-  of connections is kept, so monitoring still sees a saturated daemon and its streams
-  are still fed; past the reserve a connection is answered ``503`` at once, before the
-  open-file limit is reached.
+  ``--max-per-address``) a request gets a real ``503`` with ``Retry-After`` — except
+  the reserved paths (health, statistics, publishes), for which a reserve of
+  connections is kept; past the reserve a connection is answered ``503`` at once;
+* can become an event stream (``start_streaming``) or carry another protocol
+  (``upgrade``: a WebSocket).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from http.client import responses
-from io import BytesIO
 from typing import Any
 
-from cyclone import httpserver
 from cyclone.httpserver import HTTPRequest
+from cyclone.httputil import parse_multipart_form_data
 from twisted.internet import defer, interfaces
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
-from cyclone_sse.handlers.publish import LeanPublish, PublishHandler
-from cyclone_sse.handlers.subscribe import LeanSubscribe, SubscribeHandler
 from cyclone_sse.http.parse import MAX_HEADER_LINES, Head, parse_form, parse_head, parse_query
 from cyclone_sse.http.response import log_access
 from cyclone_sse.limits import RETRY_AFTER, ConnectionLimits
@@ -46,9 +47,14 @@ from cyclone_sse.sockets import direct_socket, write_now
 
 log = Logger()
 
+#: Bytes in one request line or header line.
+MAX_LINE = 16384
 #: Bytes of pipelined requests buffered while the one before them is being answered;
 #: past it the connection stops being read until then.
 MAX_PIPELINED = 64 * 1024
+
+#: What the connection calls for a route: ``(application, request)`` -> a runner.
+Route = Callable[[Any, HTTPRequest], Any]
 
 
 class LeanRequest(HTTPRequest):
@@ -76,39 +82,46 @@ class LeanRequest(HTTPRequest):
         self.arguments = parse_query(self.query) if self.query else {}
 
 
-class HTTPConnection(httpserver.HTTPConnection):
-    """cyclone's connection, with strict parsing, limits and timeouts."""
+class HTTPConnection(Protocol):
+    """One client connection: requests read, limited, timed and handed on in order."""
 
-    MAX_LENGTH = 16384  # bytes in one request or header line (LineReceiver)
-
+    #: A TCP or TLS transport (Protocol types it Optional: it is set before any call).
+    transport: Any
+    #: The request being read or answered (None between requests).
+    request: Any = None
     streaming = False   # a response now owns the connection (see start_streaming)
     closing = False     # rejected: whatever else arrives is ignored
-    _reading = False    # a read is being handled (answers may wait in _out)
-    _stopped_reading = False  # the transport was paused while an answer was pending
-    upgraded: Any = None  # the WebSocket protocol this connection now carries (upgrade)
-    lean_stream: Any = None  # the LeanSubscribe whose stream this connection carries
-    _request: Any  # (cyclone's: the request being read or answered)
-    _buffer: bytes  # (LineReceiver's: what was read and not parsed yet)
-    _contentbuffer: Any
-    _finish_callback: Any  # (cyclone's: notifyFinish's Deferred)
-    no_keep_alive: bool  # (cyclone's)
+    upgraded: Any = None  # the protocol this connection now carries (upgrade)
+    #: Told ``on_connection_close()`` when the connection ends (a lean stream or poll).
+    lean_stream: Any = None
+    #: cyclone's: a handler sets it to close the connection after its answer.
+    no_keep_alive = False
 
     def connectionMade(self) -> None:
-        super().connectionMade()
         app = self.factory
+        self.app = app
         self.settings = app.settings_obj
         self.max_body = self.settings.max_body
         self.counters = app.registry.counters
+        self.registry = app.registry
         self.clock = app.clock
-        self.request_callback = self._dispatch
-        self._header_lines = 0
+        self.routes: dict[tuple[str, str], Route] = app.routes
+        self.xheaders = bool(app.settings.get("xheaders", False))
+        self._buffer = b""  # read and not taken yet
+        self._scanned = 0  # (of an incomplete head: where its current line starts)
+        self._lines = 0  # (of an incomplete head: complete lines so far)
+        self._length = 0  # of the body being waited for
+        self._busy = False  # a request is being answered: nothing more is parsed
+        self._taking = False  # _take_requests is running (it takes what comes next)
+        self._stopped_reading = False  # the transport was paused while busy
+        self._reading = False  # a read is being handled (answers may wait in _out)
+        self._out: list[bytes] = []  # answers held until the read is handled (write)
+        self._answer_waits = False  # _answers_after_fan_out is due
+        self._finish_callback: defer.Deferred[Any] | None = None
         self._timer: Any = None
         self._phase = ""
         self._limit = 0.0
         self._armed = False
-        self._waiting = True  # for the first byte of a request (no request under way)
-        self._out: list[bytes] = []  # answers held until the read is handled (write)
-        self._answer_waits = False  # _answers_after_fan_out is due
         self.limits: ConnectionLimits = app.connection_limits
         self.address = str(getattr(self.transport.getPeer(), "host", ""))
         self.socket = direct_socket(self.transport)
@@ -120,14 +133,17 @@ class HTTPConnection(httpserver.HTTPConnection):
             return
         self._arm(self.settings.header_timeout, "request headers")
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         if self.upgraded is not None:
             self.upgraded.connectionLost(reason)
         if self.lean_stream is not None:
             self.lean_stream.on_connection_close()
         self._stop_timer()
         self.limits.release(self.address)
-        super().connectionLost(reason)
+        self.request = None  # (a route answering later finds its client gone)
+        if self._finish_callback is not None:
+            callback, self._finish_callback = self._finish_callback, None
+            callback.callback(reason.getErrorMessage() if reason is not None else None)
 
     # input ------------------------------------------------------------------------
 
@@ -159,164 +175,173 @@ class HTTPConnection(httpserver.HTTPConnection):
             if data.strip(b"\r\n"):
                 self._refuse_behind_stream()
             return
-        if self.paused and len(self._buffer) + len(data) > MAX_PIPELINED:
-            self._stopped_reading = True
-            self.transport.pauseProducing()  # read again once the answer is out
-        if self._waiting and self.line_mode and not self.paused and not self._busyReceiving:
-            if self._buffer:  # (what was pipelined behind the request just answered)
-                data, self._buffer = self._buffer + data, b""
-            if data[:1] not in (b"\r", b"\n"):
-                end = data.find(b"\r\n\r\n")
-                if end >= 0 and self._whole_head(data, end):
-                    return
-        super().dataReceived(data)
+        buffer = self._buffer + data if self._buffer else data
+        self._buffer = buffer
+        if self._busy:
+            if len(buffer) > MAX_PIPELINED and not self._stopped_reading:
+                self._stopped_reading = True
+                self.transport.pauseProducing()  # read again once the answer is out
+            return
+        self._take_requests()
 
-    def _whole_head(self, data: bytes, end: int) -> bool:
-        """A request head that came whole in one read: handed to ``_on_headers`` at once
-        instead of line by line (LineReceiver's loop and two ``lineReceived`` per line
-        were a tenth of a publish).  False, with nothing done, for a head the line
-        reader must judge: too many lines, or one too long."""
-        head = data[:end + 2]  # (as cyclone joins it: each line with its CRLF)
-        lines = head.split(b"\r\n")
-        if len(lines) - 1 > MAX_HEADER_LINES or \
-                max(map(len, lines)) > self.MAX_LENGTH:
+    def _take_requests(self) -> None:
+        """Parse and hand on the requests in the buffer, until one is being answered
+        (it may be answered at once: then the next is taken, in this loop rather than
+        one call deeper per pipelined request) or one is incomplete."""
+        self._taking = True
+        try:
+            self._take_each()
+        finally:
+            self._taking = False
+
+    def _take_each(self) -> None:
+        while not self._busy and not self.closing and not self.streaming and \
+                self.upgraded is None:
+            if self.request is not None:  # a head was read; its body is awaited
+                if len(self._buffer) < self._length:
+                    return
+                body = self._buffer[:self._length]
+                self._buffer = self._buffer[self._length:]
+                self._on_body(body)
+                continue
+            if not self._buffer:
+                return
+            if not self._read_head():
+                return
+
+    def _read_head(self) -> bool:
+        """Take one head from the buffer: False while it is incomplete (or refused)."""
+        buffer = self._buffer
+        if self._scanned == 0 and buffer[:2] == b"\r\n":
+            # RFC 9112 2.2: empty lines before a request are ignored
+            buffer = self._buffer = buffer.lstrip(b"\r\n") if buffer.strip(b"\r\n") \
+                else b""
+            if not buffer:
+                return False
+        if self._waiting_for_request():
+            self._arm(self.settings.header_timeout, "request headers")
+        end = buffer.find(b"\r\n\r\n", max(self._scanned - 2, 0))
+        if end < 0:
+            self._scan_partial_head()
             return False
-        self._waiting = False
-        # what follows (a body, a pipelined request) waits in LineReceiver's buffer, so
-        # a stream that starts now sees it, as it would have line by line
-        self._buffer = data[end + 4:]
-        self._on_headers(head, inline=True)
-        if self._buffer and not self.paused and not self.streaming and not self.closing:
-            super().dataReceived(b"")  # (the body, or what comes next)
+        head = buffer[:end + 2]  # (each line with its CRLF)
+        lines = head.split(b"\r\n")
+        if len(lines) - 1 > MAX_HEADER_LINES:
+            self.reject(431, "too many header lines")
+            return False
+        if max(map(len, lines)) > MAX_LINE:
+            self.reject(431, f"request line or header longer than {MAX_LINE} bytes")
+            return False
+        self._buffer = buffer[end + 4:]
+        self._scanned = self._lines = 0
+        self._on_head(head)
         return True
 
-    def lineReceived(self, line: bytes) -> None:
-        if self.streaming or self.closing:
-            return
-        if self._waiting and line:
-            self._waiting = False
-            if not self._phase:  # after an idle keep-alive wait, a request begins
-                self._arm(self.settings.header_timeout, "request headers")
-        if line:
-            self._header_lines += 1
-            if self._header_lines > MAX_HEADER_LINES:
-                self.reject(431, "too many header lines")
+    def _waiting_for_request(self) -> bool:
+        """Nothing of a request had come: the idle wait ends, the head's timer starts."""
+        return self.request is None and self._scanned == 0 and self._phase != \
+            "request headers"
+
+    def _scan_partial_head(self) -> None:
+        """Hold an incomplete head to the line limits as it comes (each byte is looked
+        at once, however slowly the head arrives)."""
+        buffer, start = self._buffer, self._scanned
+        while True:
+            eol = buffer.find(b"\r\n", start)
+            if eol < 0:
+                eol = len(buffer)
+            if eol - start > MAX_LINE:
+                self.reject(431, f"request line or header longer than {MAX_LINE} bytes")
                 return
-        else:
-            self._header_lines = 0
-            if self._waiting:
-                return  # RFC 9112 2.2: an empty line before a request is ignored
-        super().lineReceived(line)
+            if eol == len(buffer):
+                break
+            self._lines += 1
+            start = eol + 2
+        self._scanned = start
+        if self._lines > MAX_HEADER_LINES:
+            self.reject(431, "too many header lines")
 
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self.reject(431, f"request line or header longer than {self.MAX_LENGTH} bytes")
-
-    def _on_headers(self, data: bytes, inline: bool = False) -> None:
-        # cyclone's _on_headers, with the head parsed once: _check_head's parse is
-        # reused (cyclone would split and parse the same bytes again)
+    def _on_head(self, data: bytes) -> None:
         head = parse_head(data, self.max_body, self.over_limit)
         if not isinstance(head, Head):
             self.reject(*head)
             return
         length, method, uri, version, headers = head
         if self.xheaders:
-            self._request = HTTPRequest(connection=self, method=method, uri=uri,
-                                        version=version, headers=headers,
-                                        remote_ip=self.address)
+            self.request = HTTPRequest(connection=self, method=method, uri=uri,
+                                       version=version, headers=headers,
+                                       remote_ip=self.address)
         else:
-            self._request = LeanRequest(self, method, uri, version, headers, self.address,
-                                        self.scheme)
-        if length:
+            self.request = LeanRequest(self, method, uri, version, headers, self.address,
+                                       self.scheme)
+        if not length:
+            self._dispatch(self.request)
+            return
+        self._length = length
+        if len(self._buffer) < length:
             if dict.get(headers, "Expect") == "100-continue":
                 self._send_out()
                 self.transport.write(b"HTTP/1.1 100 (Continue)\r\n\r\n")
-            elif inline and len(self._buffer) >= length:
-                # the whole body came with the head: taken at once (no raw mode, no
-                # copy through a buffer, no second pass of the line reader)
-                body, self._buffer = self._buffer[:length], self._buffer[length:]
-                self._on_request_body(body)
-                return
             self._arm(self.settings.body_timeout, "request body")
-            self._contentbuffer = BytesIO()  # (length is at most --max-body)
-            self.content_length = length
-            self.setRawMode()
-            return
-        self.request_callback(self._request)
 
-    def _on_request_body(self, data: bytes) -> None:
-        # cyclone decodes urlencoded form bodies before any handler runs; here it is done
-        # once, strictly: raw bytes and %-escapes alike must be UTF-8 (cyclone's own
-        # parse would replace what is not)
-        request = self._request
-        content_type = dict.get(request.headers, "Content-Type", "")
-        if not content_type.startswith("application/x-www-form-urlencoded"):
-            super()._on_request_body(data)
-            return
-        try:
-            pairs = parse_form(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            self.reject(400, "form body is not valid UTF-8")
-            return
+    def _on_body(self, data: bytes) -> None:
+        """A request's whole body: form fields read (strictly UTF-8: raw bytes and
+        %-escapes alike; blank values dropped, as cyclone does) before it is handed on."""
+        request = self.request
         request.body = data
-        if request.method in ("POST", "PATCH", "PUT"):  # (as cyclone: blank values dropped)
-            arguments = request.arguments
-            for name, value in pairs:
-                arguments.setdefault(name, []).append(value)
-        self.request_callback(request)
+        content_type = dict.get(request.headers, "Content-Type", "")
+        if request.method in ("POST", "PATCH", "PUT"):
+            if content_type.startswith("application/x-www-form-urlencoded"):
+                try:
+                    pairs = parse_form(data.decode("utf-8"))
+                except UnicodeDecodeError:
+                    self.reject(400, "form body is not valid UTF-8")
+                    return
+                arguments = request.arguments
+                for name, value in pairs:
+                    arguments.setdefault(name, []).append(value)
+            elif content_type.startswith("multipart/form-data"):  # (an --app's upload)
+                for field in content_type.split(";"):
+                    name, _, value = field.strip().partition("=")
+                    if name == "boundary" and value:
+                        parse_multipart_form_data(value.encode(), data, request.arguments,
+                                                  request.files)
+                        break
+        self._dispatch(request)
 
     # one request at a time ---------------------------------------------------------
 
     def _dispatch(self, request: HTTPRequest) -> None:
         """The request is complete: nothing more is parsed until it is answered, so a
-        pipelined request is answered after it, in order.  ``POST /publish`` and
-        ``GET /`` take the lean paths when the application serves them with the stock
-        handlers (an --app's own handler classes are cyclone's), whatever the options;
-        every other route is cyclone's."""
+        pipelined request is answered after it, in order.  Its route's runner answers
+        it, or the application's handler does."""
         self._disarm()
-        self.paused = True  # (LineReceiver's own flag: stop splitting lines)
-        if request.method == "POST" and request.path == "/publish" and self._lean():
-            LeanPublish(self.factory, request).run()
-            return
-        if request.method == "GET" and request.path == "/" and self._lean("/"):
-            LeanSubscribe(self.factory, request).run()
-            return
-        self.factory(request)
-
-    def _lean(self, path: str = "/publish") -> bool:
-        """Whether this application's ``path`` skips cyclone's handler machinery: its
-        route is the stock handler (``PublishHandler``, ``SubscribeHandler``: an --app's
-        subclass keeps cyclone's path).  The lean paths write their own --access-log
-        lines (``answer``, ``upgrade``, a stream's end)."""
-        app = self.factory
-        cache = app.__dict__.setdefault("_lean_paths", {})
-        lean = cache.get(path)
-        if lean is None:
-            stock = PublishHandler if path == "/publish" else SubscribeHandler
-            # cyclone keeps its routes as (host pattern, [URLSpec]) pairs in .handlers
-            specs = [spec for _, group in app.handlers for spec in group
-                     if spec.regex.match(path)]
-            lean = cache[path] = bool(specs and specs[0].handler_class is stock)
-        return bool(lean)
+        self._busy = True
+        route = self.routes.get((request.method, request.path))
+        if route is not None:
+            route(self.app, request).run()
+        else:
+            self.app(request)
 
     def answer(self, chunk: bytes, status: int = 200) -> None:
-        """A lean path's whole answer (of ``status``) to the request being handled:
-        written, then the request finished as ``request.finish()`` finishes it, without
-        its two layers of calls (the request's ``write`` and ``finish``, the
-        connection's ``finish``), and its --access-log line written."""
+        """A route's whole answer (of ``status``) to the request being handled: written,
+        the request finished, its --access-log line written."""
         self.write(chunk)
-        self._request._finish_time = time.time()
+        self.request._finish_time = time.time()
         if self.settings.access_log:
-            log_access(self._request, status)
-        self._request_finished = True
+            log_access(self.request, status)
         self._finish_request()
 
+    def finish(self) -> None:
+        """cyclone's: the request in hand is answered."""
+        if self.request is not None:
+            self._finish_request()
+
     def _finish_request(self) -> None:
-        # cyclone's _finish_request, with its keep-alive rule read from the canonical
-        # header names (no per-call normalisation): an HTTP/1.1 request keeps the
-        # connection unless it says "Connection: close"; an HTTP/1.0 one only with
-        # "Connection: Keep-Alive", and then only with a Content-Length or as a GET or
-        # HEAD (tests/test_hardening.py checks each case on both paths)
-        request = self._request
+        # Keep-alive: an HTTP/1.1 request keeps the connection unless it says
+        # "Connection: close"; an HTTP/1.0 one only with "Connection: Keep-Alive", and
+        # then only with a Content-Length or as a GET or HEAD (tests/test_hardening.py)
+        request = self.request
         asked = dict.get(request.headers, "Connection")
         if self.no_keep_alive:
             close = True
@@ -325,25 +350,33 @@ class HTTPConnection(httpserver.HTTPConnection):
         else:
             close = asked != "Keep-Alive" or not (
                 "Content-Length" in request.headers or request.method in ("HEAD", "GET"))
-        if self._finish_callback:
-            self._finish_callback.callback(None)
-            self._finish_callback = None
-        self._request = None
-        self._request_finished = False
+        if self._finish_callback is not None:
+            callback, self._finish_callback = self._finish_callback, None
+            callback.callback(None)
+        self.request = None
         if close:
             self.transport.loseConnection()
         if self.streaming or self.transport.disconnecting:
             self._send_out()  # (the last answers: nothing more is read)
             return
-        self._waiting = True
+        self._busy = False
         self._arm(self.settings.idle_timeout, "")
-        if self.paused:
-            self.paused = False
-            if self._stopped_reading:
-                self._stopped_reading = False
-                self.transport.resumeProducing()
-            if self._buffer:
-                self.dataReceived(b"")  # answer what was pipelined meanwhile
+        if self._stopped_reading:
+            self._stopped_reading = False
+            self.transport.resumeProducing()
+        if self._buffer and not self._taking:
+            self.dataReceived(b"")  # answer what was pipelined meanwhile
+
+    def notifyFinish(self) -> defer.Deferred[Any]:
+        """cyclone's: a Deferred fired when the request in hand is finished or the
+        connection is lost.  Once upgraded, the request was finished by the upgrade:
+        what its handler asks after that (cyclone's ``_execute_handler`` asks once
+        ``get`` returns) is a Deferred that never fires, so the handler is not kept."""
+        if self.upgraded is not None:
+            return defer.Deferred()
+        if self._finish_callback is None:
+            self._finish_callback = defer.Deferred()
+        return self._finish_callback
 
     def start_streaming(self) -> None:
         """A handler now owns the connection for an event stream."""
@@ -363,38 +396,31 @@ class HTTPConnection(httpserver.HTTPConnection):
         self.streaming = True
         self._stop_timer()  # (as for a stream)
         self.upgraded = protocol
-        if self.settings.access_log and self._request is not None:
-            log_access(self._request, 101)
+        if self.settings.access_log and self.request is not None:
+            log_access(self.request, 101)
         # The upgrading request and its handler are done with: nothing is answered or
         # notified for them again (see ``notifyFinish``; a handler an --app hooks stays
         # on with ``protocol``).  Kept, they held ~2.4 KB per WebSocket connection.
         self._finish_callback = None
-        self._request = None
-        rest = self.clearLineBuffer()  # what the client sent after its handshake
+        self.request = None
+        rest, self._buffer = self._buffer, b""  # what the client sent after its handshake
         self._send_out()
         self.transport.write(response)
         protocol.makeConnection(self.transport)
         if rest:
             protocol.dataReceived(rest)
 
-    def notifyFinish(self) -> defer.Deferred[Any]:
-        """cyclone's: a Deferred fired when the request in hand is finished or the
-        connection is lost.  Once upgraded, the request was finished by the upgrade:
-        what its handler asks after that (cyclone's ``_execute_handler`` asks once
-        ``get`` returns) is a Deferred that never fires, so the handler is not kept."""
-        if self.upgraded is not None:
-            return defer.Deferred()
-        return super().notifyFinish()  # type: ignore[no-any-return]
+    # output ------------------------------------------------------------------------
 
     def write(self, chunk: bytes) -> None:
-        """An answer (cyclone's or the lean publish's), sent at once when it can be;
-        while more pipelined requests of this read wait behind it, kept until the read
-        is handled (``_send_out``); while events wait for their fan-out at the end of
-        this reactor turn, kept until they are out (``_send_out_after_fan_out``)."""
+        """An answer, sent at once when it can be; while more pipelined requests of this
+        read wait behind it, kept until the read is handled (``_send_out``); while
+        events wait for their fan-out at the end of this reactor turn, kept until they
+        are out (``_send_out_after_fan_out``)."""
         if self._reading and self._buffer:
             self._out.append(chunk)
             return
-        if self.factory.registry.fan_out_pending:
+        if self.registry.fan_out_pending:
             self._out.append(chunk)
             self._send_out_after_fan_out()
             return
@@ -409,12 +435,11 @@ class HTTPConnection(httpserver.HTTPConnection):
         publisher that waits for its answer is held back while the daemon fans out,
         instead of its next events queueing behind fan-outs (at 10,000 subscribers,
         p50 107 -> 38 ms), and publishes read together still go out joined."""
-        registry = self.factory.registry
-        if not registry.fan_out_pending:
+        if not self.registry.fan_out_pending:
             self._send_out()
         elif not self._answer_waits:
             self._answer_waits = True
-            registry.after_fan_out(self._answers_after_fan_out)
+            self.registry.after_fan_out(self._answers_after_fan_out)
 
     def _answers_after_fan_out(self) -> None:
         self._answer_waits = False
@@ -465,7 +490,7 @@ class HTTPConnection(httpserver.HTTPConnection):
         if not self._armed:
             return
         seconds, phase = self._limit, self._phase
-        if self._waiting and not self._buffer and self._contentbuffer is None:
+        if self.request is None and not self._buffer:
             # nothing of a request: an idle connection (or one that never spoke)
             self.closing = True
             self.transport.loseConnection()
@@ -500,10 +525,10 @@ class HTTPConnection(httpserver.HTTPConnection):
                 "Connection: close\r\n\r\n").encode()
         self._send_out()
         self.transport.write(head + body)
-        self.setRawMode()
         self.closing = True  # ignore whatever else arrives
-        self._request = None
+        self._buffer = b""
+        self.request = None
         self.transport.loseConnection()
 
 
-__all__ = ["HTTPConnection", "HTTPRequest"]
+__all__ = ["HTTPConnection", "HTTPRequest", "LeanRequest", "Route"]
