@@ -218,10 +218,11 @@ class HTTPConnection(Protocol):
                 else b""
             if not buffer:
                 return False
-        if self._waiting_for_request():
-            self._arm(self.settings.header_timeout, "request headers")
         end = buffer.find(b"\r\n\r\n", max(self._scanned - 2, 0))
         if end < 0:
+            # (a head that comes whole is not timed: nothing is awaited)
+            if self._phase != "request headers":
+                self._arm(self.settings.header_timeout, "request headers")
             self._scan_partial_head()
             return False
         head = buffer[:end + 2]  # (each line with its CRLF)
@@ -236,11 +237,6 @@ class HTTPConnection(Protocol):
         self._scanned = self._lines = 0
         self._on_head(head)
         return True
-
-    def _waiting_for_request(self) -> bool:
-        """Nothing of a request had come: the idle wait ends, the head's timer starts."""
-        return self.request is None and self._scanned == 0 and self._phase != \
-            "request headers"
 
     def _scan_partial_head(self) -> None:
         """Hold an incomplete head to the line limits as it comes (each byte is looked
@@ -277,12 +273,20 @@ class HTTPConnection(Protocol):
         if not length:
             self._dispatch(self.request)
             return
+        buffer = self._buffer
+        if len(buffer) == length:  # (the whole body came with the head: taken at once)
+            self._buffer = b""
+            self._on_body(buffer)
+            return
+        if len(buffer) > length:  # (and more: a pipelined request)
+            self._buffer = buffer[length:]
+            self._on_body(buffer[:length])
+            return
         self._length = length
-        if len(self._buffer) < length:
-            if dict.get(headers, "Expect") == "100-continue":
-                self._send_out()
-                self.transport.write(b"HTTP/1.1 100 (Continue)\r\n\r\n")
-            self._arm(self.settings.body_timeout, "request body")
+        if dict.get(headers, "Expect") == "100-continue":
+            self._send_out()
+            self.transport.write(b"HTTP/1.1 100 (Continue)\r\n\r\n")
+        self._arm(self.settings.body_timeout, "request body")
 
     def _on_body(self, data: bytes) -> None:
         """A request's whole body: form fields read (strictly UTF-8: raw bytes and
