@@ -70,6 +70,18 @@ def test_no_import_circle():
             visit(name, [name])
 
 
+def test_the_layers_hold():
+    """The HTTP layer is below the handlers (the application hands it a route table),
+    and a transport only carries bytes: neither imports a handler, the application or
+    anything of ``auth`` (admission is ``session``'s)."""
+    above = ("cyclone_sse.handlers", "cyclone_sse.app", "cyclone_sse.service",
+             "cyclone_sse.auth")
+    for name, _, tree in modules():
+        if name.startswith(("cyclone_sse.http", "cyclone_sse.transports")):
+            reached = [m for m in imported(tree) if m.startswith(above)]
+            assert not reached, f"{name} imports {reached}"
+
+
 def test_every_module_and_public_class_says_what_it_owns():
     for _, path, tree in modules():
         assert ast.get_docstring(tree), f"{path}: module docstring"
