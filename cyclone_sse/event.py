@@ -234,8 +234,8 @@ class Event:
     bytes object.  ``seq`` orders events across all channels of one history ``epoch``.
     """
 
-    __slots__ = ("_body", "_json", "_tagged", "channel", "data", "epoch", "frame", "id", "name",
-                 "seq", "shard", "ws")
+    __slots__ = ("_body", "_json", "_tagged", "channel", "data", "epoch", "frame", "grip", "id",
+                 "name", "seq", "shard", "ws")
 
     def __init__(self, channel: str, data: str, event_id: EventId,
                  name: str | None = None) -> None:
@@ -254,6 +254,9 @@ class Event:
         self._tagged: bytes | None = None
         # its WebSocket message, framed once by transports/websocket.py when first sent
         self.ws: Any = None
+        # what a GRIP-held client gets instead of the frame (pushpin.GripItem), when a
+        # Pushpin publish on this daemon brought it
+        self.grip: Any = None
 
     @property
     def tagged_frame(self) -> bytes:

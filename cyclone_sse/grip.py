@@ -8,8 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 import jwt
@@ -77,6 +78,14 @@ class Hold:
     keep_alive: bytes | None
     keep_alive_every: float
     status: int | None  # Grip-Status: the status the held response is sent with
+    #: Grip-Channel's ``prev-id``: the last id the backend sent, by channel
+    prev_ids: dict[str, str] = field(default_factory=dict)
+    #: Grip-Channel's ``filter`` params, by channel
+    filters: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Grip-Set-Meta: the held client's own values (``user``, ``id_format``...)
+    meta: dict[str, str] = field(default_factory=dict)
+    #: Grip-Link's ``rel=next``: where missed items are recovered from
+    next_link: str | None = None
 
 
 def _unescape(text: str) -> bytes:
@@ -111,11 +120,7 @@ def read_hold(headers: dict[str, str], most: float = DEFAULT_TIMEOUT) -> Hold | 
         return None
     if mode not in ("stream", "response"):
         raise GripError(f"Grip-Hold: {mode!r} (stream or response)")
-    channels = []
-    for part in headers.get("grip-channel", "").split(","):
-        if part.strip():
-            name, _ = _params(part)  # (prev-id and filters are not used: see README)
-            channels.append(check_channel(name, "Grip-Channel"))
+    channels, prev_ids, filters = read_channels(headers.get("grip-channel", ""))
     if not channels:
         raise GripError("Grip-Hold without Grip-Channel")
     timeout = _seconds(headers.get("grip-timeout", str(DEFAULT_TIMEOUT)), "Grip-Timeout", most)
@@ -136,7 +141,55 @@ def read_hold(headers: dict[str, str], most: float = DEFAULT_TIMEOUT) -> Hold | 
             raise GripError(f"Grip-Keep-Alive: cannot read {headers['grip-keep-alive']!r}") \
                 from None
         every = _seconds(params.get("timeout", "20"), "Grip-Keep-Alive timeout", most)
-    return Hold(mode, channels, timeout, keep_alive, every, status)
+    return Hold(mode, channels, timeout, keep_alive, every, status, prev_ids, filters,
+                read_meta(headers.get("grip-set-meta", "")),
+                read_next_link(headers.get("grip-link", "")))
+
+
+def read_channels(value: str) -> tuple[list[str], dict[str, str], dict[str, frozenset[str]]]:
+    """A ``Grip-Channel`` value: the channel names, their ``prev-id`` and their
+    ``filter`` params (a channel may have several)."""
+    channels, prev_ids, filters = [], {}, {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        name, *params = (piece.strip() for piece in part.split(";"))
+        channels.append(check_channel(name, "Grip-Channel"))
+        named = set()
+        for param in params:
+            key, _, param_value = param.partition("=")
+            key, param_value = key.strip().lower(), param_value.strip().strip('"')
+            if key == "prev-id":
+                prev_ids[name] = param_value
+            elif key == "filter":
+                named.add(param_value)
+        filters[name] = frozenset(named)
+    return channels, prev_ids, filters
+
+
+_META = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+def read_meta(value: str) -> dict[str, str]:
+    """A ``Grip-Set-Meta`` value (``name="value", ...``, backslash escapes)."""
+    meta, at = {}, 0
+    while at < len(value):
+        match = _META.match(value, at)
+        if match is None:
+            raise GripError(f"Grip-Set-Meta: cannot read {value[at:at + 40]!r}")
+        meta[match.group(1)] = re.sub(r"\\(.)", r"\1", match.group(2))
+        at = match.end()
+    return meta
+
+
+def read_next_link(value: str) -> str | None:
+    """The ``rel=next`` link of a ``Grip-Link`` value (a path on the backend)."""
+    for link in value.split(","):
+        target, _, params = link.strip().partition(";")
+        rels = {p.strip().lower() for p in params.split(";")}
+        if target.startswith("<") and target.endswith(">") and "rel=next" in rels:
+            return target[1:-1]
+    return None
 
 
 def routes(text: str) -> list[tuple[str, str]]:

@@ -34,13 +34,77 @@ MAX_ITEMS = 1000
 
 
 @dataclass(frozen=True)
+class GripItem:
+    """What a GRIP-held client gets of an item, as Pushpin gives it: its ``http-stream``
+    content as published (written as it is, after the content filters), or its
+    ``action: close``; its ``id`` and ``prev-id`` (the held stream's ids), the
+    ``content-filters`` it was published for, its ``meta`` (``skip_users``,
+    ``require_sub``, ``sender``...) and, for a held response, its ``http-response``."""
+
+    content: bytes | None = None
+    close: bool = False
+    id: str | None = None
+    prev_id: str | None = None
+    filters: frozenset[str] = frozenset()
+    meta: tuple[tuple[str, str], ...] = ()
+    response: tuple[int, tuple[tuple[str, str], ...], bytes] | None = None
+
+    def meta_value(self, name: str) -> str | None:
+        """A ``meta`` value by name."""
+        for key, value in self.meta:
+            if key == name:
+                return value
+        return None
+
+
+#: The ``grip`` of an item's second and later events: written with the first.
+CONTINUED = GripItem()
+
+
+@dataclass(frozen=True)
 class PushpinEvent:
-    """One event an item gives: what ``Broker.publish`` takes."""
+    """One event an item gives: what ``Broker.publish`` takes, and what a GRIP-held
+    client gets of it (``grip``; ``CONTINUED`` after an item's first event)."""
 
     channel: str
     data: str
     name: str | None
     publisher_id: str | None
+    grip: GripItem | None = None
+
+
+def _grip_item(item: dict[str, Any], stream: Any, response: Any) -> GripItem:
+    """The GRIP side of an item (checked: ``BadRequest`` names what cannot be read)."""
+    prev_id = item.get("prev-id")
+    if prev_id is not None and not isinstance(prev_id, str):
+        raise BadRequest("'prev-id' must be a string", field="prev-id")
+    meta = item.get("meta") or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                             for k, v in meta.items()):
+        raise BadRequest("'meta' must be an object of strings", field="meta")
+    content, close, filters = None, False, frozenset[str]()
+    if isinstance(stream, dict):
+        close = stream.get("action") == "close"
+        if not close:
+            content = _text(stream, "content", "http-stream").encode("utf-8")
+        named = stream.get("content-filters") or []
+        if not isinstance(named, list) or not all(isinstance(f, str) for f in named):
+            raise BadRequest("'content-filters' must be a list of names",
+                             field="content-filters")
+        filters = frozenset(named)
+    answer = None
+    if isinstance(response, dict):
+        code = response.get("code", 200)
+        headers = response.get("headers") or {}
+        if not isinstance(code, int) or not 200 <= code <= 599 or not isinstance(
+                headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise BadRequest("'http-response' needs a code of 200-599 and headers of "
+                             "strings", field="http-response")
+        body = _text(response, "body", "http-response") if (
+            "body" in response or "body-bin" in response) else ""
+        answer = (code, tuple(headers.items()), body.encode("utf-8"))
+    return GripItem(content, close, item.get("id"), prev_id, filters,
+                    tuple(sorted(meta.items())), answer)
 
 
 def _text(format_: dict[str, Any], field: str, name: str) -> str:
@@ -89,9 +153,11 @@ def item_events(item: Any, channel: str | None = None) -> list[PushpinEvent]:
     found: list[tuple[str, str | None]] = []
     stream, message, response = (formats.get(name) for name in
                                  ("http-stream", "ws-message", "http-response"))
+    grip = _grip_item(item, stream, response)
     if isinstance(stream, dict):
-        if stream.get("action") != "close":  # (a close carries nothing)
-            found = _stream_events(_text(stream, "content", "http-stream"))
+        if grip.close:  # (a close carries nothing but to GRIP-held clients)
+            return [PushpinEvent(channel, "", None, item_id, grip)]
+        found = _stream_events(_text(stream, "content", "http-stream"))
     elif isinstance(message, dict):
         found = [(_text(message, "content", "ws-message"), None)]
     elif isinstance(response, dict):
@@ -101,7 +167,8 @@ def item_events(item: Any, channel: str | None = None) -> list[PushpinEvent]:
                          "http-response", field="formats")
     many = len(found) > 1
     return [PushpinEvent(channel, data, name,
-                         f"{item_id}:{n}" if many and item_id else item_id)
+                         f"{item_id}:{n}" if many and item_id else item_id,
+                         CONTINUED if n else grip)
             for n, (data, name) in enumerate(found)]
 
 

@@ -247,6 +247,14 @@ class ChannelRegistry(Service):
         if count:  # once per batch: from the first event queued to the last write
             self.latency.observe(self.clock.seconds() - self._batch_since)
 
+    def subscribers_of(self, channel: str) -> list[ISubscriber]:
+        """Every subscriber an event on ``channel`` reaches (by name or pattern)."""
+        found = list(self._channels.get(channel, ()))
+        if self._patterns:
+            for group in self._matching_groups(channel):
+                found.extend(sub for sub in group if sub not in found)
+        return found
+
     def _matching_groups(self, channel: str) -> list[set[ISubscriber]]:
         groups = self._pattern_cache.get(channel)
         if groups is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -116,15 +117,21 @@ def test_a_held_stream_gets_what_is_published_and_keep_alives(site):
     sock.close()
 
 
-def test_a_held_event_stream_gets_sse_frames(site):
+def test_a_held_event_stream_gets_the_published_content_and_other_events_as_frames(site):
     daemon, _ = site
     sock, head, rest = held(daemon.port, "/api/sse/")
     assert "text/event-stream" in head
     subscribed(daemon, "sse-test")
-    publisher(daemon).publish_http_stream("sse-test", "event: score\ndata: 2-1\n\n",
+    # a Pushpin item's content is written as the backend published it (as Pushpin
+    # does: its ids are the backend's, none added)
+    publisher(daemon).publish_http_stream("sse-test", "event: score\nid: s:7\ndata: 2-1\n\n",
                                           blocking=True)
     rest = read_until(sock, rest, b"data: 2-1\n\n")
-    assert b"event: score\n" in rest and b"id: " in rest
+    assert rest.endswith(b"event: score\nid: s:7\ndata: 2-1\n\n")
+    # an event from another publish path is an SSE frame with the daemon's id
+    daemon.publish_form("channel=sse-test&message=3-1")
+    rest = read_until(sock, rest, b"data: 3-1\n\n")
+    assert re.search(rb"\nid: [^\n]+\ndata: 3-1\n\n$", rest)
     sock.close()
 
 

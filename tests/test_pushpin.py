@@ -12,7 +12,13 @@ import sys
 import pytest
 
 from cyclone_sse.errors import BadRequest
-from cyclone_sse.pushpin import body_events, item_events, tnetstring_loads, zmq_item
+from cyclone_sse.pushpin import (
+    CONTINUED,
+    body_events,
+    item_events,
+    tnetstring_loads,
+    zmq_item,
+)
 from tests.daemon import DEADLINE, Daemon, SSEClient
 
 GRIP_KEY = "grip-control-key-of-enough-length"
@@ -101,7 +107,14 @@ def test_pushpin_items_become_events():
         {"channel": "c", "formats": {"http-stream": {"action": "close"}}},
     ]})
     assert [(e.channel, e.data, e.name, e.publisher_id) for e in events] == [
-        ("a", "x", None, "1:0"), ("a", "y\nz", "e", "1:1"), ("b", "r", None, None)]
+        ("a", "x", None, "1:0"), ("a", "y\nz", "e", "1:1"), ("b", "r", None, None),
+        ("c", "", None, None)]
+    # what a GRIP-held client gets: the content once (with the item's first event), a
+    # published http-response's code, a close (published as no event: test_grip.py)
+    grips = [e.grip for e in events]
+    assert grips[0].content == b"data: x\n\nevent: e\ndata: y\ndata: z\n\n"
+    assert (grips[0].id, grips[0].prev_id) == ("1", "0") and grips[1] is CONTINUED
+    assert grips[2].response == (200, (), b"r") and grips[3].close
     for bad in ({}, {"items": []}, {"items": [{"formats": {}}]},
                 {"items": [{"channel": "a", "formats": {"nope": {}}}]},
                 {"items": [{"channel": "a", "formats": {"ws-message": {"content-bin": "!"}}}]}):

@@ -172,8 +172,8 @@ class AmqpBroker(Broker):
         self._store_and_deliver(channel, data, name, publisher_id)
 
     def _store_and_deliver(self, channel: str, data: str, name: str | None,
-                           publisher_id: str | None) -> Published:
-        return Broker.publish_now(self, channel, data, name, publisher_id)
+                           publisher_id: str | None, grip: Any = None) -> Published:
+        return Broker.publish_now(self, channel, data, name, publisher_id, grip)
 
     # publishing ---------------------------------------------------------------------
 
@@ -182,7 +182,7 @@ class AmqpBroker(Broker):
         return True  # (its history is the memory one, which answers at once)
 
     def publish_now(self, channel: str, data: str, name: str | None = None,
-                    publisher_id: str | None = None) -> Published:
+                    publisher_id: str | None = None, grip: Any = None) -> Published:
         """Sent to the exchange for the other daemons, then stored and delivered here;
         ``BrokerUnavailable`` while RabbitMQ is out of reach, ``InvalidEvent`` for what
         AMQP cannot carry (nothing is stored then)."""
@@ -199,8 +199,8 @@ class AmqpBroker(Broker):
         except TooLong as exc:
             raise InvalidEvent(str(exc), field=exc.field) from None
         self.client.send_now(frames)
-        return self._store_and_deliver(channel, data, name, publisher_id)
+        return self._store_and_deliver(channel, data, name, publisher_id, grip)
 
     def publish(self, channel: str, data: str, name: str | None = None,
-                publisher_id: str | None = None) -> defer.Deferred[Published]:
-        return defer.maybeDeferred(self.publish_now, channel, data, name, publisher_id)
+                publisher_id: str | None = None, grip: Any = None) -> defer.Deferred[Published]:
+        return defer.maybeDeferred(self.publish_now, channel, data, name, publisher_id, grip)

@@ -96,9 +96,9 @@ class Broker(MultiService):
             self.unsubscribe(channel)
 
     def publish(self, channel: str, data: str, name: str | None = None,
-                publisher_id: str | None = None) -> defer.Deferred[Published]:
+                publisher_id: str | None = None, grip: Any = None) -> defer.Deferred[Published]:
         d = defer.maybeDeferred(self.history.append, channel, data, name, publisher_id)
-        d.addCallback(self._deliver_appended)
+        d.addCallback(self._deliver_appended, grip)
         return d
 
     @property
@@ -109,15 +109,17 @@ class Broker(MultiService):
             getattr(self.history, "synchronous", False)
 
     def publish_now(self, channel: str, data: str, name: str | None = None,
-                    publisher_id: str | None = None) -> Published:
+                    publisher_id: str | None = None, grip: Any = None) -> Published:
         """``publish`` without a Deferred, for ``immediate`` brokers (the lean publish
         path: a Deferred per publish was a tenth of its cost)."""
-        return self._deliver_appended(self.history.append(channel, data, name, publisher_id))
+        return self._deliver_appended(self.history.append(channel, data, name, publisher_id),
+                                      grip)
 
-    def _deliver_appended(self, appended: tuple[Event, bool]) -> Published:
+    def _deliver_appended(self, appended: tuple[Event, bool], grip: Any = None) -> Published:
         event, fresh = appended
         if not fresh:
             return Published(event.channel, event.id, 0, duplicate=True)
+        event.grip = grip  # (what GRIP-held clients here get of it: pushpin.GripItem)
         return Published(event.channel, event.id, self.registry.deliver(event))
 
     def subscribe(self, channel: str) -> None:

@@ -216,7 +216,9 @@ class RedisBroker(Broker):
     # publishing ---------------------------------------------------------------------
 
     def publish(self, channel: str, data: str, name: str | None = None,
-                publisher_id: str | None = None) -> defer.Deferred[Published]:
+                publisher_id: str | None = None, grip: Any = None) -> defer.Deferred[Published]:
+        # (``grip`` stays here: the event comes back through Redis, as plain events do;
+        # a GRIP-held client gets it as a frame — see README "Coming from Pushpin")
         d: defer.Deferred[Any] = self.history.append(channel, data, name, publisher_id)
         d.addCallbacks(self._stored, self._failed)
         return d

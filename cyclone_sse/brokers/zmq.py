@@ -27,6 +27,7 @@ from cyclone_sse.channels import check_channel
 from cyclone_sse.checks import check_message
 from cyclone_sse.links.zmq import ZmqReader, endpoints
 from cyclone_sse.pushpin import item_events, zmq_item
+from cyclone_sse.transports.grip import close_held
 
 log = Logger()
 
@@ -88,8 +89,8 @@ class ZmqBroker(Broker):
                 "rejected": self.rejected}
 
     def publish(self, channel: str, data: str, name: str | None = None,
-                publisher_id: str | None = None) -> defer.Deferred[Published]:
-        d = super().publish(channel, data, name, publisher_id)
+                publisher_id: str | None = None, grip: Any = None) -> defer.Deferred[Published]:
+        d = super().publish(channel, data, name, publisher_id, grip)
         if self.pub is not None:
             self.pub.send_multipart([channel.encode(), data.encode(),
                                      (name or "").encode(), self.me])
@@ -107,13 +108,13 @@ class ZmqBroker(Broker):
                 raise ValueError(f"larger than --max-body ({self.settings.max_body} bytes)")
             item = zmq_item(payload)
             if item is not None:
-                events = [(e.channel, e.data, e.name, e.publisher_id)
+                events = [(e.channel, e.data, e.name, e.publisher_id, e.grip)
                           for e in item_events(item, channel)]
             else:
                 name = frames[2].decode("utf-8") if len(frames) > 2 and frames[2] else None
-                events = [(channel, payload.decode("utf-8"), name, None)]
+                events = [(channel, payload.decode("utf-8"), name, None, None)]
             for event in events:
-                check_message(*event)  # (the checks of every path: no history-gap here)
+                check_message(*event[:4])  # (the checks of every path: no history-gap)
         except Exception as exc:
             self.rejected += 1
             if self.rejected == 1 or self.rejected % 1000 == 0:
@@ -121,5 +122,8 @@ class ZmqBroker(Broker):
                          count=self.rejected, error=exc)
             return
         self.received += 1
-        for event in events:
-            super().publish(*event)
+        for channel, data, name, publisher_id, grip in events:
+            if grip is not None and grip.close:  # (for GRIP-held clients only)
+                close_held(self.registry, channel, grip)
+            else:
+                super().publish(channel, data, name, publisher_id, grip)

@@ -12,81 +12,26 @@ from typing import Any
 
 import cyclone.web
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
-from zope.interface import implementer
 
 from cyclone_sse import httpclient
 from cyclone_sse.errors import BadGateway, BadRequest
-from cyclone_sse.event import Event
 from cyclone_sse.grip import (
+    HOP_BY_HOP,
     GripError,
     Hold,
     checked_status,
     has_dot_segments,
     hop_by_hop,
+    read_channels,
     read_hold,
     signature,
 )
 from cyclone_sse.handlers.base import BaseHandler
-from cyclone_sse.history.base import Replay
 from cyclone_sse.http.response import default_headers, http_date
-from cyclone_sse.interfaces import ISubscriber
-from cyclone_sse.registry import Counters
+from cyclone_sse.transports.grip import GripStreamSubscriber
 from cyclone_sse.transports.poll import PollSubscriber
-from cyclone_sse.transports.stream import StreamSubscriber
-
-
-@implementer(ISubscriber)
-class GripStreamSubscriber(StreamSubscriber):
-    """A held GRIP stream: the backend's head and body, then what is published — SSE
-    frames when the stream is ``text/event-stream``, the data itself otherwise — and
-    the keep-alive data when nothing was written for a while."""
-
-    def __init__(self, transport: Any, counters: Counters, max_pending: int, head: bytes,
-                 sse: bool, clock: Any, hold: Hold) -> None:
-        super().__init__(transport, counters, max_pending, head)
-        self.sse = sse
-        self.wrote = False
-        self._keep_alive: LoopingCall | None = None
-        if hold.keep_alive:
-            data = hold.keep_alive
-            self._keep_alive = LoopingCall(self._idle, data)
-            self._keep_alive.clock = clock
-            self._keep_alive.start(hold.keep_alive_every, now=False)
-
-    def deliver(self, events: list[Event], frame: bytes) -> None:
-        self.wrote = True
-        if self.sse:
-            super().deliver(events, frame)
-        elif not self.live:
-            if not self.hold(events):
-                self._overflow()
-        else:
-            rest = self.unseen(events)
-            self.write(b"".join(e.data.encode("utf-8") for e in
-                                (events if rest is None else rest)))
-
-    def start_live(self, replay: Replay, last_id: str | None) -> None:
-        events = self.release(replay, last_id)  # (none: a GRIP hold resumes from nothing)
-        data = b"".join(e.frame if self.sse else e.data.encode("utf-8") for e in events)
-        head, self.head = self.head, b""
-        if not self.closed:
-            self.write(head + data)
-
-    def _idle(self, data: bytes) -> None:
-        if not self.wrote and self.live and not self.closed:
-            self.write(data)
-        self.wrote = False
-
-    def heartbeat(self) -> None:
-        pass  # GRIP streams send the backend's keep-alive data, or nothing
-
-    def disconnected(self) -> None:
-        super().disconnected()
-        if self._keep_alive is not None and self._keep_alive.running:
-            self._keep_alive.stop()
 
 
 def _agent(app: Any) -> Agent:
@@ -119,15 +64,7 @@ class GripProxyHandler(BaseHandler):
         if has_dot_segments(request.path):  # (routes were matched on the path as sent)
             raise BadRequest("a path with '.' or '..' segments is not forwarded",
                              field="path")
-        headers = Headers()
-        dropped = hop_by_hop({k.lower(): v for k, v in request.headers.items()})
-        for name, value in request.headers.get_all():
-            lowered = name.lower()
-            if lowered not in dropped and not lowered.startswith("grip-"):
-                headers.addRawHeader(name, value)
-        headers.addRawHeader("X-Forwarded-For", self.request.connection.address)
-        if settings.grip_key:
-            headers.addRawHeader("Grip-Sig", signature(settings.grip_key))
+        headers = self._forwarded_headers()
         body = FileBodyProducer(BytesIO(request.body)) if request.body else None
         url = (self.backend + request.uri).encode("utf-8")
         d = _agent(self.application).request(request.method.encode(), url, headers, body)
@@ -137,6 +74,22 @@ class GripProxyHandler(BaseHandler):
         d.addTimeout(settings.grip_backend_timeout, self.application.clock)
         d.addCallbacks(self._answered, self._unreachable)
         return d
+
+    def _forwarded_headers(self) -> Headers:
+        """The client's headers less hop-by-hop and ``Grip-*`` ones, with
+        ``X-Forwarded-For`` and, with ``--grip-key``, ``Grip-Sig``."""
+        request = self.request
+        headers = Headers()
+        dropped = hop_by_hop({k.lower(): v for k, v in request.headers.items()})
+        for name, value in request.headers.get_all():
+            lowered = name.lower()
+            if lowered not in dropped and not lowered.startswith("grip-"):
+                headers.addRawHeader(name, value)
+        headers.addRawHeader("X-Forwarded-For", request.connection.address)
+        key = self.application.settings_obj.grip_key
+        if key:
+            headers.addRawHeader("Grip-Sig", signature(key))
+        return headers
 
     def _unreachable(self, failure: Any) -> None:
         failure = httpclient.failure_reason(failure)
@@ -201,8 +154,41 @@ class GripProxyHandler(BaseHandler):
         self.subscriber = GripStreamSubscriber(
             connection.transport, app.registry.counters, app.settings_obj.max_pending,
             head, received.get("content-type", "").startswith("text/event-stream"),
-            app.clock, hold)
+            app.clock, hold, self._recover)
         return app.subscriptions.open(self.subscriber, hold.channels, None)
+
+    def _recover(self, channel: str) -> None:
+        """A gap on ``channel`` (an item's ``prev-id`` is not the last id written):
+        the backend's next link is asked, with ``Grip-Last`` naming the last ids, and
+        its answer's body is written into the stream (Pushpin's reliable mode)."""
+        sub = self.subscriber
+        settings = self.application.settings_obj
+        headers = self._forwarded_headers()
+        headers.setRawHeaders("Grip-Last", [", ".join(
+            f"{name}; last-id={last}" for name, last in sub.last_ids.items())])
+        url = (self.backend + sub.hold_.next_link).encode("utf-8")
+        d = _agent(self.application).request(b"GET", url, headers, None)
+        d.addCallback(lambda response: httpclient.read_body(
+            response, settings.grip_max_answer).addCallback(lambda body: (response, body)))
+        d.addTimeout(settings.grip_backend_timeout, self.application.clock)
+
+        def recovered(result: tuple[Any, bytes]) -> None:
+            response, body = result
+            value = b", ".join(response.headers.getRawHeaders(b"grip-channel") or [])
+            try:
+                _, prev_ids, _ = read_channels(value.decode("latin-1"))
+            except ValueError:
+                prev_ids = {}
+            if sub is self.subscriber:
+                sub.recovered(channel, body if response.code == 200 else b"",
+                              prev_ids.get(channel))
+
+        def failed(failure: Any) -> None:
+            # (the client sees no gap filled: it may reconnect with its Last-Event-ID)
+            if sub is self.subscriber:
+                sub.recovered(channel, b"", None)
+
+        d.addCallbacks(recovered, failed)
 
     def _hold_response(self, hold: Hold, body: bytes) -> Any:
         app = self.application
@@ -217,7 +203,15 @@ class GripProxyHandler(BaseHandler):
         self._leave()
         if self._finished:
             return
-        if poll.events:
+        item = poll.events[0].grip if poll.events else None
+        if item is not None and item.response is not None:
+            code, headers, body = item.response  # (a published http-response)
+            self.set_status(code, responses.get(code, "Unknown"))
+            for name, value in headers:
+                if name.lower() not in HOP_BY_HOP:
+                    self.set_header(name, value)
+            self.finish(body)
+        elif poll.events:
             self.set_status(200)
             self.finish(poll.events[0].data.encode("utf-8"))
         else:

@@ -15,6 +15,7 @@ from cyclone_sse.checks import check_message, loads
 from cyclone_sse.errors import Unauthorized
 from cyclone_sse.handlers.publish import PublishHandler
 from cyclone_sse.pushpin import body_events
+from cyclone_sse.transports.grip import close_held
 
 
 class PushpinPublishHandler(PublishHandler):
@@ -47,13 +48,19 @@ class PushpinPublishHandler(PublishHandler):
             check_message(event.channel, event.data, event.name, event.publisher_id)
         self.application.pushpin_publishers.check_rights(proof, None, channels)
         broker = self.application.broker
-        # issued in item order, so the history numbers them in that order
-        d = defer.gatherResults([broker.publish(e.channel, e.data, e.name, e.publisher_id)
-                                 for e in events], consumeErrors=True)
+        registry = self.application.registry
+        # issued in item order, so the history numbers them in that order; a close is
+        # for GRIP-held clients only, after what was published before it
+        d = defer.gatherResults([
+            close_held(registry, e.channel, e.grip) if e.grip is not None and e.grip.close
+            else broker.publish(e.channel, e.data, e.name, e.publisher_id, e.grip)
+            for e in events], consumeErrors=True)
         d.addCallback(self._published)
         d.addErrback(lambda f: f.value.subFailure if isinstance(f.value, defer.FirstError) else f)
         return d  # type: ignore[return-value]
 
     def _published(self, results: list[Any]) -> None:
-        self.write_json({"status": "ok", "events": [r.as_json() for r in results],
-                         "subscribers": sum(r.subscribers for r in results)})
+        published = [r for r in results if r is not None]  # (closes publish no event)
+        self.write_json({"status": "ok", "events": [r.as_json() for r in published],
+                         "subscribers": sum(r.subscribers for r in published)})
+

@@ -1,0 +1,189 @@
+"""The GRIP-held stream (``--grip-proxy``): a client held open for a backend, written
+with what is published to its ``Grip-Channel`` channels as Pushpin writes it — a
+Pushpin item's ``http-stream`` content as published, after the content filters
+(``build-id``, ``skip-self``, ``skip-users``, ``require-sub``), its ``action: close``,
+and ``prev-id`` gaps recovered from the backend's ``Grip-Link``; any other event as an
+SSE frame (``text/event-stream``) or its data."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from zope.interface import implementer
+
+from cyclone_sse.event import Event
+from cyclone_sse.grip import Hold
+from cyclone_sse.history.base import Replay
+from cyclone_sse.interfaces import ISubscriber
+from cyclone_sse.pushpin import CONTINUED, GripItem
+from cyclone_sse.registry import ChannelRegistry, Counters
+from cyclone_sse.transports.stream import StreamSubscriber
+
+#: What ``build-id`` replaces in content: ``%I`` (the id) and ``%%`` (a ``%``).
+_CONTENT_ESCAPES = re.compile(rb"%(I|%)")
+#: ``item_bytes``' answer for an ``action: close``.
+CLOSE = b"\x00close"
+#: What an ``id_format`` holds: ``%(channel)s`` and ``%%``.
+_ID_FORMAT = re.compile(r"%\(([^)]*)\)s|%%")
+
+
+def build_id(id_format: str, last_ids: dict[str, str]) -> str:
+    """The id ``build-id`` writes: ``id_format`` (Grip-Set-Meta's) with each
+    ``%(channel)s`` the last id of that channel."""
+    return _ID_FORMAT.sub(
+        lambda m: last_ids.get(m.group(1), "") if m.group(1) is not None else "%", id_format)
+
+
+def passes(item: GripItem, filters: frozenset[str], meta: dict[str, str],
+           channels: list[str]) -> bool:
+    """Whether a held client with these channel ``filters``, ``meta`` and ``channels``
+    gets ``item``: not when the item needs a content filter the client's channel did
+    not ask for, nor when a message filter skips it."""
+    if item.filters - filters:
+        return False
+    user = meta.get("user")
+    if "skip-self" in filters and user is not None and item.meta_value("sender") == user:
+        return False
+    if "skip-users" in filters and user is not None and \
+            user in (item.meta_value("skip_users") or "").split(","):
+        return False
+    return not ("require-sub" in filters and item.meta_value("require_sub") not in channels)
+
+
+@implementer(ISubscriber)
+class GripStreamSubscriber(StreamSubscriber):
+    """A held GRIP stream: the backend's head and body, then what is published, and the
+    keep-alive data when nothing was written for a while.  ``recover(channel)`` is
+    called when a channel's ``prev-id`` shows a gap (the handler asks the backend's
+    next link; the items until it answers are dropped, as its answer holds them)."""
+
+    def __init__(self, transport: Any, counters: Counters, max_pending: int, head: bytes,
+                 sse: bool, clock: Any, hold: Hold,
+                 recover: Callable[[str], None] | None = None) -> None:
+        super().__init__(transport, counters, max_pending, head)
+        self.sse = sse
+        self.wrote = False
+        self.hold_ = hold
+        self.channels = list(hold.channels)
+        self.filters = dict(hold.filters)
+        self.meta = dict(hold.meta)
+        self.last_ids = dict(hold.prev_ids)  # the last id written, by channel
+        self.recover = recover
+        self.recovering: set[str] = set()
+        self._keep_alive: LoopingCall | None = None
+        if hold.keep_alive:
+            data = hold.keep_alive
+            self._keep_alive = LoopingCall(self._idle, data)
+            self._keep_alive.clock = clock
+            self._keep_alive.start(hold.keep_alive_every, now=False)
+
+    def render(self, events: list[Event]) -> tuple[bytes, bool]:
+        """The bytes ``events`` give this client, and whether an item closes it."""
+        out = []
+        for event in events:
+            item = event.grip
+            if item is None:
+                out.append(event.frame if self.sse else event.data.encode("utf-8"))
+            elif item is not CONTINUED:
+                content = self.item_bytes(event.channel, item)
+                if content is CLOSE:
+                    return b"".join(out), True
+                if content:
+                    out.append(content)
+        return b"".join(out), False
+
+    def item_bytes(self, channel: str, item: GripItem) -> bytes | None:
+        """What one Pushpin item on ``channel`` gives this client (``CLOSE``: an
+        ``action: close`` for it), after its ``prev-id`` and filters."""
+        if channel in self.recovering:
+            return None  # (the backend's answer holds it)
+        last = self.last_ids.get(channel)
+        if item.prev_id is not None and last is not None and item.prev_id != last \
+                and self.recover is not None and self.hold_.next_link:
+            self.recovering.add(channel)
+            self.recover(channel)
+            return None
+        if not passes(item, self.filters.get(channel, frozenset()), self.meta,
+                      self.channels):
+            return None
+        if item.id is not None:
+            self.last_ids[channel] = item.id
+        if item.close:
+            return CLOSE
+        content = item.content or b""
+        if "build-id" in item.filters:
+            built = build_id(self.meta.get("id_format", "%(" + channel + ")s"),
+                             self.last_ids).encode("utf-8")
+            content = _CONTENT_ESCAPES.sub(
+                lambda m: built if m.group(1) == b"I" else b"%", content)
+        return content
+
+    def close_for(self, channel: str, item: GripItem) -> None:
+        """A published ``action: close`` on ``channel``: the stream ends, unless the
+        item's filters skip this client."""
+        if self.live and not self.closed and self.item_bytes(channel, item) is CLOSE:
+            self.transport.loseConnection()
+
+    def deliver(self, events: list[Event], frame: bytes) -> None:
+        self.wrote = True
+        if not self.live:
+            if not self.hold(events):
+                self._overflow()
+            return
+        rest = self.unseen(events)
+        data, close = self.render(events if rest is None else rest)
+        if data:
+            self.write(data)
+        if close and not self.closed:
+            self.transport.loseConnection()
+
+    def recovered(self, channel: str, body: bytes, prev_id: str | None) -> None:
+        """The backend's answer to a recovery: written, and the channel followed again
+        from ``prev_id`` (its new ``prev-id``)."""
+        self.recovering.discard(channel)
+        if prev_id is not None:
+            self.last_ids[channel] = prev_id
+        if body and not self.closed:
+            self.write(body)
+
+    def start_live(self, replay: Replay, last_id: str | None) -> None:
+        events = self.release(replay, last_id)  # (none: a GRIP hold resumes from nothing)
+        data, close = self.render(events)
+        head, self.head = self.head, b""
+        if not self.closed:
+            self.write(head + data)
+            if close:
+                self.transport.loseConnection()
+
+    def _idle(self, data: bytes) -> None:
+        if not self.wrote and self.live and not self.closed:
+            self.write(data)
+        self.wrote = False
+
+    def heartbeat(self) -> None:
+        pass  # GRIP streams send the backend's keep-alive data, or nothing
+
+    def disconnected(self) -> None:
+        super().disconnected()
+        if self._keep_alive is not None and self._keep_alive.running:
+            self._keep_alive.stop()
+
+
+def close_held(registry: ChannelRegistry, channel: str, item: GripItem) -> defer.Deferred[None]:
+    """An item's ``action: close`` (from any Pushpin publish path): the GRIP-held
+    streams on ``channel`` end, once what was published before it is written.  It
+    publishes no event: a close means nothing to other subscribers."""
+    def close() -> None:
+        for subscriber in registry.subscribers_of(channel):
+            if isinstance(subscriber, GripStreamSubscriber):
+                subscriber.close_for(channel, item)
+
+    if registry.fan_out_pending:
+        registry.after_fan_out(close)
+    else:
+        close()
+    return defer.succeed(None)
