@@ -38,6 +38,23 @@ def build_id(id_format: str, last_ids: dict[str, str]) -> str:
         lambda m: last_ids.get(m.group(1), "") if m.group(1) is not None else "%", id_format)
 
 
+#: Contents with their id built in, by (content, id): the holds of one channel share
+#: an id, so a content is built once per publish, not once per held client.
+_built: dict[tuple[bytes, bytes], bytes] = {}
+
+
+def with_id(content: bytes, built: bytes) -> bytes:
+    """``content`` with ``%I`` as ``built`` and ``%%`` as ``%`` (``build-id``)."""
+    key = (content, built)
+    found = _built.get(key)
+    if found is None:
+        if len(_built) >= 256:
+            _built.clear()
+        found = _built[key] = _CONTENT_ESCAPES.sub(
+            lambda m: built if m.group(1) == b"I" else b"%", content)
+    return found
+
+
 def passes(item: GripItem, filters: frozenset[str], meta: dict[str, str],
            channels: list[str]) -> bool:
     """Whether a held client with these channel ``filters``, ``meta`` and ``channels``
@@ -118,8 +135,7 @@ class GripStreamSubscriber(StreamSubscriber):
         if "build-id" in item.filters:
             built = build_id(self.meta.get("id_format", "%(" + channel + ")s"),
                              self.last_ids).encode("utf-8")
-            content = _CONTENT_ESCAPES.sub(
-                lambda m: built if m.group(1) == b"I" else b"%", content)
+            return with_id(content, built)
         return content
 
     def close_for(self, channel: str, item: GripItem) -> None:
@@ -133,6 +149,10 @@ class GripStreamSubscriber(StreamSubscriber):
         if not self.live:
             if not self.hold(events):
                 self._overflow()
+            return
+        if self.sse and events[-1].grip is None and events[0].grip is None and (
+                len(events) < 3 or not any(e.grip for e in events)):
+            super().deliver(events, frame)  # (no Pushpin item: the one shared frame)
             return
         rest = self.unseen(events)
         data, close = self.render(events if rest is None else rest)
