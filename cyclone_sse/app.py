@@ -85,6 +85,8 @@ class App(cyclone.web.Application):
     protocol = HTTPConnection
     #: False: the public listener (see ``InternalSite``).
     internal = False
+    #: Clients held for a --grip-proxy backend now (handlers/grip.py counts them).
+    grip_held = 0
 
     def __init__(self, settings: Mapping[str, Any] | Settings | None = None,
                  reactor: Any = None) -> None:
@@ -253,6 +255,7 @@ class App(cyclone.web.Application):
             "channels": len(counts),
             "subscriptions": [list(pair) for pair in counts] if with_channels else [],
             "broker": self.broker.stats(),
+            "grip_held": self.grip_held,
             "fanout_seconds": {"count": registry.latency.count,
                                "sum": round(registry.latency.sum, 6)},
         }

@@ -68,6 +68,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("client_publishes", COUNTER, "Events published by WebSocket clients."),
     Metric("refused_client_publishes", COUNTER, "WebSocket client publishes refused (policy, "
            "rate, input)."),
+    Metric("grip_held", GAUGE, "Clients held for a --grip-proxy backend (streams and "
+           "responses)."),
+    Metric("grip_recoveries", COUNTER, "Gaps in a GRIP-held stream recovered from the "
+           "backend's Grip-Link next link."),
     Metric("broker.name", INFO, "The broker (http, redis, amqp, zmq)."),
     Metric("broker.connected", GAUGE, "1 while the broker is reachable."),
     Metric("broker.outages", COUNTER, "Times the broker's connection was lost.",

@@ -47,6 +47,7 @@ class Counters:
     refused_pipelined: int = 0
     client_publishes: int = 0
     refused_client_publishes: int = 0
+    grip_recoveries: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

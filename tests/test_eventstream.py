@@ -278,6 +278,8 @@ def test_a_gap_is_recovered_from_the_backends_next_link(stored):
         stop.set()
     assert [(i, json.loads(d)["n"]) for i, d in got] == \
         [("test:1", 1), ("test:2", 2), ("test:3", 3), ("test:4", 4)]
+    stats = daemon.request("GET", "/stats")[1]
+    assert (stats["grip_recoveries"], stats["grip_held"]) == (1, 1)
 
 
 def test_a_kick_ends_the_stream_with_django_eventstreams_error(site):
@@ -291,6 +293,10 @@ def test_a_kick_ends_the_stream_with_django_eventstreams_error(site):
     while chunk := sock.recv(65536):
         received += chunk
     sock.close()  # (the daemon closed it: the kick's second item is action: close)
+    end = time.monotonic() + DEADLINE
+    while daemon.request("GET", "/stats")[1]["grip_held"] and time.monotonic() < end:
+        time.sleep(0.05)  # (its side of the close may come a moment after the client's)
+    assert daemon.request("GET", "/stats")[1]["grip_held"] == 0
     # (the data is what django-eventstream 5.3.4 writes: its dict's repr, as Pushpin
     # writes it too)
     last = received.rpartition(b"\n\nevent: ")[2]

@@ -66,6 +66,7 @@ class Application(Protocol):
     publishers: Publishers  # who may publish on /publish
     pushpin_publishers: Publishers  # ... and on Pushpin's /publish/
     internal: bool
+    grip_held: int  # clients held for a --grip-proxy backend
     pattern_replays: TokenBucket | None
     websockets: Any  # the WebSocket side (transports/websocket.py: WebSockets)
     presence: Presence

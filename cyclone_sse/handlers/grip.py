@@ -48,6 +48,7 @@ class GripProxyHandler(BaseHandler):
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     subscriber: Any = None
+    held = False  # counted in the application's grip_held
 
     def initialize(self, backend: str) -> None:
         self.backend = backend
@@ -151,6 +152,7 @@ class GripProxyHandler(BaseHandler):
             self.set_header("X-Accel-Buffering", "no")
         head = self.take_over() + body
         connection.start_streaming()
+        self._count_held()
         self.subscriber = GripStreamSubscriber(
             connection.transport, app.registry.counters, app.settings_obj.max_pending,
             head, received.get("content-type", "").startswith("text/event-stream"),
@@ -163,6 +165,7 @@ class GripProxyHandler(BaseHandler):
         its answer's body is written into the stream (Pushpin's reliable mode)."""
         sub = self.subscriber
         settings = self.application.settings_obj
+        self.application.registry.counters.grip_recoveries += 1
         headers = self._forwarded_headers()
         headers.setRawHeaders("Grip-Last", [", ".join(
             f"{name}; last-id={last}" for name, last in sub.last_ids.items())])
@@ -193,6 +196,7 @@ class GripProxyHandler(BaseHandler):
     def _hold_response(self, hold: Hold, body: bytes) -> Any:
         app = self.application
         self.held_body = body
+        self._count_held()
         self.subscriber = PollSubscriber(app.clock, self._publish_answers, hold.timeout,
                                          0, None)
         return app.subscriptions.open(self.subscriber, hold.channels, None)
@@ -217,7 +221,14 @@ class GripProxyHandler(BaseHandler):
         else:
             self.finish(self.held_body)
 
+    def _count_held(self) -> None:
+        self.held = True
+        self.application.grip_held += 1
+
     def _leave(self) -> None:
+        if self.held:
+            self.held = False
+            self.application.grip_held -= 1
         sub, self.subscriber = self.subscriber, None
         if sub is not None:
             self.application.subscriptions.close(sub)
