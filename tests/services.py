@@ -476,3 +476,74 @@ class ClusterSet:
     def close(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+class PrivatePushpin:
+    """A Pushpin of the test's own (Debian's package), the reference a GRIP proxy is
+    held to: clients on ``self.port``, its publish API on ``self.control_port``, every
+    request routed to the backend on ``backend_port`` and signed with ``key``."""
+
+    def __init__(self, folder: Path, backend_port: int, key: str) -> None:
+        binary = _binary("pushpin", "/usr/bin/pushpin")
+        self.port, self.control_port = free_port(), free_port()
+        for sub in ("run", "log"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        (folder / "routes").write_text(f"* 127.0.0.1:{backend_port}\n")
+        replaced = {"rundir": folder / "run", "logdir": folder / "log",
+                    "ipc_prefix": f"pp{self.port}-", "sig_key": key,
+                    "routesfile": folder / "routes",
+                    "push_in_http_port": self.control_port,
+                    "push_in_spec": f"tcp://127.0.0.1:{free_port()}",
+                    "push_in_sub_specs": f"tcp://127.0.0.1:{free_port()}",
+                    "command_spec": f"tcp://127.0.0.1:{free_port()}",
+                    "stats_spec": f"ipc://{folder}/run/stats"}
+        # its requests to the backend go through zurl (Debian's, a program of its own):
+        # one for this Pushpin, on sockets in its folder
+        zurl = {"in_spec": f"ipc://{folder}/run/zurl-in",
+                "in_stream_spec": f"ipc://{folder}/run/zurl-in-stream",
+                "out_spec": f"ipc://{folder}/run/zurl-out",
+                "in_req_spec": f"ipc://{folder}/run/zurl-req", "deny": ""}
+        lines = []
+        for line in Path("/etc/pushpin/pushpin.conf").read_text().splitlines():
+            name = line.partition("=")[0]
+            lines.append(f"{name}={replaced[name]}" if name in replaced else line)
+            if line.strip() == "[proxy]":
+                lines += [f"zurl_out_specs={zurl['in_spec']}",
+                          f"zurl_out_stream_specs={zurl['in_stream_spec']}",
+                          f"zurl_in_specs={zurl['out_spec']}"]
+        config = folder / "pushpin.conf"
+        config.write_text("\n".join(lines) + "\n")
+        zurl_lines = []
+        for line in Path("/etc/zurl.conf").read_text().splitlines():
+            name = line.partition("=")[0]
+            zurl_lines.append(f"{name}={zurl[name]}" if name in zurl else line)
+        (folder / "zurl.conf").write_text("\n".join(zurl_lines) + "\n")
+        self.zurl = subprocess.Popen(
+            [_binary("zurl", "/usr/bin/zurl"), f"--config={folder / 'zurl.conf'}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [binary, f"--config={config}", f"--port=127.0.0.1:{self.port}", "-m"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)  # (its runner starts three programs: stopped as one)
+        assert self.proc.stdout is not None
+        ready = {"[handler] started": False, "[proxy] started": False,
+                 "[condure] started": False}
+        for line in self.proc.stdout:
+            for mark in ready:
+                ready[mark] = ready[mark] or mark in line
+            if all(ready.values()):
+                break
+        else:
+            raise AssertionError("pushpin exited before it was ready")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # (drained)
+
+    def stop(self) -> None:
+        import signal
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(DEADLINE)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(DEADLINE)
+        self.zurl.terminate()
+        self.zurl.wait(DEADLINE)
