@@ -260,12 +260,18 @@ def test_a_gap_is_recovered_from_the_backends_next_link(stored):
         assert (stats["grip_recoveries"], stats["grip_held"]) == (1, 1)
 
 
-def test_a_kick_ends_the_stream_with_django_eventstreams_error(site):
+def opened(site: Site, until: bytes) -> tuple[socket.socket, bytes]:
+    """A raw ``GET /events/`` through the proxy, read until ``until`` came."""
     sock = socket.create_connection(("127.0.0.1", site.port), timeout=DEADLINE)
     sock.sendall(b"GET /events/ HTTP/1.1\r\nHost: x\r\n\r\n")
     received = b""
-    while b"event: stream-open" not in received:
+    while until not in received:
         received += sock.recv(65536)
+    return sock, received
+
+
+def test_a_kick_ends_the_stream_with_django_eventstreams_error(site):
+    sock, received = opened(site, b"event: stream-open")
     call(site.backend, "/kick/")  # to user-anonymous, for holds on events-test only
     # the kick's second item is action: close: the response ends (Pushpin ends its
     # chunked body; the daemon, whose stream has no length, closes the connection)
@@ -285,11 +291,7 @@ def test_a_kick_ends_the_stream_with_django_eventstreams_error(site):
 
 
 def test_the_answer_carries_the_backends_headers_once(site):
-    sock = socket.create_connection(("127.0.0.1", site.port), timeout=DEADLINE)
-    sock.sendall(b"GET /events/ HTTP/1.1\r\nHost: x\r\n\r\n")
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += sock.recv(65536)
+    sock, received = opened(site, b"\r\n\r\n")
     sock.close()
     lines = received.partition(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
     names = [line.partition(":")[0].lower() for line in lines]
