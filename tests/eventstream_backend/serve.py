@@ -5,8 +5,9 @@
 in front; with ``storage``, ``DjangoModelStorage`` keeps events for recovery, in the
 SQLite file ``DB``); ``/send/?n=N`` calls ``send_event("test", "message", {"n": N})``
 (published to the proxy's control URL before it answers), ``/skip/?n=N`` stores one
-without publishing it (a gap the proxy recovers from) and ``/kick/`` sends
-django-eventstream's kick to the anonymous user."""
+without publishing it (a gap the proxy recovers from), ``/kick/`` sends
+django-eventstream's kick to the anonymous user and ``/page/`` is a page that follows
+``/events/`` with the browser's ``EventSource``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,22 @@ def skip(request):
     from django_eventstream.eventstream import get_storage
     get_storage().append_event("test", "message", json.dumps({"n": int(request.GET["n"])}))
     return HttpResponse("stored\n", content_type="text/plain")
+
+
+PAGE = """<!doctype html><title>events</title><script>
+const out = (type, id, data) => console.log(JSON.stringify([type, id, data]));
+const source = new EventSource("/events/");
+source.onopen = () => out("open", null, null);
+source.onerror = () => out("error", null, null);
+source.onmessage = (e) => out("message", e.lastEventId, e.data);
+source.addEventListener("stream-open", (e) => out("stream-open", e.lastEventId, e.data));
+</script>"""
+
+
+def page(request):
+    """A page of the application's that follows /events/ with the browser's EventSource
+    (each event a console line)."""
+    return HttpResponse(PAGE, content_type="text/html")
 
 
 def kick(request):
@@ -71,6 +88,7 @@ if __name__ == "__main__":
         path("send/", send),
         path("skip/", skip),
         path("kick/", kick),
+        path("page/", page),
     ])
     from django.core.management import call_command
     call_command("migrate", verbosity=0)
