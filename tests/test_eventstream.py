@@ -269,6 +269,25 @@ def test_each_client_gets_every_event_once_in_order_across_a_cut(site, name):
         list(zip(ids, numbers, strict=True))
 
 
+def test_a_gap_larger_than_a_page_is_recovered_page_by_page(stored):
+    seen: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=httpx_sse, daemon=True,
+                     args=(f"http://127.0.0.1:{stored.port}/events/", seen, stop)).start()
+    try:
+        wait_for(seen, "stream-open")
+        for n in range(1, 131):  # stored, never published: 131's prev-id shows the gap
+            call(stored.backend, f"/skip/?n={n}")
+        call(stored.backend, "/send/?n=131")
+        got = [next_message(seen) for _ in range(131)]
+        call(stored.backend, "/send/?n=132")
+        got.append(next_message(seen))
+    finally:
+        stop.set()
+    assert [(i, json.loads(d)["n"]) for i, d in got] == \
+        [(f"test:{n}", n) for n in range(1, 133)]
+
+
 def test_a_gap_is_recovered_from_the_backends_next_link(stored):
     backend = stored.backend
     seen: queue.Queue = queue.Queue()
@@ -290,6 +309,31 @@ def test_a_gap_is_recovered_from_the_backends_next_link(stored):
     if stored.daemon is not None:
         stats = stored.daemon.request("GET", "/stats")[1]
         assert (stats["grip_recoveries"], stats["grip_held"]) == (1, 1)
+
+
+def test_a_replay_larger_than_a_page_follows_the_next_links(stored):
+    """django-eventstream answers 100 events at most, without Grip-Hold, with a next
+    link to the rest: the proxy writes each page into the stream, then holds."""
+    seen: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=httpx_sse, daemon=True, args=(
+        f"http://127.0.0.1:{stored.relay.port}/events/", seen, stop)).start()
+    try:
+        wait_for(seen, "stream-open")
+        call(stored.backend, "/send/?n=1")
+        got = [next_message(seen)]
+        stored.relay.cut()  # (and no reconnection until restored)
+        for n in range(2, 152):  # stored while the client is away
+            call(stored.backend, f"/skip/?n={n}")
+        stored.relay.restore()
+        got += [next_message(seen) for _ in range(150)]
+        call(stored.backend, "/send/?n=152")  # and it is held again after the pages
+        got.append(next_message(seen))
+    finally:
+        stop.set()
+        stored.relay.cut()
+    assert [(i, json.loads(d)["n"]) for i, d in got] == \
+        [(f"test:{n}", n) for n in range(1, 153)]
 
 
 def opened(site: Site, until: bytes) -> tuple[socket.socket, bytes]:

@@ -26,12 +26,16 @@ from cyclone_sse.grip import (
     hop_by_hop,
     read_channels,
     read_hold,
+    read_next_link,
     signature,
 )
 from cyclone_sse.handlers.base import BaseHandler
 from cyclone_sse.http.response import default_headers, http_date
 from cyclone_sse.transports.grip import GripStreamSubscriber
 from cyclone_sse.transports.poll import PollSubscriber
+
+#: Pages of a backend's answer followed through ``Grip-Link: <...>; rel=next``.
+MAX_PAGES = 100
 
 
 def _agent(app: Any) -> Agent:
@@ -49,6 +53,7 @@ class GripProxyHandler(BaseHandler):
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     subscriber: Any = None
     held = False  # counted in the application's grip_held
+    stream_type = ""  # the Content-Type of the answer that became a stream
 
     def initialize(self, backend: str) -> None:
         self.backend = backend
@@ -76,12 +81,17 @@ class GripProxyHandler(BaseHandler):
         d.addCallbacks(self._answered, self._unreachable)
         return d
 
-    def _forwarded_headers(self) -> Headers:
+    def _forwarded_headers(self, link: bool = False) -> Headers:
         """The client's headers less hop-by-hop and ``Grip-*`` ones, with
-        ``X-Forwarded-For`` and, with ``--grip-key``, ``Grip-Sig``."""
+        ``X-Forwarded-For`` and, with ``--grip-key``, ``Grip-Sig``.  For a ``link``
+        request (a next page, a recovery) the client's ``Last-Event-ID`` is left out
+        too: the link says where to go on from (django-eventstream reads the header
+        first, and would answer the first page again)."""
         request = self.request
         headers = Headers()
         dropped = hop_by_hop({k.lower(): v for k, v in request.headers.items()})
+        if link:
+            dropped = dropped | {"last-event-id"}
         for name, value in request.headers.get_all():
             lowered = name.lower()
             if lowered not in dropped and not lowered.startswith("grip-"):
@@ -118,10 +128,16 @@ class GripProxyHandler(BaseHandler):
             raise BadGateway(f"the backend's GRIP instructions: {exc}") from None
         self._backend_headers(response.headers, received)
         if hold is None:
+            link = read_next_link(received.get("grip-link", ""))
+            if link and response.code == 200 and self.request.method == "GET":
+                self.request.connection.transport.write(self._take_stream(received, body))
+                self._follow(link, 1)  # (Pushpin's paging: the next page follows)
+                return None
             self.finish(body)
             return None
         if hold.mode == "stream":
-            return self._hold_stream(hold, body, received)
+            head = self._take_stream(received, body)
+            return self._hold_stream(hold, head, received)
         return self._hold_response(hold, body)
 
     def _backend_headers(self, raw: Any, received: dict[str, str]) -> None:
@@ -144,14 +160,59 @@ class GripProxyHandler(BaseHandler):
         if "content-type" not in received:
             self.set_header("X-Content-Type-Options", "nosniff")
 
-    def _hold_stream(self, hold: Hold, body: bytes, received: dict[str, str]) -> Any:
-        app = self.application
-        connection = self.request.connection
+    def _take_stream(self, received: dict[str, str], body: bytes) -> bytes:
+        """The answer becomes a stream: its head and ``body``, for the caller to write
+        (cyclone writes nothing more for it)."""
         self.set_header("Connection", "close")  # the body ends when the stream does
         if "x-accel-buffering" not in received:  # (nginx must not buffer a stream)
             self.set_header("X-Accel-Buffering", "no")
         head = self.take_over() + body
-        connection.start_streaming()
+        self.request.connection.start_streaming()
+        self.stream_type = received.get("content-type", "")
+        return head
+
+    def _follow(self, link: str, pages: int) -> None:
+        """Write the backend's answer at ``link`` into the stream (a ``Grip-Link``
+        ``rel=next`` on an answer that holds nothing: Pushpin's paging), then hold as it
+        says, follow its own next link (at most ``MAX_PAGES``), or end the stream."""
+        transport = self.request.connection.transport
+        settings = self.application.settings_obj
+        url = (self.backend + link).encode("utf-8")
+        d = _agent(self.application).request(b"GET", url, self._forwarded_headers(True),
+                                             None)
+        d.addCallback(lambda response: httpclient.read_body(
+            response, settings.grip_max_answer).addCallback(lambda body: (response, body)))
+        d.addTimeout(settings.grip_backend_timeout, self.application.clock)
+
+        def answered(result: tuple[Any, bytes]) -> None:
+            response, body = result
+            if transport.disconnecting or response.code != 200:
+                transport.loseConnection()
+                return
+            received = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
+                        for name, values in response.headers.getAllRawHeaders()}
+            try:
+                hold = read_hold(received, settings.grip_max_timeout)
+            except GripError:
+                hold = None
+            if hold is not None and hold.mode == "stream":
+                received["content-type"] = self.stream_type
+                self._hold_stream(hold, body, received)
+                return
+            transport.write(body)
+            link = read_next_link(received.get("grip-link", ""))
+            if link and pages < MAX_PAGES:
+                self._follow(link, pages + 1)
+            else:
+                transport.loseConnection()
+
+        d.addCallbacks(answered, lambda _: transport.loseConnection())
+
+    def _hold_stream(self, hold: Hold, head: bytes, received: dict[str, str]) -> Any:
+        """Hold the stream (its ``head`` taken by ``_take_stream``, written once the
+        subscription is live) for what is published to the hold's channels."""
+        app = self.application
+        connection = self.request.connection
         self._count_held()
         self.subscriber = GripStreamSubscriber(
             connection.transport, app.registry.counters, app.settings_obj.max_pending,
@@ -159,17 +220,20 @@ class GripProxyHandler(BaseHandler):
             app.clock, hold, self._recover)
         return app.subscriptions.open(self.subscriber, hold.channels, None)
 
-    def _recover(self, channel: str) -> None:
+    def _recover(self, channel: str, link: str | None = None, pages: int = 1) -> None:
         """A gap on ``channel`` (an item's ``prev-id`` is not the last id written):
         the backend's next link is asked, with ``Grip-Last`` naming the last ids, and
-        its answer's body is written into the stream (Pushpin's reliable mode)."""
+        its answer's body is written into the stream (Pushpin's reliable mode); an
+        answer that holds nothing and links to a next page is followed (at most
+        ``MAX_PAGES``)."""
         sub = self.subscriber
         settings = self.application.settings_obj
-        self.application.registry.counters.grip_recoveries += 1
-        headers = self._forwarded_headers()
+        if link is None:
+            self.application.registry.counters.grip_recoveries += 1
+        headers = self._forwarded_headers(True)
         headers.setRawHeaders("Grip-Last", [", ".join(
             f"{name}; last-id={last}" for name, last in sub.last_ids.items())])
-        url = (self.backend + sub.hold_.next_link).encode("utf-8")
+        url = (self.backend + (link or sub.next_link)).encode("utf-8")
         d = _agent(self.application).request(b"GET", url, headers, None)
         d.addCallback(lambda response: httpclient.read_body(
             response, settings.grip_max_answer).addCallback(lambda body: (response, body)))
@@ -177,14 +241,23 @@ class GripProxyHandler(BaseHandler):
 
         def recovered(result: tuple[Any, bytes]) -> None:
             response, body = result
-            value = b", ".join(response.headers.getRawHeaders(b"grip-channel") or [])
+            if sub is not self.subscriber:
+                return
+            if response.code != 200:
+                sub.recovered(channel, b"", None)
+                return
+            received = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
+                        for name, values in response.headers.getAllRawHeaders()}
             try:
-                _, prev_ids, _ = read_channels(value.decode("latin-1"))
+                _, prev_ids, _ = read_channels(received.get("grip-channel", ""))
             except ValueError:
                 prev_ids = {}
-            if sub is self.subscriber:
-                sub.recovered(channel, body if response.code == 200 else b"",
-                              prev_ids.get(channel))
+            following = read_next_link(received.get("grip-link", ""))
+            if "grip-hold" not in received and following and pages < MAX_PAGES:
+                sub.recovered(channel, body, None, done=False)
+                self._recover(channel, following, pages + 1)
+                return
+            sub.recovered(channel, body, prev_ids.get(channel), following)
 
         def failed(failure: Any) -> None:
             # (the client sees no gap filled: it may reconnect with its Last-Event-ID)

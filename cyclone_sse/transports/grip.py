@@ -89,6 +89,7 @@ class GripStreamSubscriber(StreamSubscriber):
         self.filters = dict(hold.filters)
         self.meta = dict(hold.meta)
         self.last_ids = dict(hold.prev_ids)  # the last id written, by channel
+        self.next_link = hold.next_link  # where a gap is recovered from (it may move)
         self.recover = recover
         self.recovering: set[str] = set()
         self._keep_alive: LoopingCall | None = None
@@ -120,7 +121,7 @@ class GripStreamSubscriber(StreamSubscriber):
             return None  # (the backend's answer holds it)
         last = self.last_ids.get(channel)
         if item.prev_id is not None and last is not None and item.prev_id != last \
-                and self.recover is not None and self.hold_.next_link:
+                and self.recover is not None and self.next_link:
             self.recovering.add(channel)
             self.recover(channel)
             return None
@@ -161,12 +162,17 @@ class GripStreamSubscriber(StreamSubscriber):
         if close and not self.closed:
             self.transport.loseConnection()
 
-    def recovered(self, channel: str, body: bytes, prev_id: str | None) -> None:
-        """The backend's answer to a recovery: written, and the channel followed again
-        from ``prev_id`` (its new ``prev-id``)."""
-        self.recovering.discard(channel)
-        if prev_id is not None:
-            self.last_ids[channel] = prev_id
+    def recovered(self, channel: str, body: bytes, prev_id: str | None,
+                  next_link: str | None = None, done: bool = True) -> None:
+        """A page of the backend's answer to a recovery: written; when it is the last
+        (``done``), the channel is followed again from ``prev_id`` (its new
+        ``prev-id``), and recovered from ``next_link`` the next time."""
+        if done:
+            self.recovering.discard(channel)
+            if prev_id is not None:
+                self.last_ids[channel] = prev_id
+            if next_link:
+                self.next_link = next_link
         if body and not self.closed:
             self.write(body)
 
