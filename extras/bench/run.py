@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -312,7 +313,8 @@ async def zmq_throughput(results: dict[str, object], events: int = 20000) -> Non
 
 
 def grip_backend() -> tuple[int, object]:
-    """A backend that holds every request as an event stream on ``general`` (GRIP)."""
+    """A backend that holds every request as an event stream on ``general`` (GRIP), as
+    django-eventstream holds one: ``build-id`` with an ``id_format``."""
     import http.server
     import threading
 
@@ -322,7 +324,9 @@ def grip_backend() -> tuple[int, object]:
         def do_GET(self) -> None:
             self.send_response(200)
             for name, value in (("Content-Type", "text/event-stream"),
-                                ("Grip-Hold", "stream"), ("Grip-Channel", "general"),
+                                ("Grip-Hold", "stream"),
+                                ("Grip-Channel", "general; filter=build-id"),
+                                ("Grip-Set-Meta", 'id_format="general:%(general)s"'),
                                 ("Content-Length", "3")):
                 self.send_header(name, value)
             self.end_headers()
@@ -336,8 +340,29 @@ def grip_backend() -> tuple[int, object]:
     return server.server_address[1], server
 
 
-async def grip_fan_out(results: dict[str, object], n: int = 1000) -> None:
-    """CPU per delivery to ``n`` GRIP-held event streams (``--grip-proxy``)."""
+class PushpinPublisher(Publisher):
+    """Publishes Pushpin items to ``/publish/`` as django-eventstream does: an
+    ``http-stream`` content with ``%I`` for the id, ``build-id``, ``id`` and ``prev-id``."""
+
+    sent = 0
+
+    def send(self, channel: str) -> None:
+        assert self.writer is not None
+        self.sent += 1
+        item = {"channel": channel, "id": str(self.sent), "prev-id": str(self.sent - 1),
+                "formats": {"http-stream": {
+                    "content": f"event: message\nid: %I\ndata: {self.payload()}\n\n",
+                    "content-filters": ["build-id"]}}}
+        body = json.dumps({"items": [item]}).encode()
+        self.writer.write(b"POST /publish/ HTTP/1.1\r\nHost: load\r\nContent-Type: "
+                          b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                          % (len(body), body))
+
+
+async def grip_fan_out(results: dict[str, object], n: int = 1000,
+                       items: bool = False) -> None:
+    """CPU per delivery to ``n`` GRIP-held event streams (``--grip-proxy``), of events
+    published on ``/publish`` or (``items``) of Pushpin items on ``/publish/``."""
     port, server = grip_backend()
     daemon = Daemon(f"--grip-proxy=/api/=http://127.0.0.1:{port}")
     try:
@@ -346,23 +371,30 @@ async def grip_fan_out(results: dict[str, object], n: int = 1000) -> None:
         await load.connect(n, concurrency=64)
         await asyncio.sleep(1.0)
         load.reset()
-        publisher = Publisher("127.0.0.1", daemon.port, 100)
+        publisher = (PushpinPublisher if items else Publisher)("127.0.0.1", daemon.port, 100)
         await publisher.open()
         cpu_before = daemon.cpu_seconds()
         await publisher.publish_at("general", 200, 20.0)
         await wait_delivered(load, 200 * n, 60)
         cpu = daemon.cpu_seconds() - cpu_before
         ms = [v * 1000 for v in load.latencies]
+        kind = "grip_items" if items else "grip"
         results.update({
-            "grip_streams_held": len(load.streams) - load.lost,
-            "grip_fan_out_cpu_us_per_delivery": round(1e6 * cpu / max(1, load.delivered), 2),
-            "grip_fan_out_p99_ms": round(percentile(ms, 0.99), 1),
-            "grip_complete_pct": round(100.0 * load.delivered / (200 * n), 3)})
+            f"{kind}_streams_held": len(load.streams) - load.lost,
+            f"{kind}_fan_out_cpu_us_per_delivery": round(1e6 * cpu / max(1, load.delivered),
+                                                         2),
+            f"{kind}_fan_out_p99_ms": round(percentile(ms, 0.99), 1),
+            f"{kind}_complete_pct": round(100.0 * load.delivered / (200 * n), 3)})
         publisher.close()
         load.close()
     finally:
         daemon.stop()
         server.shutdown()  # type: ignore[attr-defined]
+
+
+async def grip_items_fan_out(results: dict[str, object]) -> None:
+    """``grip_fan_out`` of Pushpin items (``build-id``), as django-eventstream publishes."""
+    await grip_fan_out(results, items=True)
 
 
 def table(rows: list[dict[str, object]], extra: dict[str, object]) -> str:
@@ -485,7 +517,7 @@ async def main(args: argparse.Namespace) -> None:
                     extra[key] = result.pop(key)
             rows.append(result)
     sections = ((args.websocket, (client_publishes,)),
-                (args.pushpin, (zmq_throughput, grip_fan_out)),
+                (args.pushpin, (zmq_throughput, grip_fan_out, grip_items_fan_out)),
                 (args.redis, (redis_throughput, across_cores)))
     for wanted, measures in sections:
         if wanted:
