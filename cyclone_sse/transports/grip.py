@@ -31,11 +31,31 @@ CLOSE = b"\x00close"
 _ID_FORMAT = re.compile(r"%\(([^)]*)\)s|%%")
 
 
-def build_id(id_format: str, last_ids: dict[str, str]) -> str:
-    """The id ``build-id`` writes: ``id_format`` (Grip-Set-Meta's) with each
+#: The channels each ``id_format`` names, and the ids built from it, by (format, the
+#: last ids of those channels): the held clients of one channel share their ids, so an
+#: id is built once per publish, not once per client.
+_format_names: dict[str, tuple[str, ...]] = {}
+_built_ids: dict[tuple[str, tuple[str, ...]], bytes] = {}
+
+
+def build_id(id_format: str, last_ids: dict[str, str]) -> bytes:
+    """The id ``build-id`` writes (UTF-8): ``id_format`` (Grip-Set-Meta's) with each
     ``%(channel)s`` the last id of that channel."""
-    return _ID_FORMAT.sub(
-        lambda m: last_ids.get(m.group(1), "") if m.group(1) is not None else "%", id_format)
+    names = _format_names.get(id_format)
+    if names is None:
+        if len(_format_names) >= 256:
+            _format_names.clear()
+        names = _format_names[id_format] = tuple(
+            m.group(1) for m in _ID_FORMAT.finditer(id_format) if m.group(1) is not None)
+    key = (id_format, tuple(last_ids.get(name, "") for name in names))
+    built = _built_ids.get(key)
+    if built is None:
+        if len(_built_ids) >= 1024:
+            _built_ids.clear()
+        built = _built_ids[key] = _ID_FORMAT.sub(
+            lambda m: last_ids.get(m.group(1), "") if m.group(1) is not None else "%",
+            id_format).encode("utf-8")
+    return built
 
 
 #: Contents with their id built in, by (content, id): the holds of one channel share
@@ -60,8 +80,11 @@ def passes(item: GripItem, filters: frozenset[str], meta: dict[str, str],
     """Whether a held client with these channel ``filters``, ``meta`` and ``channels``
     gets ``item``: not when the item needs a content filter the client's channel did
     not ask for, nor when a message filter skips it."""
-    if item.filters - filters:
+    if not item.filters <= filters:
         return False
+    if not filters or not item.meta:  # (no message filter, or nothing to filter on)
+        return not ("require-sub" in filters and item.meta_value("require_sub") not in
+                    channels)
     user = meta.get("user")
     if "skip-self" in filters and user is not None and item.meta_value("sender") == user:
         return False
@@ -134,9 +157,8 @@ class GripStreamSubscriber(StreamSubscriber):
             return CLOSE
         content = item.content or b""
         if "build-id" in item.filters:
-            built = build_id(self.meta.get("id_format", "%(" + channel + ")s"),
-                             self.last_ids).encode("utf-8")
-            return with_id(content, built)
+            id_format = self.meta.get("id_format") or f"%({channel})s"
+            return with_id(content, build_id(id_format, self.last_ids))
         return content
 
     def close_for(self, channel: str, item: GripItem) -> None:
