@@ -250,11 +250,11 @@ class ChannelRegistry(Service):
 
     def subscribers_of(self, channel: str) -> list[ISubscriber]:
         """Every subscriber an event on ``channel`` reaches (by name or pattern)."""
-        found = list(self._channels.get(channel, ()))
+        found = dict.fromkeys(self._channels.get(channel, ()))
         if self._patterns:
             for group in self._matching_groups(channel):
-                found.extend(sub for sub in group if sub not in found)
-        return found
+                found.update(dict.fromkeys(group))
+        return list(found)
 
     def _matching_groups(self, channel: str) -> list[set[ISubscriber]]:
         groups = self._pattern_cache.get(channel)

@@ -215,6 +215,17 @@ CLIENTS = {"chromium": chromium, "npm eventsource": npm_eventsource, "httpx-sse"
            "sseclient-py": sseclient_py, "aiohttp-sse-client2": aiohttp_sse}
 
 
+def following(client: Callable[[str, queue.Queue, threading.Event], None],
+              port: int) -> tuple[queue.Queue, threading.Event]:
+    """``client`` reading ``/events/`` on ``port`` in a thread: what it dispatches, and
+    the event that stops it."""
+    seen: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=client, daemon=True,
+                     args=(f"http://127.0.0.1:{port}/events/", seen, stop)).start()
+    return seen, stop
+
+
 def next_message(seen: queue.Queue) -> tuple[str, str]:
     """(id, data) of the next ``message`` event the client dispatched."""
     end = time.monotonic() + DEADLINE
@@ -241,11 +252,7 @@ def wait_for(seen: queue.Queue, wanted: str) -> None:
 @pytest.mark.parametrize("name", list(CLIENTS))
 def test_each_client_gets_every_event_once_in_order_across_a_cut(site, name):
     backend, storage = site.backend, site.storage
-    seen: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    reader = threading.Thread(target=CLIENTS[name], daemon=True,
-                              args=(f"http://127.0.0.1:{site.relay.port}/events/", seen, stop))
-    reader.start()
+    seen, stop = following(CLIENTS[name], site.relay.port)
     try:
         wait_for(seen, "stream-open")  # (written once the hold is subscribed)
         for n in (1, 2):
@@ -270,10 +277,7 @@ def test_each_client_gets_every_event_once_in_order_across_a_cut(site, name):
 
 
 def test_a_gap_larger_than_a_page_is_recovered_page_by_page(stored):
-    seen: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    threading.Thread(target=httpx_sse, daemon=True,
-                     args=(f"http://127.0.0.1:{stored.port}/events/", seen, stop)).start()
+    seen, stop = following(httpx_sse, stored.port)
     try:
         wait_for(seen, "stream-open")
         for n in range(1, 131):  # stored, never published: 131's prev-id shows the gap
@@ -290,10 +294,7 @@ def test_a_gap_larger_than_a_page_is_recovered_page_by_page(stored):
 
 def test_a_gap_is_recovered_from_the_backends_next_link(stored):
     backend = stored.backend
-    seen: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    threading.Thread(target=httpx_sse, daemon=True,
-                     args=(f"http://127.0.0.1:{stored.port}/events/", seen, stop)).start()
+    seen, stop = following(httpx_sse, stored.port)
     try:
         wait_for(seen, "stream-open")
         call(backend, "/send/?n=1")
@@ -314,10 +315,7 @@ def test_a_gap_is_recovered_from_the_backends_next_link(stored):
 def test_a_replay_larger_than_a_page_follows_the_next_links(stored):
     """django-eventstream answers 100 events at most, without Grip-Hold, with a next
     link to the rest: the proxy writes each page into the stream, then holds."""
-    seen: queue.Queue = queue.Queue()
-    stop = threading.Event()
-    threading.Thread(target=httpx_sse, daemon=True, args=(
-        f"http://127.0.0.1:{stored.relay.port}/events/", seen, stop)).start()
+    seen, stop = following(httpx_sse, stored.relay.port)
     try:
         wait_for(seen, "stream-open")
         call(stored.backend, "/send/?n=1")

@@ -38,6 +38,12 @@ from cyclone_sse.transports.poll import PollSubscriber
 MAX_PAGES = 100
 
 
+def _received(response: Any) -> dict[str, str]:
+    """A backend answer's headers by lower-cased name (the last value of each)."""
+    return {name.decode("latin-1").lower(): values[-1].decode("latin-1")
+            for name, values in response.headers.getAllRawHeaders()}
+
+
 def _agent(app: Any) -> Agent:
     """One HTTP client (and connection pool) per application, for its backends."""
     agent = app.__dict__.get("_grip_agent")
@@ -115,8 +121,7 @@ class GripProxyHandler(BaseHandler):
 
     def _answered(self, result: tuple[Any, bytes]) -> defer.Deferred[Any] | None:
         response, body = result
-        received = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
-                    for name, values in response.headers.getAllRawHeaders()}
+        received = _received(response)
         try:
             hold = read_hold(received, self.application.settings_obj.grip_max_timeout)
             if hold is not None and hold.status:
@@ -189,8 +194,7 @@ class GripProxyHandler(BaseHandler):
             if transport.disconnecting or response.code != 200:
                 transport.loseConnection()
                 return
-            received = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
-                        for name, values in response.headers.getAllRawHeaders()}
+            received = _received(response)
             try:
                 hold = read_hold(received, settings.grip_max_timeout)
             except GripError:
@@ -246,8 +250,7 @@ class GripProxyHandler(BaseHandler):
             if response.code != 200:
                 sub.recovered(channel, b"", None)
                 return
-            received = {name.decode("latin-1").lower(): values[-1].decode("latin-1")
-                        for name, values in response.headers.getAllRawHeaders()}
+            received = _received(response)
             try:
                 _, prev_ids, _ = read_channels(received.get("grip-channel", ""))
             except ValueError:

@@ -107,7 +107,6 @@ class GripStreamSubscriber(StreamSubscriber):
         super().__init__(transport, counters, max_pending, head)
         self.sse = sse
         self.wrote = False
-        self.hold_ = hold
         self.channels = list(hold.channels)
         self.filters = dict(hold.filters)
         self.meta = dict(hold.meta)
