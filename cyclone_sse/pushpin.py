@@ -11,7 +11,9 @@ as they arrive), and ``formats``:
                    event; other text becomes one event's data.  ``action: close`` carries
                    nothing.
 ``ws-message``     ``content``/``content-bin``: one event's data (used when there is no
-                   ``http-stream``).
+                   ``http-stream``; binary content that is not UTF-8 stays base64), and
+                   the message a GRIP-held WebSocket gets; ``action: close`` closes
+                   those WebSockets and carries nothing.
 ``http-response``  ``body``/``body-bin``: one event's data (when neither of the above).
 
 So one item gives the same events to SSE, long-poll and WebSocket subscribers, whatever
@@ -48,6 +50,16 @@ class GripItem:
     filters: frozenset[str] = frozenset()
     meta: tuple[tuple[str, str], ...] = ()
     response: tuple[int, tuple[tuple[str, str], ...], bytes] | None = None
+    #: its ``ws-message``: the message a GRIP-held WebSocket gets, and whether it is
+    #: binary; or its ``action: close``, with the close code and reason
+    message: bytes | None = None
+    binary: bool = False
+    ws_close: tuple[int, str] | None = None
+
+    @property
+    def closes(self) -> bool:
+        """Whether it closes GRIP-held clients and carries nothing else."""
+        return self.close or (self.ws_close is not None and self.content is None)
 
     def meta_value(self, name: str) -> str | None:
         """A ``meta`` value by name."""
@@ -73,7 +85,27 @@ class PushpinEvent:
     grip: GripItem | None = None
 
 
-def _grip_item(item: dict[str, Any], stream: Any, response: Any) -> GripItem:
+def _ws_message(message: Any) -> tuple[bytes | None, bool, tuple[int, str] | None]:
+    """A ``ws-message`` format: its content, whether it is binary, its close."""
+    if not isinstance(message, dict):
+        return None, False, None
+    if message.get("action") == "close":
+        code, reason = message.get("code", 1000), message.get("reason", "")
+        if not isinstance(code, int) or not 1000 <= code <= 4999 or \
+                not isinstance(reason, str) or len(reason.encode("utf-8")) > 123:
+            raise BadRequest("a ws-message close needs a 'code' of 1000-4999 and a "
+                             "'reason' of at most 123 bytes", field="ws-message")
+        return None, False, (code, reason)
+    if "content-bin" in message and "content" not in message:
+        try:
+            return base64.b64decode(message["content-bin"], validate=True), True, None
+        except (binascii.Error, ValueError, TypeError):
+            raise BadRequest("'content-bin' is not base64", field="content-bin") from None
+    return _text(message, "content", "ws-message").encode("utf-8"), False, None
+
+
+def _grip_item(item: dict[str, Any], stream: Any, response: Any,
+               message: Any = None) -> GripItem:
     """The GRIP side of an item (checked: ``BadRequest`` names what cannot be read)."""
     prev_id = item.get("prev-id")
     if prev_id is not None and not isinstance(prev_id, str):
@@ -103,8 +135,9 @@ def _grip_item(item: dict[str, Any], stream: Any, response: Any) -> GripItem:
         body = _text(response, "body", "http-response") if (
             "body" in response or "body-bin" in response) else ""
         answer = (code, tuple(headers.items()), body.encode("utf-8"))
+    ws, binary, ws_close = _ws_message(message)
     return GripItem(content, close, item.get("id"), prev_id, filters,
-                    tuple(sorted(meta.items())), answer)
+                    tuple(sorted(meta.items())), answer, ws, binary, ws_close)
 
 
 def _text(format_: dict[str, Any], field: str, name: str) -> str:
@@ -153,13 +186,16 @@ def item_events(item: Any, channel: str | None = None) -> list[PushpinEvent]:
     found: list[tuple[str, str | None]] = []
     stream, message, response = (formats.get(name) for name in
                                  ("http-stream", "ws-message", "http-response"))
-    grip = _grip_item(item, stream, response)
+    grip = _grip_item(item, stream, response, message)
+    if grip.closes:  # (a close carries nothing but to GRIP-held clients)
+        return [PushpinEvent(channel, "", None, item_id, grip)]
     if isinstance(stream, dict):
-        if grip.close:  # (a close carries nothing but to GRIP-held clients)
-            return [PushpinEvent(channel, "", None, item_id, grip)]
         found = _stream_events(_text(stream, "content", "http-stream"))
-    elif isinstance(message, dict):
-        found = [(_text(message, "content", "ws-message"), None)]
+    elif grip.message is not None:
+        try:
+            found = [(grip.message.decode("utf-8"), None)]
+        except UnicodeDecodeError:  # (binary: its base64, as published, to the others)
+            found = [(str(message["content-bin"]), None)]  # type: ignore[index]
     elif isinstance(response, dict):
         found = [(_text(response, "body", "http-response"), None)]
     else:

@@ -483,12 +483,15 @@ class PrivatePushpin:
     held to: clients on ``self.port``, its publish API on ``self.control_port``, every
     request routed to the backend on ``backend_port`` and signed with ``key``."""
 
-    def __init__(self, folder: Path, backend_port: int, key: str) -> None:
+    def __init__(self, folder: Path, backend_port: int, key: str,
+                 over_http: bool = False) -> None:
         binary = _binary("pushpin", "/usr/bin/pushpin")
         self.port, self.control_port = free_port(), free_port()
         for sub in ("run", "log"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        (folder / "routes").write_text(f"* 127.0.0.1:{backend_port}\n")
+        # (over_http: its WebSocket clients reach the backend by WebSocket-over-HTTP)
+        (folder / "routes").write_text(f"* 127.0.0.1:{backend_port}"
+                                       f"{',over_http' if over_http else ''}\n")
         replaced = {"rundir": folder / "run", "logdir": folder / "log",
                     "ipc_prefix": f"pp{self.port}-", "sig_key": key,
                     "routesfile": folder / "routes",

@@ -123,7 +123,7 @@ class ZmqBroker(Broker):
             return
         self.received += 1
         for channel, data, name, publisher_id, grip in events:
-            if grip is not None and grip.close:  # (for GRIP-held clients only)
+            if grip is not None and grip.closes:  # (for GRIP-held clients only)
                 close_held(self.registry, channel, grip)
             else:
                 super().publish(channel, data, name, publisher_id, grip)

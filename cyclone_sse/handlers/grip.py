@@ -6,6 +6,7 @@ at ``Grip-Timeout`` with the backend's own answer."""
 
 from __future__ import annotations
 
+import secrets
 from http.client import responses
 from io import BytesIO
 from typing import Any
@@ -32,7 +33,10 @@ from cyclone_sse.grip import (
 from cyclone_sse.handlers.base import BaseHandler
 from cyclone_sse.http.response import default_headers, http_date
 from cyclone_sse.transports.grip import GripStreamSubscriber
+from cyclone_sse.transports.grip_websocket import Backend, GripWebSocket, read_answer
 from cyclone_sse.transports.poll import PollSubscriber
+from cyclone_sse.transports.websocket import opening_lines
+from cyclone_sse.websocket_events import CONTENT_TYPE, encode, message_prefix
 
 #: Pages of a backend's answer followed through ``Grip-Link: <...>; rel=next``.
 MAX_PAGES = 100
@@ -42,6 +46,44 @@ def _received(response: Any) -> dict[str, str]:
     """A backend answer's headers by lower-cased name (the last value of each)."""
     return {name.decode("latin-1").lower(): values[-1].decode("latin-1")
             for name, values in response.headers.getAllRawHeaders()}
+
+
+#: Request headers WebSocket-over-HTTP sets itself (the client's are not passed on).
+WEBSOCKET_SET = frozenset({"accept", "connection-id", "content-type", "content-length",
+                           "sec-websocket-extensions", "sec-websocket-key",
+                           "sec-websocket-version"})
+#: Headers of the backend's answer to ``OPEN`` that are for the proxy, not the client.
+WEBSOCKET_ANSWER = frozenset({"content-type", "content-length", "keep-alive-interval",
+                              "sec-websocket-extensions", "sec-websocket-accept", "date",
+                              "server"})
+
+
+def _websocket_backend(app: Any, url: str, headers: Headers, cid: str) -> Backend:
+    """How a GRIP-held WebSocket reaches its backend: each request a ``POST`` of
+    ``application/websocket-events`` to the URL the client asked for, with its
+    ``Connection-Id``, its ``Meta-*`` values and a fresh ``Grip-Sig``."""
+    settings = app.settings_obj
+    target = url.encode("utf-8")
+
+    def post(body: bytes, meta: dict[str, str]) -> defer.Deferred[tuple[int, dict[str, str],
+                                                                        bytes]]:
+        sent = headers.copy()
+        for name, value in (("Accept", CONTENT_TYPE), ("Content-Type", CONTENT_TYPE),
+                            ("Connection-Id", cid), ("Sec-WebSocket-Extensions", "grip")):
+            sent.setRawHeaders(name, [value])
+        for name, value in meta.items():
+            sent.setRawHeaders(f"Meta-{name}", [value])
+        if settings.grip_key:
+            sent.setRawHeaders("Grip-Sig", [signature(settings.grip_key)])
+        d: defer.Deferred[Any] = _agent(app).request(b"POST", target, sent,
+                                                     FileBodyProducer(BytesIO(body)))
+        d.addCallback(lambda response: httpclient.read_body(
+            response, settings.grip_max_answer).addCallback(
+                lambda content: (response.code, _received(response), content)))
+        d.addTimeout(settings.grip_backend_timeout, app.clock)
+        return d
+
+    return post
 
 
 def _agent(app: Any) -> Agent:
@@ -66,6 +108,8 @@ class GripProxyHandler(BaseHandler):
 
     @cyclone.web.asynchronous
     def get(self, *args: Any) -> defer.Deferred[Any]:
+        if self.request.headers.get("Upgrade", "").lower() == "websocket":
+            return self._open_websocket()
         return self._forward()
 
     head = post = put = patch = delete = options = get
@@ -87,26 +131,78 @@ class GripProxyHandler(BaseHandler):
         d.addCallbacks(self._answered, self._unreachable)
         return d
 
-    def _forwarded_headers(self, link: bool = False) -> Headers:
+    def _forwarded_headers(self, link: bool = False, websocket: bool = False) -> Headers:
         """The client's headers less hop-by-hop and ``Grip-*`` ones, with
         ``X-Forwarded-For`` and, with ``--grip-key``, ``Grip-Sig``.  For a ``link``
         request (a next page, a recovery) the client's ``Last-Event-ID`` is left out
         too: the link says where to go on from (django-eventstream reads the header
-        first, and would answer the first page again)."""
+        first, and would answer the first page again).  For a ``websocket`` (the
+        requests of WebSocket-over-HTTP, signed one by one) the headers that protocol
+        sets are left out, ``Meta-*`` above all: the client may not forge its own."""
         request = self.request
         headers = Headers()
         dropped = hop_by_hop({k.lower(): v for k, v in request.headers.items()})
         if link:
             dropped = dropped | {"last-event-id"}
+        if websocket:
+            dropped = dropped | WEBSOCKET_SET
         for name, value in request.headers.get_all():
             lowered = name.lower()
-            if lowered not in dropped and not lowered.startswith("grip-"):
+            if lowered not in dropped and not lowered.startswith("grip-") and not (
+                    websocket and lowered.startswith("meta-")):
                 headers.addRawHeader(name, value)
         headers.addRawHeader("X-Forwarded-For", request.connection.address)
         key = self.application.settings_obj.grip_key
-        if key:
+        if key and not websocket:
             headers.addRawHeader("Grip-Sig", signature(key))
         return headers
+
+    def _open_websocket(self) -> defer.Deferred[Any]:
+        """A WebSocket client: the backend is asked (``OPEN``, WebSocket-over-HTTP)
+        whether it takes it; its refusal is the client's answer."""
+        request = self.request
+        if has_dot_segments(request.path):
+            raise BadRequest("a path with '.' or '..' segments is not forwarded",
+                             field="path")
+        lines = opening_lines(request)  # (or the 400 or 426 to answer)
+        backend = _websocket_backend(self.application, self.backend + request.uri,
+                                     self._forwarded_headers(websocket=True),
+                                     secrets.token_hex(16))
+        d = backend(encode([("OPEN", None)]), {})
+        d.addCallbacks(lambda answer: self._websocket_opened(answer, lines, backend),
+                       self._unreachable)
+        return d
+
+    def _websocket_opened(self, answer: tuple[int, dict[str, str], bytes],
+                          lines: list[bytes], backend: Backend) -> None:
+        """The backend's answer to ``OPEN``: the 101 with its headers and the client
+        handed to a ``GripWebSocket``, or its refusal passed on as it came."""
+        status, received, body = answer
+        try:
+            events = read_answer(status, received, body)
+        except ValueError as exc:
+            if status == 200:
+                raise BadGateway(f"the backend's answer to a WebSocket: {exc}") from None
+            try:
+                self.set_status(checked_status(status))
+            except GripError as error:
+                raise BadGateway(str(error)) from None
+            raw = Headers({name: [value] for name, value in received.items()})
+            self._backend_headers(raw, received)
+            self.finish(body)
+            return
+        if (events[0][0] if events else None) != "OPEN" and not (
+                not events and "keep-alive-interval" in received):
+            raise BadGateway("the backend did not accept the WebSocket (no OPEN)")
+        dropped = hop_by_hop(received) | WEBSOCKET_ANSWER
+        for name, value in received.items():
+            if name not in dropped and not name.startswith(("grip-", "set-meta-")):
+                lines.append(f"{name}: {value}".encode("latin-1"))
+        protocol = GripWebSocket(self.application, backend, message_prefix(
+            received.get("sec-websocket-extensions", "")), {})
+        self.hand_over()
+        self.request.connection.upgrade(protocol, b"\r\n".join(lines) + b"\r\n\r\n")
+        protocol.take(received, events[1:])
 
     def _unreachable(self, failure: Any) -> None:
         failure = httpclient.failure_reason(failure)

@@ -52,7 +52,7 @@ class PushpinPublishHandler(PublishHandler):
         # issued in item order, so the history numbers them in that order; a close is
         # for GRIP-held clients only, after what was published before it
         d = defer.gatherResults([
-            close_held(registry, e.channel, e.grip) if e.grip is not None and e.grip.close
+            close_held(registry, e.channel, e.grip) if e.grip is not None and e.grip.closes
             else broker.publish(e.channel, e.data, e.name, e.publisher_id, e.grip)
             for e in events], consumeErrors=True)
         d.addCallback(self._published)

@@ -94,8 +94,18 @@ def passes(item: GripItem, filters: frozenset[str], meta: dict[str, str],
     return not ("require-sub" in filters and item.meta_value("require_sub") not in channels)
 
 
+class GripHeld:
+    """A subscriber held for a GRIP backend (a stream, a WebSocket): a published
+    ``action: close`` reaches it through ``close_held``."""
+
+    def close_for(self, channel: str, item: GripItem) -> None:
+        """A published close on ``channel``: end the connection, unless the item's
+        filters skip this client."""
+        raise NotImplementedError
+
+
 @implementer(ISubscriber)
-class GripStreamSubscriber(StreamSubscriber):
+class GripStreamSubscriber(StreamSubscriber, GripHeld):
     """A held GRIP stream: the backend's head and body, then what is published, and the
     keep-alive data when nothing was written for a while.  ``recover(channel)`` is
     called when a channel's ``prev-id`` shows a gap (the handler asks the backend's
@@ -161,9 +171,8 @@ class GripStreamSubscriber(StreamSubscriber):
         return content
 
     def close_for(self, channel: str, item: GripItem) -> None:
-        """A published ``action: close`` on ``channel``: the stream ends, unless the
-        item's filters skip this client."""
-        if self.live and not self.closed and self.item_bytes(channel, item) is CLOSE:
+        if item.close and self.live and not self.closed and \
+                self.item_bytes(channel, item) is CLOSE:
             self.transport.loseConnection()
 
     def deliver(self, events: list[Event], frame: bytes) -> None:
@@ -222,11 +231,11 @@ class GripStreamSubscriber(StreamSubscriber):
 
 def close_held(registry: ChannelRegistry, channel: str, item: GripItem) -> defer.Deferred[None]:
     """An item's ``action: close`` (from any Pushpin publish path): the GRIP-held
-    streams on ``channel`` end, once what was published before it is written.  It
-    publishes no event: a close means nothing to other subscribers."""
+    streams and WebSockets on ``channel`` end, once what was published before it is
+    written.  It publishes no event: a close means nothing to other subscribers."""
     def close() -> None:
         for subscriber in registry.subscribers_of(channel):
-            if isinstance(subscriber, GripStreamSubscriber):
+            if isinstance(subscriber, GripHeld):
                 subscriber.close_for(channel, item)
 
     if registry.fan_out_pending:

@@ -136,14 +136,20 @@ class BoundedDeflate(PerMessageDeflate):
         return out
 
 
-def text_frame(payload: bytes) -> bytes:
-    """One final, unmasked text frame (RFC 6455 section 5.2): what a server sends."""
-    size = len(payload)
+def server_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One final, unmasked frame (RFC 6455 section 5.2): what a server sends; a text
+    frame unless ``opcode`` says otherwise (0x2 binary, 0x9 ping, 0xA pong)."""
+    first, size = 0x80 | opcode, len(payload)
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return bytes((first, size)) + payload
     if size < 65536:
-        return struct.pack("!BBH", 0x81, 126, size) + payload
-    return struct.pack("!BBQ", 0x81, 127, size) + payload
+        return struct.pack("!BBH", first, 126, size) + payload
+    return struct.pack("!BBQ", first, 127, size) + payload
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked text frame: what the daemon sends its WebSocket clients."""
+    return server_frame(payload)
 
 
 def event_message(event: Event, position: str | None = None) -> bytes:
@@ -565,6 +571,26 @@ def _names(message: dict[str, Any], field: str) -> list[str]:
     return names
 
 
+def opening_lines(request: Any) -> list[bytes]:
+    """The first lines of the 101 answer to an upgrade ``request`` (RFC 6455 4.2), or
+    the error to answer instead (400, 426)."""
+    headers = request.headers
+    if "upgrade" not in headers.get("Connection", "").lower():
+        raise BadRequest("a WebSocket upgrade needs 'Connection: Upgrade'")
+    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        raise UpgradeRequired("this daemon speaks WebSocket version 13 (RFC 6455)")
+    key = headers.get("Sec-WebSocket-Key", "").strip()
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        raise BadRequest("Sec-WebSocket-Key: 16 bytes in base64")
+    return [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
+            b"Connection: Upgrade",
+            b"Sec-WebSocket-Accept: " + generate_accept_token(key.encode("ascii"))]
+
+
 class WebSockets:
     """The application's WebSocket side: the handshake, the open connections and the
     keep-alive round that pings them (and drops those that stopped answering)."""
@@ -579,23 +605,10 @@ class WebSockets:
         """The 101 response to an upgrade ``request`` and the extensions agreed, or the
         error to answer instead (400, 403 for an Origin not allowed, 426)."""
         headers = request.headers
-        if "upgrade" not in headers.get("Connection", "").lower():
-            raise BadRequest("a WebSocket upgrade needs 'Connection: Upgrade'")
-        if headers.get("Sec-WebSocket-Version", "").strip() != "13":
-            raise UpgradeRequired("this daemon speaks WebSocket version 13 (RFC 6455)")
-        key = headers.get("Sec-WebSocket-Key", "").strip()
-        try:
-            valid = len(base64.b64decode(key, validate=True)) == 16
-        except (binascii.Error, ValueError):
-            valid = False
-        if not valid:
-            raise BadRequest("Sec-WebSocket-Key: 16 bytes in base64")
+        lines = opening_lines(request)
         origin = headers.get("Origin")
         if origin and self.app.allowed_origin(origin) is None:
             raise Forbidden("this Origin may not connect (--cors-origin)")
-        lines = [b"HTTP/1.1 101 Switching Protocols", b"Upgrade: websocket",
-                 b"Connection: Upgrade",
-                 b"Sec-WebSocket-Accept: " + generate_accept_token(key.encode("ascii"))]
         extensions: list[Extension] = []
         offered = headers.get("Sec-WebSocket-Extensions")
         settings = self.app.settings_obj
