@@ -170,3 +170,53 @@ def test_a_backend_that_is_down_gives_a_clear_502(tmp_path):
         daemon.stop()
     log = "".join(daemon.log)
     assert "Traceback" not in log and log.count("did not answer") == 1
+
+
+# the held stream's item path, in memory ---------------------------------------------------
+
+def held_streams(*metas):
+    """GRIP-held streams of the channel ``test`` (one per ``meta``), live, writing to
+    StringTransports, as django-eventstream holds them (build-id, prev-id)."""
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from cyclone_sse.grip import Hold
+    from cyclone_sse.registry import Counters
+    from cyclone_sse.transports.grip import GripStreamSubscriber
+    streams = []
+    for meta in metas:
+        hold = Hold("stream", ["test"], 55, None, 0, None, {"test": "0"},
+                    {"test": frozenset({"build-id", "skip-self"})},
+                    {"id_format": "test:%(test)s", **meta}, "/events/?link=1")
+        stream = GripStreamSubscriber(StringTransport(), Counters(), 1 << 20, b"", True,
+                                      Clock(), hold, lambda channel: None)
+        stream.socket = None  # (no direct socket: written through the transport)
+        stream.live = True
+        streams.append(stream)
+    return streams
+
+
+def test_held_streams_alike_share_an_items_bytes_and_the_others_get_their_own():
+    """Holds alike (one channel, the same filters and meta) get an item's bytes built
+    once; a hold whose meta differs (its ``user`` is the item's sender: skip-self)
+    gets its own answer even right after them; a skipped item still moves its last id,
+    so the next item's prev-id is no gap."""
+    from cyclone_sse.event import Event, EventId
+    from cyclone_sse.pushpin import GripItem
+    alice, bob1, bob2 = held_streams({"user": "alice"}, {"user": "bob"}, {"user": "bob"})
+
+    def item(n, sender):
+        event = Event("test", "x", EventId("e", n))
+        event.grip = GripItem(b"id: %I\ndata: " + str(n).encode() + b"\n\n", False, str(n),
+                              str(n - 1), frozenset({"build-id", "skip-self"}),
+                              (("sender", sender),))
+        return event
+
+    for n, sender in ((1, "alice"), (2, "carol")):
+        event = item(n, sender)
+        for stream in (bob1, alice, bob2):
+            stream.deliver([event], b"")
+    assert bob1.transport.value() == bob2.transport.value() == (
+        b"id: test:1\ndata: 1\n\nid: test:2\ndata: 2\n\n")
+    assert alice.transport.value() == b"id: test:2\ndata: 2\n\n"  # (1 was hers)
+    assert alice.last_ids == {"test": "2"} and not alice.recovering
