@@ -23,7 +23,7 @@ from cyclone_sse.auth.callback import AuthCallback
 from cyclone_sse.auth.policy import PolicyTable
 from cyclone_sse.auth.publishers import Publishers
 from cyclone_sse.auth.tokens import TokenVerifier
-from cyclone_sse.brokers import BROKERS, Broker
+from cyclone_sse.brokers import BROKERS, Broker, broker_class
 from cyclone_sse.channels import is_pattern
 from cyclone_sse.errors import TooManyRequests
 from cyclone_sse.handlers import (
@@ -200,15 +200,21 @@ class App(cyclone.web.Application):
                          timeout=s.redis_timeout, max_bytes=s.history_bytes,
                          channel_bytes=s.history_channel_bytes,
                          min_replicas=s.redis_min_replicas)
-        return MemoryHistory(self.clock, size=s.history_size, ttl=s.history_ttl,
-                             channels=s.history_channels, max_bytes=s.history_bytes,
-                             channel_bytes=s.history_channel_bytes)
+        memory: type[MemoryHistory] = MemoryHistory
+        epoch = None
+        if s.history == "amqp-stream":
+            from cyclone_sse.history.amqp_stream import StreamHistory, stream_epoch
+            memory, epoch = StreamHistory, stream_epoch(s.amqp_stream)
+        return memory(self.clock, size=s.history_size, ttl=s.history_ttl,
+                      channels=s.history_channels, max_bytes=s.history_bytes,
+                      channel_bytes=s.history_channel_bytes, epoch=epoch)
 
     def build_broker(self) -> Broker:
         name = self.settings_obj.broker
         if name not in BROKERS:
             raise ValueError(f"broker {name!r} is not available; known: {', '.join(BROKERS)}")
-        return BROKERS[name](self.registry, self.history, self.settings_obj, self.clock)
+        broker = broker_class(self.settings_obj)
+        return broker(self.registry, self.history, self.settings_obj, self.clock)
 
     def build_service(self) -> MultiService:
         """History, broker and presence (with their links and timers, when they are

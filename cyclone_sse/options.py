@@ -28,7 +28,7 @@ from cyclone_sse import history as history_mod
 from cyclone_sse import registry as registry_mod
 from cyclone_sse import transports as transports_mod
 
-HISTORY_NAMES = ("memory", "redis")
+HISTORY_NAMES = ("memory", "redis", "amqp-stream")
 #: Shortest HMAC secret accepted for tokens: as long as SHA-256's output.
 MIN_JWT_SECRET = 32
 EXPORT_NAMES = ("graphite",)
@@ -172,6 +172,8 @@ class Settings:
     amqp_exchange_name: str = option("sse-cyclone-server", "AMQP exchange to bind to")
     amqp_exchange_type: str = option("direct", "AMQP exchange type")
     amqp_channel: int = option(1, "AMQP channel number", _int(1, 65535))
+    amqp_stream: str = option("cyclone-sse.events", "the RabbitMQ stream that keeps the "
+                              "history of --history=amqp-stream")
     zmq_connect: str = option("", "ZeroMQ endpoints the SUB socket connects to, comma "
                               "separated (publishers' PUB, or a proxy's XPUB)", group="zmq")
     zmq_bind: str = option("", "ZeroMQ endpoints the SUB socket binds, for publishers to "
@@ -189,8 +191,9 @@ class Settings:
     export_protocol: str = option("tcp", "carbon plaintext over tcp or udp")
     metrics_channels: int = option(100, "per-channel subscriber counts in /metrics and "
                                    "Graphite: the busiest N (0: none)", _count)
-    history: str = option("", "where events are kept for replay: memory or redis "
-                          "(default: redis with the Redis broker)", group="history",
+    history: str = option("", "where events are kept for replay: memory, redis, or "
+                          "amqp-stream (a RabbitMQ stream, with the AMQP broker; "
+                          "default: redis with the Redis broker)", group="history",
                           shown="(auto)")
     history_size: int = option(history_mod.DEFAULT_SIZE, "events kept per channel", _count)
     history_ttl: float = option(history_mod.DEFAULT_TTL, "seconds an event is kept",
@@ -304,14 +307,14 @@ class Settings:
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first option the daemon cannot run with."""
-        from cyclone_sse.brokers import BROKERS
+        from cyclone_sse.brokers import BROKERS, broker_class
         if self.broker not in BROKERS:
             raise ValueError(f"--broker={self.broker}: choose one of {', '.join(BROKERS)}")
         _check_choice("history", self.history, HISTORY_NAMES)
         if self.export:
             _check_choice("export", self.export, EXPORT_NAMES)
         _check_choice("export-protocol", self.export_protocol, ("tcp", "udp"))
-        BROKERS[self.broker].check_options(self)
+        broker_class(self).check_options(self)
         for name, dotted in (("app", self.app), ("ssl-app", self.ssl_app)):
             if dotted:
                 try:

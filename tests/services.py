@@ -183,15 +183,17 @@ def _binary(name: str, *candidates: str) -> str:
 class PrivateRabbitMQ:
     """A RabbitMQ node of the test's own, listening only for AMQP over TLS on
     ``self.port`` with the certificates of ``private_ca(folder)``, requiring a client
-    certificate.  (A separate node: the shared broker has no TLS listener.)"""
+    certificate (a separate node: the shared broker has no TLS listener); or, with
+    ``tls=False``, for plain AMQP (a node a test may kill and ``start`` again, its data
+    kept in ``folder``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, tls: bool = True) -> None:
         import glob
         # Debian's rabbitmq-server wrapper re-runs itself as the rabbitmq user, who
         # cannot read the test's files: the script it wraps runs as anyone.
-        binary = _binary("rabbitmq-server",
-                         *sorted(glob.glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*/sbin/"
-                                           "rabbitmq-server")))
+        self.binary = _binary("rabbitmq-server",
+                              *sorted(glob.glob("/usr/lib/rabbitmq/lib/rabbitmq_server-*/"
+                                                "sbin/rabbitmq-server")))
         self.port = free_port()
         (folder / "rabbitmq.conf").write_text("\n".join([
             "listeners.tcp = none",
@@ -200,7 +202,8 @@ class PrivateRabbitMQ:
             f"ssl_options.certfile = {folder / 'server.crt'}",
             f"ssl_options.keyfile = {folder / 'server.key'}",
             "ssl_options.verify = verify_peer",
-            "ssl_options.fail_if_no_peer_cert = true", ""]))
+            "ssl_options.fail_if_no_peer_cert = true", ""]) if tls else
+            f"listeners.tcp.default = {self.port}\n")
         (folder / "enabled_plugins").write_text("[].\n")
         env = {**os.environ,
                "RABBITMQ_NODENAME": f"cyclone-test-{secrets.token_hex(4)}@localhost",
@@ -211,7 +214,12 @@ class PrivateRabbitMQ:
                "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
                "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
                "RABBITMQ_PID_FILE": str(folder / "rabbitmq.pid")}
-        self.proc = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE,
+        self.env = env
+        self.start()
+
+    def start(self) -> None:
+        """Start the node (again: the same name, data and port)."""
+        self.proc = subprocess.Popen([self.binary], env=self.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         assert self.proc.stdout is not None
         self.log: list[bytes] = []
@@ -222,12 +230,13 @@ class PrivateRabbitMQ:
         else:
             raise AssertionError("private rabbitmq did not start:\n"
                                  + b"".join(self.log).decode(errors="replace"))
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        threading.Thread(target=self.log.extend, args=(self.proc.stdout,), daemon=True).start()
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """Kill the node (SIGKILL), or stop it as its service does (SIGTERM)."""
         import signal
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the script and the Erlang VM
+        try:  # (the script and the Erlang VM)
+            os.killpg(self.proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.proc.wait(DEADLINE)

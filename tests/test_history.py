@@ -344,3 +344,46 @@ class TestRedisHistory(HistoryContract, unittest.TestCase):
         assert int(self.redis("GET", f"{self.prefix}:bytes")) == 65
         assert self.redis("GET", f"{self.prefix}:dropped") == b"1"
         assert self.redis("ZRANGE", f"{self.prefix}:channels", 0, -1) == [b"fresh"]
+
+
+class StreamCopyTests(unittest.SynchronousTestCase):
+    """A daemon's copy of a RabbitMQ stream (``history.amqp_stream``): events stored at
+    their offsets, ids the same for every daemon of the stream, a gap for what the
+    stream had dropped before the daemon read it."""
+
+    def copy(self, **bounds):
+        from cyclone_sse.history.amqp_stream import StreamHistory, stream_epoch
+        return StreamHistory(Clock(), epoch=stream_epoch("events"), **bounds)
+
+    def test_ids_are_offsets_and_the_same_on_every_copy(self):
+        one, other = self.copy(), self.copy()
+        for copy in (one, other):
+            copy.store(1, "a", "x", None, None)
+            copy.skip(2)  # (a daemon's sync mark)
+            copy.store(3, "b", "y", None, None)
+        assert one.head == other.head and one.head.seq == 3
+        replay = other.since(["a", "b"], str(EventId(one.epoch, 1)))
+        assert [e.data for e in replay.events] == ["y"] and replay.gap is None
+
+    def test_a_repeated_publisher_id_is_stored_once_and_the_head_moves(self):
+        copy = self.copy()
+        first, fresh = copy.store(1, "a", "x", None, "p1")
+        again, fresh_again = copy.store(2, "a", "x", None, "p1")
+        assert fresh and not fresh_again and again is first
+        assert copy.head.seq == 2
+
+    def test_what_the_stream_dropped_before_it_was_read_is_a_gap(self):
+        copy = self.copy()
+        copy.store(101, "a", "kept", None, None)  # (offsets 0-99 were gone)
+        copy.store(102, "new", "also", None, None)
+        gone = copy.since(["a"], str(EventId(copy.epoch, 50)))
+        assert gone.gap == GAP_EXPIRED and [e.data for e in gone.events] == ["kept"]
+        newer = copy.since(["new"], str(EventId(copy.epoch, 50)))
+        assert newer.gap == GAP_EXPIRED
+        fine = copy.since(["a", "new"], str(EventId(copy.epoch, 100)))
+        assert fine.gap is None and [e.data for e in fine.events] == ["kept", "also"]
+
+    def test_an_unknown_epoch_is_unknown(self):
+        copy = self.copy()
+        copy.store(1, "a", "x", None, None)
+        assert copy.since(["a"], "ffffff-1").gap == GAP_UNKNOWN

@@ -56,6 +56,9 @@ def test_config_file_with_comments_and_command_line_override(tmp_path):
     (["--use-ssl", "--ssl-cert=/no/cert.pem"], "--ssl-cert"),
     (["--ssl-min-version=1.1"], "--ssl-min-version"),
     (["--ssl-ciphers=NO-SUCH-CIPHER"], "--ssl-ciphers"),
+    # (a stream takes every channel: a direct exchange cannot route them all to it)
+    (["--broker=amqp", "--history=amqp-stream"], "--amqp-exchange-type"),
+    (["--broker=redis", "--history=amqp-stream"], "--history"),
 ])
 def test_bad_options_stop_start_up_with_a_one_line_error_naming_them(argv, named):
     with pytest.raises(usage.UsageError) as info:
@@ -141,3 +144,34 @@ def test_each_broker_checks_its_own_options(argv, named):
     with pytest.raises(usage.UsageError) as info:
         parse(*argv)
     assert named in str(info.value) and "\n" not in str(info.value)
+
+
+def readme_commands() -> list[list[str]]:
+    """The options of every ``twistd ... cyclone-sse ...`` command in README.rst (with
+    its ``\\`` continuations)."""
+    import shlex
+    text = (ROOT / "README.rst").read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        command = line.strip().removeprefix("uv run ")
+        if line.startswith("    ") and command.startswith("twistd ") and "$(" not in line:
+            words = shlex.split(command)
+            if "cyclone-sse" in words:  # (not a log line quoted)
+                commands.append(words[words.index("cyclone-sse") + 1:])
+    return commands
+
+
+def test_every_daemon_command_in_the_readme_is_accepted(tmp_path, monkeypatch):
+    """Each command line the README shows passes the daemon's option checks as written
+    (nothing run), from a folder holding the files they name: the shipped config file
+    and a certificate (``server.crt``, ``server.key``)."""
+    import shutil
+
+    from tests.services import private_ca
+    private_ca(tmp_path)
+    shutil.copy(ROOT / "cyclone-sse.conf", tmp_path / "cyclone-sse.conf")
+    monkeypatch.chdir(tmp_path)
+    commands = readme_commands()
+    assert len(commands) >= 10
+    for argv in commands:
+        parse(*argv)

@@ -42,7 +42,8 @@ class AmqpBroker(Broker):
     name = "amqp"
     confirms_subscriptions = True
     required_history = "memory"
-    history_reason = "with --broker=amqp each daemon keeps its own history in memory"
+    history_reason = ("with --broker=amqp each daemon keeps its own history in memory, "
+                      "or shares one in a RabbitMQ stream (--history=amqp-stream)")
 
     def __init__(self, registry: Any, history: Any, settings: Any, reactor: Any = None) -> None:
         super().__init__(registry, history, settings, reactor)

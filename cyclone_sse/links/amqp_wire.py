@@ -36,7 +36,9 @@ PROPERTIES = (
     ("timestamp", "longlong"), ("type", "shortstr"), ("user-id", "shortstr"),
     ("app-id", "shortstr"), ("reserved", "shortstr"),  # (0-8: cluster-id)
 )
-_FLAG_HEADERS, _FLAG_MESSAGE_ID, _FLAG_TYPE = 1 << 13, 1 << 7, 1 << 5
+_FLAG_HEADERS, _FLAG_CORRELATION_ID = 1 << 13, 1 << 10
+_FLAG_MESSAGE_ID, _FLAG_TYPE = 1 << 7, 1 << 5
+BASIC_ACK = 80
 
 _frame_head = struct.Struct("!BHI")
 _method_head = struct.Struct("!HHH")   # class, method, reserved-1 (publish)
@@ -91,10 +93,14 @@ class PublishFrames:
         self.headers = string_table(headers)
 
     def encode(self, routing_key: str, body: bytes, name: str | None = None,
-               message_id: str | None = None, frame_max: int = 0) -> bytes:
+               message_id: str | None = None, frame_max: int = 0,
+               correlation_id: str | None = None) -> bytes:
         """The frames; ``TooLong`` for a key, name or id AMQP cannot carry.
         ``frame_max`` (negotiated at connection tune; 0: none) splits the body."""
         flags, properties = _FLAG_HEADERS, [self.headers]
+        if correlation_id:
+            flags |= _FLAG_CORRELATION_ID
+            properties.append(shortstr(correlation_id, "the correlation id"))
         if message_id:
             flags |= _FLAG_MESSAGE_ID
             properties.append(shortstr(message_id, "the event id", "id"))
@@ -112,18 +118,25 @@ class PublishFrames:
         return b"".join(parts)
 
 
+def ack_frame(channel: int, tag: int, multiple: bool = True) -> bytes:
+    """``basic.ack`` of delivery ``tag`` (and, ``multiple``, of all before it)."""
+    return frame(FRAME_METHOD, channel, struct.pack("!HHQB", BASIC, BASIC_ACK, tag,
+                                                    1 if multiple else 0))
+
+
 class Delivery:
     """One message a consumer received: its routing key, properties and body, or the
-    ``problem`` that makes it unreadable."""
+    ``problem`` that makes it unreadable; its delivery ``tag`` (what an ack names)."""
 
-    __slots__ = ("body", "problem", "properties", "routing_key")
+    __slots__ = ("body", "problem", "properties", "routing_key", "tag")
 
     def __init__(self, routing_key: str, properties: dict[str, Any], body: bytes,
-                 problem: str | None) -> None:
+                 problem: str | None, tag: int = 0) -> None:
         self.routing_key = routing_key
         self.properties = properties
         self.body = body
         self.problem = problem
+        self.tag = tag
 
 
 class DeliveryReader:
@@ -139,6 +152,7 @@ class DeliveryReader:
         self.max_body = max_body
         self._state = 0  # 0: between messages, 1: awaiting the header, 2: the body
         self._key = ""
+        self._tag = 0
         self._properties: dict[str, Any] = {}
         self._problem: str | None = None
         self._parts: list[bytes] = []
@@ -163,7 +177,9 @@ class DeliveryReader:
         return True
 
     def _start(self, packet: bytes) -> None:
-        at = 11 + 1 + packet[11] + 8 + 1  # consumer tag, delivery tag, redelivered
+        at = 11 + 1 + packet[11]  # consumer tag
+        self._tag = struct.unpack_from("!Q", packet, at)[0]
+        at += 8 + 1  # delivery tag, redelivered
         at += 1 + packet[at]  # exchange
         self._key = packet[at + 1:at + 1 + packet[at]].decode("utf-8", "replace")
         self._state = 1
@@ -192,7 +208,8 @@ class DeliveryReader:
         parts = self._parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         self._state, self._parts = 0, []
-        self.on_delivery(Delivery(self._key, self._properties, body, self._problem))
+        self.on_delivery(Delivery(self._key, self._properties, body, self._problem,
+                                  self._tag))
 
 
 def read_properties(flags: int, data: bytes, at: int) -> dict[str, Any]:
