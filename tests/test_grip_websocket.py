@@ -24,6 +24,7 @@ from websockets.sync.client import connect
 
 from tests.daemon import DEADLINE, ROOT, Daemon
 from tests.services import PrivatePushpin, free_port
+from tests.test_eventstream import call
 
 KEY = "grip-shared-key-of-enough-length!!"
 JS = ROOT / "tests" / "js"
@@ -48,16 +49,6 @@ class Site:
         while what not in call(self.backend, "/api/ws-seen/").decode().splitlines():
             assert time.monotonic() < end, f"the backend never saw {what!r}"
             time.sleep(0.05)
-
-
-def call(port: int, path: str) -> bytes:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
-    conn.request("GET", path)
-    response = conn.getresponse()
-    body = response.read()
-    conn.close()
-    assert response.status == 200, body
-    return body
 
 
 @pytest.fixture(params=["cyclone-sse", "pushpin"])

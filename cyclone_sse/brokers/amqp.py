@@ -149,10 +149,17 @@ class AmqpBroker(Broker):
     # incoming -----------------------------------------------------------------------
 
     def _received(self, message: Delivery) -> None:
-        properties = message.properties
-        headers = properties.get("headers") or {}
+        headers = message.properties.get("headers") or {}
         if headers.get(ORIGIN_HEADER) == self.me:
             return  # published here, already stored and delivered
+        event = self._read(message)
+        if event is not None:
+            self._store_and_deliver(*event)
+
+    def _read(self, message: Delivery) -> tuple[str, str, str | None, str | None] | None:
+        """A message's channel, data, event name and publisher id, checked as every
+        publish is; None for one that cannot be read (counted, logged once a thousand)."""
+        properties = message.properties
         try:
             if message.problem:
                 raise ValueError(message.problem)
@@ -168,9 +175,9 @@ class AmqpBroker(Broker):
             if self.rejected == 1 or self.rejected % 1000 == 0:
                 log.warn("ignored AMQP message for {key!r} ({count} so far): {error}",
                          key=message.routing_key[:200], count=self.rejected, error=exc)
-            return
+            return None
         self.received += 1
-        self._store_and_deliver(channel, data, name, publisher_id)
+        return channel, data, name, publisher_id
 
     def _store_and_deliver(self, channel: str, data: str, name: str | None,
                            publisher_id: str | None, grip: Any = None) -> Published:

@@ -22,7 +22,6 @@ from twisted.logger import Logger
 
 from cyclone_sse.brokers.amqp import ORIGIN_HEADER, AmqpBroker
 from cyclone_sse.brokers.base import Published
-from cyclone_sse.checks import check_message
 from cyclone_sse.errors import BrokerUnavailable, InvalidEvent
 from cyclone_sse.history.amqp_stream import StreamHistory
 from cyclone_sse.links.amqp_wire import Delivery, DeliveryReader, PublishFrames, TooLong, ack_frame
@@ -142,24 +141,11 @@ class AmqpStreamBroker(AmqpBroker):
             if headers[SYNC_HEADER] == self.me and properties.get("message-id") == self.mark:
                 self._caught_up()
             return
-        try:
-            if message.problem:
-                raise ValueError(message.problem)
-            channel = message.routing_key
-            data = message.body.decode("utf-8")
-            name = properties.get("type") or None
-            publisher_id = properties.get("message-id") or None
-            if not isinstance(name or "", str) or not isinstance(publisher_id or "", str):
-                raise ValueError("the type or message-id property is not UTF-8")
-            check_message(channel, data, name, publisher_id)
-        except Exception as exc:
+        read = self._read(message)
+        if read is None:
             self.copy.skip(seq)
-            self.rejected += 1
-            if self.rejected == 1 or self.rejected % 1000 == 0:
-                log.warn("ignored AMQP message for {key!r} ({count} so far): {error}",
-                         key=message.routing_key[:200], count=self.rejected, error=exc)
             return
-        self.received += 1
+        channel, data, name, publisher_id = read
         event, fresh = self.copy.store(seq, channel, data, name, publisher_id)
         waiting = None
         if headers.get(ORIGIN_HEADER) == self.me:

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
-from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from zope.interface import implementer
 
@@ -27,7 +26,7 @@ from cyclone_sse.pushpin import CONTINUED, GripItem
 from cyclone_sse.subscription import Subscriber
 from cyclone_sse.transports.grip import GripHeld, passes
 from cyclone_sse.transports.stream import BoundedWriter
-from cyclone_sse.transports.websocket import TOO_BIG, server_frame
+from cyclone_sse.transports.websocket import TOO_BIG, ServerWebSocket, server_frame
 from cyclone_sse.websocket_events import (
     CONTENT_TYPE,
     CONTROL_PREFIX,
@@ -78,7 +77,7 @@ def item_frame(item: GripItem) -> bytes:
     return _item[1]  # type: ignore[no-any-return]
 
 
-class GripWebSocket(Protocol):
+class GripWebSocket(ServerWebSocket):
     """One WebSocket client held for a WebSocket-over-HTTP backend, after the backend
     accepted it (``OPEN``)."""
 
@@ -321,16 +320,6 @@ class GripWebSocket(Protocol):
             self.out.write(frame)
 
     # ending ---------------------------------------------------------------------------
-
-    def close_with(self, code: int, reason: str) -> None:
-        """Send a close frame (or answer the client's) and close once it is written."""
-        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            self.out.write(self.ws.send(CloseConnection(code, reason[:100])))
-        self.open = False
-        transport: Any = self.transport
-        if transport is not None:
-            transport.unregisterProducer()
-            transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
         self.open = False

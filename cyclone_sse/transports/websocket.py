@@ -277,7 +277,27 @@ class WebSocketSubscriber(Subscriber):
         self.expiry = None
 
 
-class SubscriberProtocol(Protocol):
+class ServerWebSocket(Protocol):
+    """What every server-side WebSocket connection of the daemon has: its wsproto
+    ``ws``, its ``BoundedWriter`` ``out``, whether it is ``open``, and its close."""
+
+    ws: Connection
+    out: BoundedWriter
+    open: bool
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Send a close frame (or answer the client's) and close the connection once it
+        is written: no frame is read after it."""
+        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            self.out.write(self.ws.send(CloseConnection(code, reason[:100])))
+        self.open = False
+        transport: Any = self.transport
+        if transport is not None:
+            transport.unregisterProducer()
+            transport.loseConnection()
+
+
+class SubscriberProtocol(ServerWebSocket):
     """One WebSocket client, after the handshake: its frames (through wsproto), its JSON
     messages, its subscriptions, publishes and presence questions."""
 
@@ -349,17 +369,6 @@ class SubscriberProtocol(Protocol):
                 return
             if not self.open:
                 return
-
-    def close_with(self, code: int, reason: str) -> None:
-        """Send a close frame (or answer the client's) and close the connection once it
-        is written: no frame is read after it."""
-        if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            self.out.write(self.ws.send(CloseConnection(code, reason[:100])))
-        self.open = False
-        transport: Any = self.transport
-        if transport is not None:
-            transport.unregisterProducer()
-            transport.loseConnection()
 
     def send_text(self, message: bytes) -> None:
         """One server message (JSON text), framed for this connection."""
