@@ -246,3 +246,27 @@ def test_rabbitmq_restarted_keeps_the_history(tmp_path, amqp_exchange):  # noqa:
             daemon.stop()
     finally:
         rabbit.stop()
+
+
+def test_the_stream_over_tls_with_a_client_certificate(tmp_path, amqp_exchange):  # noqa: F811
+    """AMQP TLS is the same link: a RabbitMQ speaking only TLS (client certificates
+    required) keeps the stream of two daemons."""
+    from tests.services import PrivateRabbitMQ, private_ca
+    private_ca(tmp_path)
+    rabbit = PrivateRabbitMQ(tmp_path)
+    tls = (f"--amqp-url=amqps://guest:guest@localhost:{rabbit.port}/%2F",
+           f"--amqp-ca-file={tmp_path / 'ca.crt'}",
+           f"--amqp-cert-file={tmp_path / 'client.crt'}",
+           f"--amqp-key-file={tmp_path / 'client.key'}")
+    stream = (amqp_exchange, "over-tls")
+    a = stream_daemon(tmp_path / "a", stream, *tls)
+    b = stream_daemon(tmp_path / "b", stream, *tls)
+    try:
+        first = a.publish_form("channel=t&message=one")[1]["events"][0]["id"]
+        assert a.publish_form("channel=t&message=two")[0] == 200
+        client = SSEClient(b.port, "channels=t", {"Last-Event-Id": first})
+        assert [e["data"] for e in client.events(1)] == ["two"]
+    finally:
+        a.stop()
+        b.stop()
+        rabbit.stop()
