@@ -137,7 +137,13 @@ class App(cyclone.web.Application):
         internal listener of their own (``--internal-port``)."""
         internal = [] if self.settings_obj.internal_port else self.internal_handlers()
         return [(r"/", SubscribeHandler), *internal, *self.health_handlers(),
-                (r"/static/([^/]+)", StaticHandler), *self.grip_handlers()]
+                (r"/static/([^/]+)", StaticHandler), *self.grip_handlers(),
+                *self.sockjs_handlers()]
+
+    def sockjs_handlers(self) -> list[tuple[Any, ...]]:
+        """The ``--sockjs-prefix`` endpoints."""
+        from cyclone_sse.handlers.sockjs import routes
+        return routes(self.settings_obj.sockjs_prefix)
 
     def grip_handlers(self) -> list[tuple[Any, ...]]:
         """The ``--grip-proxy`` routes: everything under each prefix."""

@@ -243,6 +243,11 @@ class Settings:
                             "pong before a silent peer is dropped (0: no pings)", _seconds)
     ws_deflate: bool = option(False, "accept permessage-deflate (compresses each message "
                               "per connection: costs CPU on every delivery)", _bool)
+    sockjs_prefix: str = option("", "comma list of SockJS endpoints (/echo: sockjs-client's "
+                                "new SockJS(\"http://host/echo\"); empty: none)",
+                                group="sockjs")
+    sockjs_channels: str = option("", "comma list of channels a SockJS session receives "
+                                  "from its opening, each event's data as a message")
     policies: str = option("", "channel policies, PATTERN=KIND[+publish][+presence] comma "
                            "separated; KIND: public, token, callback or deny", group="security")
     default_policy: str = option("public", "policy of channels no rule matches")
@@ -311,6 +316,14 @@ class Settings:
         if self.broker not in BROKERS:
             raise ValueError(f"--broker={self.broker}: choose one of {', '.join(BROKERS)}")
         _check_choice("history", self.history, HISTORY_NAMES)
+        if self.sockjs_channels:
+            from cyclone_sse.channels import split_channels
+            from cyclone_sse.errors import CycloneSSEError
+            try:
+                split_channels([self.sockjs_channels], self.max_channels,
+                               "--sockjs-channels")
+            except CycloneSSEError as exc:
+                raise ValueError(f"--sockjs-channels: {exc}") from None
         if self.export:
             _check_choice("export", self.export, EXPORT_NAMES)
         _check_choice("export-protocol", self.export_protocol, ("tcp", "udp"))

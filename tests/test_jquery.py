@@ -35,7 +35,7 @@ def node_modules():
         pytest.skip("npm is not installed")
     modules = JS / "node_modules"
     if not all((modules / name).is_dir() for name in ("eventsource", "jquery1", "jquery3",
-                                                       "ws")):
+                                                       "ws", "sockjs-client")):
         subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"],
                        cwd=JS, check=True, timeout=300)
     return modules

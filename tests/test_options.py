@@ -59,6 +59,7 @@ def test_config_file_with_comments_and_command_line_override(tmp_path):
     # (a stream takes every channel: a direct exchange cannot route them all to it)
     (["--broker=amqp", "--history=amqp-stream"], "--amqp-exchange-type"),
     (["--broker=redis", "--history=amqp-stream"], "--history"),
+    (["--sockjs-channels=a b"], "--sockjs-channels"),
 ])
 def test_bad_options_stop_start_up_with_a_one_line_error_naming_them(argv, named):
     with pytest.raises(usage.UsageError) as info:

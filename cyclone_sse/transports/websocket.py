@@ -225,7 +225,7 @@ class WebSocketSubscriber(Subscriber):
         if self.sharded:  # each id is this stream's own position (Subscriber.ids_for)
             for event, position in zip(events, self.ids_for(events), strict=True):
                 protocol.send_text(event_message(event, position))
-        elif protocol.deflate:
+        elif protocol.framed_alone:
             for event in events:
                 protocol.send_text(event_message(event))
         elif len(events) == 1:
@@ -307,6 +307,9 @@ class SubscriberProtocol(ServerWebSocket):
         self.app = hub.app
         self.ws = Connection(ConnectionType.SERVER, extensions)
         self.deflate = bool(extensions)
+        # each event framed for this connection alone (compressed with its own context,
+        # or inside a SockJS frame), not the frame shared by every subscriber
+        self.framed_alone = self.deflate
         self.remote_ip = remote_ip
         self.query_token = query_token
         self.cookies = cookies
@@ -352,7 +355,7 @@ class SubscriberProtocol(ServerWebSocket):
                     continue
                 text = "".join((*self.parts, event.data)) if self.parts else event.data
                 self.parts, self.size = [], 0
-                self.on_message(text)
+                self.received(text)
             elif isinstance(event, Ping):
                 self.out.write(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
@@ -369,6 +372,10 @@ class SubscriberProtocol(ServerWebSocket):
                 return
             if not self.open:
                 return
+
+    def received(self, text: str) -> None:
+        """A whole text message from the client."""
+        self.on_message(text)
 
     def send_text(self, message: bytes) -> None:
         """One server message (JSON text), framed for this connection."""
@@ -453,10 +460,15 @@ class SubscriberProtocol(ServerWebSocket):
         if not self.open:
             return
         claims = access.claims if access is not None else None
-        sub = WebSocketSubscriber(self, request_id, channels,
+        sub = self.new_subscriber(request_id, channels,
                                   claims.sub if claims is not None else None)
         self.subscriptions.append(sub)
         sub.expiry, _ = enter(app, sub, channels, last_id, access, sub.expire)
+
+    def new_subscriber(self, request_id: object, channels: list[str],
+                       user: str | None) -> WebSocketSubscriber:
+        """The subscription a ``subscribe`` request was allowed."""
+        return WebSocketSubscriber(self, request_id, channels, user)
 
     def went_live(self, sub: WebSocketSubscriber) -> None:
         """Join the presence of its ``+presence`` channels (named, not by pattern)."""
