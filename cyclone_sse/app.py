@@ -140,6 +140,13 @@ class App(cyclone.web.Application):
                 (r"/static/([^/]+)", StaticHandler), *self.grip_handlers(),
                 *self.sockjs_handlers()]
 
+    def sockjs_stats(self) -> dict[str, int]:
+        """The SockJS sessions over HTTP transports, and those a request waits on."""
+        sessions = self.__dict__.get("_sockjs_sessions", {})
+        return {"sockjs_sessions": len(sessions),
+                "sockjs_receiving": sum(1 for s in sessions.values()
+                                        if s.receiver is not None)}
+
     def sockjs_handlers(self) -> list[tuple[Any, ...]]:
         """The ``--sockjs-prefix`` endpoints."""
         from cyclone_sse.handlers.sockjs import routes
@@ -268,6 +275,7 @@ class App(cyclone.web.Application):
             "subscriptions": [list(pair) for pair in counts] if with_channels else [],
             "broker": self.broker.stats(),
             "grip_held": self.grip_held,
+            **self.sockjs_stats(),
             "fanout_seconds": {"count": registry.latency.count,
                                "sum": round(registry.latency.sum, 6)},
         }

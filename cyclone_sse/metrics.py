@@ -68,8 +68,12 @@ METRICS: tuple[Metric, ...] = (
     Metric("client_publishes", COUNTER, "Events published by WebSocket clients."),
     Metric("refused_client_publishes", COUNTER, "WebSocket client publishes refused (policy, "
            "rate, input)."),
-    Metric("grip_held", GAUGE, "Clients held for a --grip-proxy backend (streams and "
-           "responses)."),
+    Metric("grip_held", GAUGE, "Clients held for a --grip-proxy backend (streams, "
+           "responses and WebSockets)."),
+    Metric("sockjs_sessions", GAUGE, "SockJS sessions over HTTP transports (xhr, "
+           "xhr_streaming, eventsource) open now."),
+    Metric("sockjs_receiving", GAUGE, "Of those, sessions whose client has a request "
+           "waiting for their frames."),
     Metric("grip_recoveries", COUNTER, "Gaps in a GRIP-held stream recovered from the "
            "backend's Grip-Link next link."),
     Metric("broker.name", INFO, "The broker (http, redis, amqp, zmq)."),

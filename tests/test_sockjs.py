@@ -51,18 +51,17 @@ def site(node_modules):  # noqa: F811
     server.shutdown()
 
 
-def opened_page(browser, site, port, transports='["websocket"]',  # noqa: F811
-                opens: bool = True):
-    """The site's page opening a SockJS session on the daemon's /echo; what it logs
-    comes on the queue."""
-    Pages.page = PAGE % {"url": f"http://127.0.0.1:{port}/echo", "transports": transports}
+def opened_page(browser, site, port, transport="websocket"):  # noqa: F811
+    """The site's page opening a SockJS session on the daemon's /echo with sockjs-client
+    forced to ``transport``; what it logs comes on the queue."""
+    Pages.page = PAGE % {"url": f"http://127.0.0.1:{port}/echo",
+                         "transports": json.dumps([transport])}
     page = browser.new_page()
     seen: queue.Queue = queue.Queue()
     page.on("console", lambda message: seen.put(
         json.loads(message.text) if message.text.startswith("[") else ["log", message.text]))
     page.goto(f"{site}/page")
-    if opens:
-        assert logged(page, seen) == ["open", "websocket"]
+    assert logged(page, seen) == ["open", transport]
     return page, seen
 
 
@@ -86,10 +85,15 @@ def next_data(page, seen: queue.Queue) -> str:
     return data
 
 
-def test_the_articles_page_receives_what_is_published(tmp_path, browser, site):  # noqa: F811
+TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling", "eventsource"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_articles_page_receives_what_is_published(tmp_path, browser, site,  # noqa: F811
+                                                       transport):
     daemon = Daemon(tmp_path, "--sockjs-prefix=/echo", "--sockjs-channels=contacts")
     try:
-        page, seen = opened_page(browser, site, daemon.port)
+        page, seen = opened_page(browser, site, daemon.port, transport)
         end = time.monotonic() + DEADLINE
         while daemon.request("GET", "/stats")[1]["channels"] < 1:
             assert time.monotonic() < end
@@ -103,11 +107,12 @@ def test_the_articles_page_receives_what_is_published(tmp_path, browser, site): 
         daemon.stop()
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_session_speaks_the_websocket_protocol_and_resumes(tmp_path, browser,  # noqa: F811
-                                                             site):
+                                                             site, transport):
     daemon = Daemon(tmp_path, "--sockjs-prefix=/echo")
     try:
-        page, seen = opened_page(browser, site, daemon.port)
+        page, seen = opened_page(browser, site, daemon.port, transport)
         page.evaluate('SyncServer.send(JSON.stringify({type: "subscribe", id: 1, '
                       'channels: ["room"]}))')
         subscribed = json.loads(next_data(page, seen))
@@ -117,7 +122,7 @@ def test_a_session_speaks_the_websocket_protocol_and_resumes(tmp_path, browser, 
         assert (event["type"], event["id"], event["data"]) == ("event", first, "one")
         page.close()
         daemon.publish_form("channel=room&message=two")  # (while nobody listens)
-        page, seen = opened_page(browser, site, daemon.port)
+        page, seen = opened_page(browser, site, daemon.port, transport)
         page.evaluate('SyncServer.send(JSON.stringify({type: "subscribe", id: 2, '
                       f'channels: ["room"], lastEventId: "{first}"}}))')
         assert json.loads(next_data(page, seen))["type"] == "subscribed"
@@ -155,15 +160,58 @@ def test_info_and_what_is_refused(tmp_path):
         daemon.stop()
 
 
-@pytest.mark.parametrize("transports", ['["xhr-streaming"]', '["xhr-polling"]'])
-def test_the_http_transports_are_not_offered_yet(tmp_path, browser, site,  # noqa: F811
-                                                 transports):
-    """Only SockJS's WebSocket transport is served: a client forced to another one is
-    refused (its requests are 404) and closes."""
+def post(port: int, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE)
+    conn.request("POST", path, body, {"Content-Type": "text/plain;charset=UTF-8"})
+    response = conn.getresponse()
+    answer = response.read()
+    conn.close()
+    return response.status, answer
+
+
+def test_the_session_rules_over_http(tmp_path):
+    """A session over xhr: opened by its first poll (``o``), a message sent with
+    xhr_send answered in the next poll (``a[...]``); xhr_send to no session is 404, an
+    empty or broken one 500 with SockJS's words; a second poll while one waits gets
+    ``c[2010,...]``; xhr_streaming starts with its 2 KiB prelude, then ``o``; sessions
+    end 5 s after their last request (counted in /stats meanwhile)."""
     daemon = Daemon(tmp_path, "--sockjs-prefix=/echo")
     try:
-        page, seen = opened_page(browser, site, daemon.port, transports, opens=False)
-        assert logged(page, seen, 30)[0] == "close"
-        page.close()
+        port = daemon.port
+        assert post(port, "/echo/000/s1/xhr") == (200, b"o\n")
+        ping = json.dumps([json.dumps({"type": "ping", "id": 7})]).encode()
+        assert post(port, "/echo/000/s1/xhr_send", ping) == (204, b"")
+        status, frame = post(port, "/echo/000/s1/xhr")
+        assert status == 200 and json.loads(json.loads(frame[1:])[0]) == {"type": "pong",
+                                                                          "id": 7}
+        assert post(port, "/echo/000/none/xhr_send", ping)[0] == 404
+        assert post(port, "/echo/000/s1/xhr_send") == (500, b"Payload expected.")
+        assert post(port, "/echo/000/s1/xhr_send", b"[1") == (500, b"Broken JSON encoding.")
+        waiting = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        waiting.sendall(b"POST /echo/000/s1/xhr HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Length: 0\r\n\r\n")
+        end = time.monotonic() + DEADLINE
+        while daemon.request("GET", "/stats")[1]["sockjs_receiving"] < 1:
+            assert time.monotonic() < end, "the first poll was never held"
+            time.sleep(0.02)
+        assert post(port, "/echo/000/s1/xhr") == (
+            200, b'c[2010,"Another connection still open"]\n')
+        assert daemon.request("GET", "/stats")[1]["sockjs_sessions"] == 1
+        waiting.close()
+        stream = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+        stream.sendall(b"POST /echo/000/s2/xhr_streaming HTTP/1.1\r\nHost: x\r\n"
+                       b"Content-Length: 0\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"o\n"):
+            chunk = stream.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.split(b"\r\n\r\n", 1)[1] == b"h" * 2048 + b"\no\n"
+        stream.close()
+        # sessions no request carries for 5 s end (SockJS's disconnect delay)
+        while daemon.request("GET", "/stats")[1]["sockjs_sessions"]:
+            assert time.monotonic() < end + DEADLINE, "sessions outlived their clients"
+            time.sleep(0.1)
     finally:
         daemon.stop()

@@ -1,7 +1,9 @@
 """SockJS endpoints (``--sockjs-prefix``): ``<prefix>/info`` (what sockjs-client asks
-first), ``<prefix>/<server>/<session>/websocket`` (a SockJS session over a WebSocket)
-and ``<prefix>/websocket`` (the daemon's own WebSocket protocol, unframed, as SockJS
-servers offer it to plain WebSocket clients)."""
+first), ``<prefix>/<server>/<session>/websocket`` (a SockJS session over a WebSocket),
+``.../xhr``, ``.../xhr_streaming`` and ``.../eventsource`` (a session's frames over
+HTTP requests) with ``.../xhr_send`` (what its client sends), and ``<prefix>/websocket``
+(the daemon's own WebSocket protocol, unframed, as SockJS servers offer it to plain
+WebSocket clients)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,23 @@ import json
 import secrets
 from typing import Any
 
-from cyclone_sse.errors import BadRequest
+import cyclone.web
+
+from cyclone_sse.errors import BadRequest, NotFound
 from cyclone_sse.handlers.base import BaseHandler
 
+#: Bytes an xhr_streaming or eventsource request carries before it ends (the client
+#: then makes the next one): SockJS's default, bounding what a request buffers.
+STREAM_LIMIT = 128 * 1024
+#: What an xhr_streaming answer starts with (old browsers show nothing before 2 KiB).
+XHR_PRELUDE = b"h" * 2048 + b"\n"
 
-class SockJSInfoHandler(BaseHandler):
-    """``<prefix>/info``: the server's abilities, never cached.  sockjs-client asks it
-    from the page's origin with credentials: an allowed Origin is answered by name
-    (``*`` is not enough with credentials)."""
+
+class SockJSHandler(BaseHandler):
+    """The SockJS endpoints' CORS: sockjs-client asks from the page's origin with
+    credentials, so an allowed Origin is answered by name (``*`` is not enough)."""
+
+    methods = "OPTIONS, POST"
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -26,6 +37,37 @@ class SockJSInfoHandler(BaseHandler):
             self.set_header("Access-Control-Allow-Credentials", "true")
             self.set_header("Vary", "Origin")
 
+    def options(self, *args: Any) -> None:
+        self.set_status(204)
+        self.set_header("Access-Control-Allow-Methods", self.methods)
+        asked = self.request.headers.get("Access-Control-Request-Headers")
+        if asked:
+            self.set_header("Access-Control-Allow-Headers", asked)
+        self.set_header("Cache-Control", "public, max-age=31536000")
+        self.set_header("Access-Control-Max-Age", "31536000")
+        self.finish()
+
+    def session(self, key: str, create: bool) -> Any:
+        """The session ``key`` (made when ``create`` and unknown; else None)."""
+        from cyclone_sse.transports.sockjs import SockJSSession
+        app = self.application
+        sessions = app.__dict__.setdefault("_sockjs_sessions", {})
+        found = sessions.get(key)
+        if found is None and create:
+            named = app.settings_obj.sockjs_channels
+            found = SockJSSession(app.websockets, self.request.connection.address,
+                                  self.get_argument("token", None),
+                                  self.request.headers.get("Cookie"),
+                                  [c.strip() for c in named.split(",") if c.strip()],
+                                  sessions, key)
+        return found
+
+
+class SockJSInfoHandler(SockJSHandler):
+    """``<prefix>/info``: the server's abilities, never cached."""
+
+    methods = "OPTIONS, GET"
+
     def get(self, *args: Any) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store, no-cache, no-transform, "
@@ -33,12 +75,110 @@ class SockJSInfoHandler(BaseHandler):
         self.finish(json.dumps({"websocket": True, "cookie_needed": False,
                                 "origins": ["*:*"], "entropy": secrets.randbits(32)}))
 
-    def options(self, *args: Any) -> None:
+
+
+class SockJSSendHandler(SockJSHandler):
+    """``.../xhr_send``: what the client sends, a JSON array of messages."""
+
+    def post(self, server: str, key: str) -> None:
+        session = self.session(key, create=False)
+        if session is None:
+            raise NotFound("no such SockJS session")
+        body = self.request.body
+        if not body:
+            self.send_plain(500, b"Payload expected.")
+            return
+        try:
+            messages = json.loads(body)
+        except ValueError:
+            messages = None
+        if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
+            self.send_plain(500, b"Broken JSON encoding.")
+            return
+        for message in messages:
+            if session.open:
+                session.on_message(message)
         self.set_status(204)
-        self.set_header("Access-Control-Allow-Methods", "OPTIONS, GET")
-        self.set_header("Cache-Control", "public, max-age=31536000")
-        self.set_header("Access-Control-Max-Age", "31536000")
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish()
+
+    def send_plain(self, status: int, text: bytes) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(text)
+
+
+class _Poll:
+    """An ``xhr`` request: answered with the session's next frame."""
+
+    def __init__(self, handler: BaseHandler) -> None:
+        self.handler = handler
+
+    def send(self, frame: bytes) -> bool:
+        handler = self.handler
+        if not handler._finished:
+            handler.set_header("Content-Type", "application/javascript; charset=UTF-8")
+            handler.finish(frame + b"\n")
+        return False
+
+
+class _Stream:
+    """An ``xhr_streaming`` or ``eventsource`` request: frames as they come, until
+    ``STREAM_LIMIT`` bytes (the client then makes the next request)."""
+
+    def __init__(self, transport: Any, eventsource: bool) -> None:
+        self.transport = transport
+        self.eventsource = eventsource
+        self.written = 0
+
+    def send(self, frame: bytes) -> bool:
+        data = b"data: " + frame + b"\r\n\r\n" if self.eventsource else frame + b"\n"
+        self.transport.write(data)
+        self.written += len(data)
+        if self.written >= STREAM_LIMIT:
+            self.transport.loseConnection()
+            return False
+        return True
+
+
+class SockJSReceiveHandler(SockJSHandler):
+    """``.../xhr`` (a poll), ``.../xhr_streaming`` and ``.../eventsource``: the
+    session's frames (the session made by its first request)."""
+
+    receiver: Any = None
+    held: Any = None
+
+    def initialize(self, kind: str) -> None:
+        self.kind = kind
+        if kind == "eventsource":
+            self.methods = "OPTIONS, GET"
+
+    @cyclone.web.asynchronous
+    def post(self, server: str, key: str) -> None:
+        session = self.held = self.session(key, create=True)
+        if self.kind == "xhr":
+            self.receiver = _Poll(self)
+        else:
+            self.set_header("Content-Type", "text/event-stream; charset=UTF-8"
+                            if self.kind == "eventsource" else
+                            "application/javascript; charset=UTF-8")
+            self.set_header("Cache-Control", "no-store, no-cache, no-transform, "
+                                             "must-revalidate, max-age=0")
+            self.set_header("Connection", "close")  # (the body ends when the stream does)
+            self.set_header("X-Accel-Buffering", "no")
+            head = self.take_over()
+            connection = self.request.connection
+            connection.start_streaming()
+            connection.transport.write(head + (b"\r\n" if self.kind == "eventsource"
+                                               else XHR_PRELUDE))
+            self.receiver = _Stream(connection.transport, self.kind == "eventsource")
+        session.attach(self.receiver)
+
+    get = post
+
+    def on_connection_close(self, *args: Any) -> None:
+        if self.held is not None and self.receiver is not None:
+            self.held.detach(self.receiver)
 
 
 class SockJSWebSocketHandler(BaseHandler):
@@ -74,5 +214,8 @@ def routes(prefixes: str) -> list[tuple[Any, ...]]:
         base = "/" + prefix.lstrip("/")
         found += [(base + "/info", SockJSInfoHandler),
                   (base + "/websocket", SockJSWebSocketHandler, {"raw": True}),
-                  (base + r"/[^/.]+/[^/.]+/websocket", SockJSWebSocketHandler)]
+                  (base + r"/[^/.]+/[^/.]+/websocket", SockJSWebSocketHandler),
+                  (base + r"/([^/.]+)/([^/.]+)/xhr_send", SockJSSendHandler),
+                  *((base + rf"/([^/.]+)/([^/.]+)/{kind}", SockJSReceiveHandler,
+                     {"kind": kind}) for kind in ("xhr", "xhr_streaming", "eventsource"))]
     return found

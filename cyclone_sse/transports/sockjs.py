@@ -39,12 +39,9 @@ class DataSubscriber(WebSocketSubscriber):
         protocol = self.protocol
         if not protocol.open or self.out.closed:
             return
+        sockjs: SockJSProtocol = protocol  # type: ignore[assignment]
         for event in events:
-            if protocol.deflate:  # (compressed with this connection's own context)
-                SubscriberProtocol.send_text(protocol, b"a" + json.dumps(
-                    [event.data]).encode("utf-8"))
-            else:
-                self.out.write(data_frame(event))
+            sockjs.send_data(event)
 
     def start_live(self, replay: Replay, last_id: str | None) -> None:
         events = self.release(replay, last_id)
@@ -108,7 +105,172 @@ class SockJSProtocol(SubscriberProtocol):
     def send_text(self, message: bytes) -> None:
         self.send_sockjs(b"a" + json.dumps([message.decode("utf-8")]).encode("utf-8"))
 
+    def send_data(self, event: Event) -> None:
+        """An event of the default channels: its data as one message."""
+        if self.deflate:  # (compressed with this connection's own context)
+            self.send_sockjs(b"a" + json.dumps([event.data]).encode("utf-8"))
+        elif not self.out.closed:
+            self.out.write(data_frame(event))
+
     def close_with(self, code: int, reason: str) -> None:
         if self.open:
             self.send_sockjs(b"c" + json.dumps([code, reason[:100]]).encode("utf-8"))
         super().close_with(code, reason)
+
+
+#: Seconds a session lives without a request to carry its frames (SockJS's default).
+DISCONNECT_DELAY = 5.0
+#: Seconds between ``h`` frames to a session's receiver (SockJS's default).
+HEARTBEAT = 25.0
+#: The close frame a second receiver of a session gets.
+ANOTHER = b'c[2010,"Another connection still open"]'
+
+
+class Receiver:
+    """A request that carries a session's frames to the client: ``send(frame)`` says
+    whether it takes more (a streaming one, until its limit) or not (a poll)."""
+
+    def send(self, frame: bytes) -> bool:
+        raise NotImplementedError
+
+
+class SessionOutput:
+    """What a session's subscriptions see as its output: its bound, and its end."""
+
+    def __init__(self, session: SockJSSession) -> None:
+        self.session = session
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        raise AssertionError("a session's frames go through send_text and send_data")
+
+    def _overflow(self) -> None:
+        self.session.app.registry.counters.slow_disconnects += 1
+        self.session.close_with(1009, "too much waiting for the client (--max-pending)")
+
+
+class SockJSSession(SockJSProtocol):
+    """A SockJS session over the HTTP transports (xhr, xhr_streaming, eventsource): it
+    outlives its requests.  Messages wait in the session (at most ``--max-pending``
+    bytes) until a receiver takes them; without one for ``DISCONNECT_DELAY`` seconds the
+    session ends; a receiver that waits gets ``h`` every ``HEARTBEAT`` seconds."""
+
+    def __init__(self, hub: Any, remote_ip: str, query_token: str | None,
+                 cookies: str | None, channels: list[str], sessions: dict[str, Any],
+                 key: str) -> None:
+        super().__init__(hub, [], remote_ip, query_token, cookies, None, channels=channels)
+        self.sessions, self.key = sessions, key
+        self.out = SessionOutput(self)  # type: ignore[assignment]
+        self.control: bytes | None = b"o"  # the next frame that is not messages
+        self.pending: list[bytes] = []  # messages (each JSON text) for the next a[...]
+        self.queued_bytes = 0
+        self.receiver: Receiver | None = None
+        self.clock = hub.app.clock
+        self._gone = self.clock.callLater(DISCONNECT_DELAY, self.timed_out)
+        self._beat: Any = None
+        sessions[key] = self
+        if channels:
+            try:
+                self.subscribe({"channels": channels}, DEFAULTS)
+            except CycloneSSEError as exc:
+                self.error(DEFAULTS, exc.status, str(exc))
+
+    # frames out -------------------------------------------------------------------------
+
+    def send_text(self, message: bytes) -> None:
+        self.queue(json.dumps(message.decode("utf-8")).encode("utf-8"))
+
+    def send_data(self, event: Event) -> None:
+        self.queue(json.dumps(event.data).encode("utf-8"))
+
+    def queue(self, message: bytes) -> None:
+        if not self.open:
+            return
+        self.pending.append(message)
+        self.queued_bytes += len(message)
+        if self.queued_bytes > self.app.settings_obj.max_pending:
+            self.out._overflow()
+            return
+        self.flush()
+
+    def next_frame(self) -> bytes | None:
+        """The next frame for the client, taken from the session."""
+        if self.control is not None:
+            frame, self.control = self.control, None
+            return frame
+        if self.pending:
+            frame = b"a[" + b",".join(self.pending) + b"]"
+            self.pending, self.queued_bytes = [], 0
+            return frame
+        return None
+
+    def flush(self) -> None:
+        while self.receiver is not None:
+            frame = self.next_frame()
+            if frame is None:
+                return
+            if not self.receiver.send(frame):
+                self.detach(self.receiver)
+
+    # receivers --------------------------------------------------------------------------
+
+    def attach(self, receiver: Receiver) -> None:
+        """A request that will carry frames (a second one at once gets 2010)."""
+        if self.receiver is not None:
+            receiver.send(ANOTHER)
+            return
+        if not self.open and self.control is None:
+            receiver.send(b'c[3000,"Go away!"]')
+            return
+        self.receiver = receiver
+        if self._gone is not None and self._gone.active():
+            self._gone.cancel()
+        self._gone = None
+        self._beat = self.clock.callLater(HEARTBEAT, self.heartbeat_frame)
+        self.flush()
+
+    def detach(self, receiver: Receiver) -> None:
+        """The request is done (answered, at its limit, or its client left)."""
+        if self.receiver is not receiver:
+            return
+        self.receiver = None
+        if self._beat is not None and self._beat.active():
+            self._beat.cancel()
+        if not self.open:
+            self.ended()
+        elif self._gone is None:
+            self._gone = self.clock.callLater(DISCONNECT_DELAY, self.timed_out)
+
+    def heartbeat_frame(self) -> None:
+        receiver = self.receiver
+        if receiver is not None:
+            if receiver.send(b"h"):
+                self._beat = self.clock.callLater(HEARTBEAT, self.heartbeat_frame)
+            else:
+                self.detach(receiver)
+
+    # ending -----------------------------------------------------------------------------
+
+    def timed_out(self) -> None:
+        self._gone = None
+        self.open = False
+        self.ended()
+
+    def close_with(self, code: int, reason: str) -> None:
+        if not self.open:
+            return
+        self.open = False
+        self.pending, self.queued_bytes = [], 0
+        self.control = b"c" + json.dumps([code, reason[:100]]).encode("utf-8")
+        self.out.closed = True
+        if self.receiver is not None:
+            self.flush()
+        else:
+            self._gone = self._gone or self.clock.callLater(DISCONNECT_DELAY,
+                                                           self.timed_out)
+
+    def ended(self) -> None:
+        """Forget the session and end its subscriptions."""
+        if self.sessions.get(self.key) is self:
+            del self.sessions[self.key]
+        self.connectionLost()
