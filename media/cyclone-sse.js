@@ -20,7 +20,9 @@
  * event id with every poll so nothing published between two polls is missed.
  * Force long-polling with {transport: "poll"}.  {transport: "websocket"} speaks the
  * daemon's WebSocket protocol (same callbacks, same resume), and falls back to
- * EventSource, then long-polling, when no WebSocket connection can be made.  Over
+ * EventSource, then long-polling, when no WebSocket connection can be made.
+ * {transport: "sockjs"} speaks the same protocol inside a SockJS session when the page
+ * has loaded sockjs-client: connect to the daemon's --sockjs-prefix URL.  Over
  * WebSocket a page may also publish to channels whose policy allows it, and ask who is
  * on a presence channel:
  *
@@ -62,7 +64,9 @@
     var wanted = options.transport || "auto";
     this._freshToken(function () {
       if (wanted === "websocket" && typeof global.WebSocket === "function") {
-        self._websocket();
+        self._websocket(false);
+      } else if (wanted === "sockjs" && typeof global.SockJS === "function") {
+        self._websocket(true);  // (url: the daemon's --sockjs-prefix endpoint)
       } else {
         self._fallback(wanted);
       }
@@ -83,10 +87,13 @@
                            token: this.token || undefined});
   };
 
-  Stream.prototype._websocket = function () {
+  // The WebSocket protocol, over a WebSocket or (sockjs) inside a SockJS session,
+  // whichever transport sockjs-client finds.
+  Stream.prototype._websocket = function (sockjs) {
     var self = this;
-    this.transport = "websocket";
-    var socket = new global.WebSocket(this.url.replace(/^http/, "ws"));
+    this.transport = sockjs ? "sockjs" : "websocket";
+    var socket = sockjs ? new global.SockJS(this.url)
+                        : new global.WebSocket(this.url.replace(/^http/, "ws"));
     this.socket = socket;
     socket.onopen = function () { socket.send(self._subscribeMessage()); };
     socket.onmessage = function (m) {
@@ -131,13 +138,13 @@
       self._failAsked({code: e.code, reason: "the connection closed"});
       if (self.closed) { return; }
       self.socket = null;
-      if (!self._wsWorked) {  // no WebSocket here (a proxy, an old server): fall back
+      if (!self._wsWorked && !sockjs) {  // no WebSocket here (a proxy, an old server)
         self._fallback("auto");
         return;
       }
       self._emit("error", {type: "error", code: e.code});
       self._timer = global.setTimeout(function () {
-        self._freshToken(function () { self._websocket(); });
+        self._freshToken(function () { self._websocket(sockjs); });
       }, self.retry);
     };
   };

@@ -215,3 +215,37 @@ def test_the_session_rules_over_http(tmp_path):
             time.sleep(0.1)
     finally:
         daemon.stop()
+
+
+BUNDLED = """<!doctype html><title>bundled</title><script src="/sockjs.min.js"></script>
+<script src="%(daemon)s/static/cyclone-sse.js"></script><script>
+const out = (...fields) => console.log(JSON.stringify(fields));
+window.stream = CycloneSSE.connect("%(daemon)s/echo", {
+  channels: ["a"], transport: "sockjs", retry: 200,
+  onopen: () => out("open", window.stream.transport),
+  onmessage: (e) => out("message", e.data, e.lastEventId)});
+</script>"""
+
+
+def test_the_bundled_client_over_sockjs_resumes_across_a_cut(tmp_path, browser,  # noqa: F811
+                                                              site):
+    """media/cyclone-sse.js with ``transport: "sockjs"``: the same callbacks and ids;
+    its session cut, it opens another and resumes from its last id."""
+    daemon = Daemon(tmp_path, "--sockjs-prefix=/echo")
+    try:
+        Pages.page = BUNDLED % {"daemon": f"http://127.0.0.1:{daemon.port}"}
+        page = browser.new_page()
+        seen: queue.Queue = queue.Queue()
+        page.on("console", lambda message: seen.put(
+            json.loads(message.text) if message.text.startswith("[") else ["log", ""]))
+        page.goto(f"{site}/page")
+        assert logged(page, seen) == ["open", "sockjs"]
+        first = daemon.publish_form("channel=a&message=one")[1]["events"][0]["id"]
+        assert logged(page, seen) == ["message", "one", first]
+        page.evaluate("window.stream.socket.close()")  # (the session ends; it reconnects)
+        second = daemon.publish_form("channel=a&message=two")[1]["events"][0]["id"]
+        assert logged(page, seen) == ["open", "sockjs"]
+        assert logged(page, seen) == ["message", "two", second]
+        page.close()
+    finally:
+        daemon.stop()

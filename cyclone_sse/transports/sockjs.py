@@ -15,20 +15,42 @@ from typing import Any
 from cyclone_sse.errors import CycloneSSEError
 from cyclone_sse.event import Event
 from cyclone_sse.history.base import Replay
-from cyclone_sse.transports.websocket import SubscriberProtocol, WebSocketSubscriber, text_frame
+from cyclone_sse.transports.websocket import (
+    SubscriberProtocol,
+    WebSocketSubscriber,
+    event_message,
+    text_frame,
+)
 
 #: The request id of a session's subscription to the default channels.
 DEFAULTS = "sockjs-defaults"
-#: The frame of the last event's data, as a message: the sessions of a channel get
-#: the same one in turn, so it is framed once a publish.
-_last: list[Any] = [None, b""]
+#: The last event's data as a message (JSON text), and that in an ``a[...]`` WebSocket
+#: frame: the sessions of a channel get the same one in turn, so it is made once a
+#: publish.
+_last: list[Any] = [None, b"", b""]
 
 
-def data_frame(event: Event) -> bytes:
-    """``a["<the event's data>"]`` in a WebSocket text frame."""
+def data_json(event: Event) -> tuple[bytes, bytes]:
+    """The event's data as a SockJS message (a JSON string), and ``a["<data>"]`` in a
+    WebSocket text frame."""
     if _last[0] is not event:
-        _last[:] = [event, text_frame(b"a" + json.dumps([event.data]).encode("utf-8"))]
-    return _last[1]  # type: ignore[no-any-return]
+        text = json.dumps(event.data).encode("utf-8")
+        _last[:] = [event, text, text_frame(b"a[" + text + b"]")]
+    return _last[1], _last[2]
+
+
+#: The last event as the WebSocket protocol's message, in JSON text (a SockJS message),
+#: and that in an ``a[...]`` WebSocket frame: made once a publish for every session.
+_message: list[Any] = [None, b"", b""]
+
+
+def event_json(event: Event) -> tuple[bytes, bytes]:
+    """The event's protocol message as a JSON string, and that as a SockJS frame in a
+    WebSocket text frame."""
+    if _message[0] is not event:
+        text = json.dumps(event_message(event).decode("utf-8")).encode("utf-8")
+        _message[:] = [event, text, text_frame(b"a[" + text + b"]")]
+    return _message[1], _message[2]
 
 
 class DataSubscriber(WebSocketSubscriber):
@@ -105,12 +127,18 @@ class SockJSProtocol(SubscriberProtocol):
     def send_text(self, message: bytes) -> None:
         self.send_sockjs(b"a" + json.dumps([message.decode("utf-8")]).encode("utf-8"))
 
+    def send_event(self, event: Event) -> None:
+        if self.deflate:
+            super().send_event(event)
+        elif not self.out.closed:
+            self.out.write(event_json(event)[1])
+
     def send_data(self, event: Event) -> None:
         """An event of the default channels: its data as one message."""
         if self.deflate:  # (compressed with this connection's own context)
             self.send_sockjs(b"a" + json.dumps([event.data]).encode("utf-8"))
         elif not self.out.closed:
-            self.out.write(data_frame(event))
+            self.out.write(data_json(event)[1])
 
     def close_with(self, code: int, reason: str) -> None:
         if self.open:
@@ -181,7 +209,10 @@ class SockJSSession(SockJSProtocol):
         self.queue(json.dumps(message.decode("utf-8")).encode("utf-8"))
 
     def send_data(self, event: Event) -> None:
-        self.queue(json.dumps(event.data).encode("utf-8"))
+        self.queue(data_json(event)[0])
+
+    def send_event(self, event: Event) -> None:
+        self.queue(event_json(event)[0])
 
     def queue(self, message: bytes) -> None:
         if not self.open:

@@ -227,7 +227,7 @@ class WebSocketSubscriber(Subscriber):
                 protocol.send_text(event_message(event, position))
         elif protocol.framed_alone:
             for event in events:
-                protocol.send_text(event_message(event))
+                protocol.send_event(event)
         elif len(events) == 1:
             self.out.write(event_frame(events[0]))
         else:
@@ -372,6 +372,10 @@ class SubscriberProtocol(ServerWebSocket):
                 return
             if not self.open:
                 return
+
+    def send_event(self, event: Event) -> None:
+        """An event framed for this connection alone (compressed: see ``framed_alone``)."""
+        self.send_text(event_message(event))
 
     def received(self, text: str) -> None:
         """A whole text message from the client."""
