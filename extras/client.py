@@ -63,6 +63,9 @@ class Stream(asyncio.Protocol):
         transport.write(b"GET " + self.load.path + self.query + b" HTTP/1.1\r\nHost: load\r\n"  # type: ignore[attr-defined]
                         b"Accept: text/event-stream\r\n\r\n")
 
+    #: What says a WebSocket subscription is live.
+    SUBSCRIBED = b'"type": "subscribed"'
+
     def opened(self, head: bytes) -> None:
         """The response head is in."""
         if not self.connected.done():
@@ -105,7 +108,7 @@ class Stream(asyncio.Protocol):
                     start = at + len(mark)
         # keep just enough bytes that a mark split across two reads is found once
         self.tail = text[1 - len(mark):]
-        if not self.connected.done() and b'"type": "subscribed"' in text:
+        if not self.connected.done() and self.SUBSCRIBED in text:
             self.connected.set_result(b"101")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -121,23 +124,42 @@ class WebSocketStream(Stream):
 
     MARK = b'{"type": "event"'
     DATA = b'"data": "'
+    PATH = b"/"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         key = base64.b64encode(os.urandom(16))
-        transport.write(b"GET / HTTP/1.1\r\nHost: load\r\nUpgrade: websocket\r\n"  # type: ignore[attr-defined]
+        transport.write(b"GET " + self.PATH + b" HTTP/1.1\r\nHost: load\r\n"  # type: ignore[attr-defined]
+                        b"Upgrade: websocket\r\n"
                         b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
                         b"Sec-WebSocket-Key: " + key + b"\r\n\r\n")
+
+    def subscribe_message(self, message: bytes) -> bytes:
+        return message
 
     def opened(self, head: bytes) -> None:
         channels = [v.decode() for k, _, v in (p.partition(b"=")
                                                for p in self.query.split(b"&"))]
         assert self.transport is not None
-        self.transport.write(masked_frame(json.dumps(
-            {"type": "subscribe", "id": 1, "channels": channels}).encode()))
+        self.transport.write(masked_frame(self.subscribe_message(json.dumps(
+            {"type": "subscribe", "id": 1, "channels": channels}).encode())))
 
     def stamp_at(self, text: bytes, at: int) -> int:
         return text.find(self.DATA, at) + len(self.DATA)
+
+
+class SockJSStream(WebSocketStream):
+    """A SockJS session over its WebSocket transport (``--sockjs-prefix=/echo``) that
+    speaks the WebSocket protocol inside SockJS frames: each message is a JSON string in
+    an ``a[...]`` array, its quotes escaped."""
+
+    MARK = b'{\\"type\\": \\"event\\"'
+    DATA = b'\\"data\\": \\"'
+    SUBSCRIBED = b'\\"type\\": \\"subscribed\\"'
+    PATH = b"/echo/000/" + os.urandom(6).hex().encode() + b"/websocket"
+
+    def subscribe_message(self, message: bytes) -> bytes:
+        return json.dumps([message.decode()]).encode()
 
 
 class LoadClient:

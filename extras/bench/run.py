@@ -31,7 +31,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "extras"))
 
-from client import LoadClient, Publisher, WebSocketStream, masked_frame, percentile  # noqa: E402
+from client import (  # noqa: E402
+    LoadClient,
+    Publisher,
+    SockJSStream,
+    WebSocketStream,
+    masked_frame,
+    percentile,
+)
 from client import run as run_async  # noqa: E402
 from measured import ServerProcess  # noqa: E402
 
@@ -74,12 +81,15 @@ async def wait_delivered(load: LoadClient, expected: int, timeout: float) -> flo
     return time.perf_counter() - started
 
 
-async def fan_out(n: int, results: dict[str, object], websocket: bool = False) -> None:
-    daemon = Daemon()
+async def fan_out(n: int, results: dict[str, object], websocket: bool = False,
+                  sockjs: bool = False) -> None:
+    """``n`` subscribers of one channel (SSE; ``websocket``; ``sockjs``: SockJS sessions
+    over its WebSocket transport speaking the WebSocket protocol), 200 events at 20/s."""
+    daemon = Daemon(*(["--sockjs-prefix=/echo"] if sockjs else []))
     try:
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
-        if websocket:
-            load.stream_class = WebSocketStream
+        if websocket or sockjs:
+            load.stream_class = SockJSStream if sockjs else WebSocketStream
         await asyncio.sleep(0.5)
         rss_before = daemon.rss_kb()
         await load.connect(n, concurrency=256)
@@ -94,7 +104,8 @@ async def fan_out(n: int, results: dict[str, object], websocket: bool = False) -
         cpu = daemon.cpu_seconds() - cpu_before
         ms = [v * 1000 for v in load.latencies]
         results.update({
-            "transport": "WebSocket" if websocket else "SSE",
+            "transport": "SockJS (WebSocket)" if sockjs else
+                         "WebSocket" if websocket else "SSE",
             "N": n, "held": len(load.streams) - load.lost,
             # below 20/s the daemon could not keep up (each publish waits for its answer)
             "publish_rate": round(200 / publish_seconds, 1),
