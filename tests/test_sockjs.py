@@ -249,3 +249,23 @@ def test_the_bundled_client_over_sockjs_resumes_across_a_cut(tmp_path, browser, 
         page.close()
     finally:
         daemon.stop()
+
+
+def test_a_websocket_session_gets_heartbeats(tmp_path):
+    """Every --ws-ping round a SockJS session over a WebSocket gets SockJS's ``h`` (and
+    the WebSocket ping the round sends every connection)."""
+    daemon = Daemon(tmp_path, "--sockjs-prefix=/echo", "--ws-ping=0.5")
+    try:
+        sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
+        sock.sendall(b"GET /echo/000/hb/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket"
+                     b"\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        data = b""
+        while b"\x89\x00\x81\x01h" not in data:
+            chunk = sock.recv(4096)
+            assert chunk, data
+            data += chunk
+        assert b"\x81\x01o" in data
+        sock.close()
+    finally:
+        daemon.stop()

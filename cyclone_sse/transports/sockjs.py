@@ -16,6 +16,7 @@ from cyclone_sse.errors import CycloneSSEError
 from cyclone_sse.event import Event
 from cyclone_sse.history.base import Replay
 from cyclone_sse.transports.websocket import (
+    PING_FRAME,
     SubscriberProtocol,
     WebSocketSubscriber,
     event_message,
@@ -82,6 +83,9 @@ class DataSubscriber(WebSocketSubscriber):
 
 class SockJSProtocol(SubscriberProtocol):
     """One SockJS session over a WebSocket."""
+
+    #: The keep-alive round's ping, and SockJS's own heartbeat frame (``h``).
+    keep_alive_frame = PING_FRAME + text_frame(b"h")
 
     def __init__(self, *args: Any, channels: list[str] | None = None) -> None:
         super().__init__(*args)

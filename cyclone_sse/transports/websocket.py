@@ -281,6 +281,9 @@ class ServerWebSocket(Protocol):
     """What every server-side WebSocket connection of the daemon has: its wsproto
     ``ws``, its ``BoundedWriter`` ``out``, whether it is ``open``, and its close."""
 
+    #: What the keep-alive round writes to it.
+    keep_alive_frame = PING_FRAME
+
     ws: Connection
     out: BoundedWriter
     open: bool
@@ -670,7 +673,7 @@ class WebSockets:
                 continue
             if connection.heard:
                 connection.heard = False
-                connection.out.write(PING_FRAME)
+                connection.out.write(connection.keep_alive_frame)
             else:
                 self.dead_peers += 1
                 connection.close_with(1011, "no answer to ping")
