@@ -269,3 +269,18 @@ def test_a_websocket_session_gets_heartbeats(tmp_path):
         sock.close()
     finally:
         daemon.stop()
+
+
+def test_sessions_are_bounded_like_connections(tmp_path):
+    """A session outlives its requests: there are at most --max-connections of them
+    (a new one past that is refused with 429, an existing one is served)."""
+    daemon = Daemon(tmp_path, "--sockjs-prefix=/echo", "--max-connections=2")
+    try:
+        assert post(daemon.port, "/echo/000/one/xhr") == (200, b"o\n")
+        assert post(daemon.port, "/echo/000/two/xhr") == (200, b"o\n")
+        status, answer = post(daemon.port, "/echo/000/three/xhr")
+        assert status == 429 and b"--max-connections" in answer
+        ping = json.dumps([json.dumps({"type": "ping", "id": 1})]).encode()
+        assert post(daemon.port, "/echo/000/one/xhr_send", ping) == (204, b"")
+    finally:
+        daemon.stop()

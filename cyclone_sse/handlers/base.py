@@ -20,7 +20,7 @@ from cyclone_sse.http.response import (
     request_summary,
 )
 from cyclone_sse.interfaces import IBroker, IHistory
-from cyclone_sse.limits import TokenBucket
+from cyclone_sse.limits import ConnectionLimits, TokenBucket
 from cyclone_sse.options import Settings
 from cyclone_sse.presence import Presence
 from cyclone_sse.registry import ChannelRegistry
@@ -69,6 +69,7 @@ class Application(Protocol):
     grip_held: int  # clients held for a --grip-proxy backend
     pattern_replays: TokenBucket | None
     websockets: Any  # the WebSocket side (transports/websocket.py: WebSockets)
+    connection_limits: ConnectionLimits  # (SockJS sessions are bounded like connections)
     presence: Presence
 
     def allowed_origin(self, origin: str | None) -> str | None: ...

@@ -13,7 +13,7 @@ from typing import Any
 
 import cyclone.web
 
-from cyclone_sse.errors import BadRequest, NotFound
+from cyclone_sse.errors import BadRequest, NotFound, TooManyRequests
 from cyclone_sse.handlers.base import BaseHandler
 
 #: Bytes an xhr_streaming or eventsource request carries before it ends (the client
@@ -54,6 +54,9 @@ class SockJSHandler(BaseHandler):
         sessions = app.__dict__.setdefault("_sockjs_sessions", {})
         found = sessions.get(key)
         if found is None and create:
+            # a session outlives its requests: at most as many as connections
+            if len(sessions) >= app.connection_limits.max_connections:
+                raise TooManyRequests("too many SockJS sessions (--max-connections)")
             named = app.settings_obj.sockjs_channels
             found = SockJSSession(app.websockets, self.request.connection.address,
                                   self.get_argument("token", None),
