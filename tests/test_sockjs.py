@@ -284,3 +284,51 @@ def test_sessions_are_bounded_like_connections(tmp_path):
         assert post(daemon.port, "/echo/000/one/xhr_send", ping) == (204, b"")
     finally:
         daemon.stop()
+
+
+def test_the_articles_system_runs_in_one_command(tmp_path, browser, node_modules):  # noqa: F811
+    """extras/sockjs_sync/run.py: the FORWARDER, the daemon and the Django site; two
+    pages see each other's change.  (ZeroMQ PUB/SUB drops what is sent before the
+    subscriptions reached the publisher: the first change is sent until one arrives.)"""
+    import subprocess
+    import sys
+
+    from tests.daemon import ROOT
+    from tests.services import free_port
+    port, daemon_port, zmq_port = free_port(), free_port(), free_port()
+    run = subprocess.Popen(
+        [sys.executable, "extras/sockjs_sync/run.py", f"--port={port}",
+         f"--daemon-port={daemon_port}", f"--zmq-port={zmq_port}"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in run.stdout:
+            if line.startswith("ready"):
+                break
+        threading.Thread(target=run.stdout.read, daemon=True).start()  # (drained)
+        script = (node_modules / "sockjs-client" / "dist" / "sockjs.min.js").read_bytes()
+        pages = []
+        for _ in range(2):
+            page = browser.new_page()
+            page.route("https://cdn.jsdelivr.net/**", lambda route: route.fulfill(
+                body=script, content_type="application/javascript"))
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_function("document.body.dataset.open === '1'", timeout=20000)
+            pages.append(page)
+        first, second = pages
+        end = time.monotonic() + DEADLINE
+        while not first.evaluate("document.querySelectorAll('#notes li').length"):
+            assert time.monotonic() < end, "no change ever came back"
+            first.fill("#text", "from the first page")
+            first.click("button")
+            first.wait_for_timeout(300)
+        second.fill("#text", "from the second page")
+        second.click("button")
+        for page in pages:
+            page.wait_for_function("[...document.querySelectorAll('#notes li')].some("
+                                   "li => li.textContent === 'from the second page')",
+                                   timeout=20000)
+            assert "from the first page" in page.inner_text("#notes")
+            page.close()
+    finally:
+        run.terminate()
+        run.wait(DEADLINE)
