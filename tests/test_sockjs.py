@@ -85,7 +85,7 @@ def next_data(page, seen: queue.Queue) -> str:
     return data
 
 
-TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling", "eventsource"]
+TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling", "eventsource", "jsonp-polling"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -332,3 +332,33 @@ def test_the_articles_system_runs_in_one_command(tmp_path, browser, node_modules
     finally:
         run.terminate()
         run.wait(DEADLINE)
+
+
+def test_jsonp_polling_over_http(tmp_path):
+    """jsonp: the frame as a callback's argument (``/**/cb("o");``); a callback that is
+    missing or could be script is refused (500); jsonp_send takes a form's ``d``."""
+    import http.client
+    import urllib.parse
+    daemon = Daemon(tmp_path, "--sockjs-prefix=/echo")
+    try:
+        def get(path: str) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=DEADLINE)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+
+        assert get("/echo/000/j1/jsonp")[0] == 500
+        assert get("/echo/000/j1/jsonp?c=alert(1)")[0] == 500
+        assert get("/echo/000/j1/jsonp?c=_jp.a1") == (200, b'/**/_jp.a1("o");\r\n')
+        ping = json.dumps([json.dumps({"type": "ping", "id": 9})])
+        conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=DEADLINE)
+        conn.request("POST", "/echo/000/j1/jsonp_send", urllib.parse.urlencode({"d": ping}),
+                     {"Content-Type": "application/x-www-form-urlencoded"})
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"ok")
+        status, answer = get("/echo/000/j1/jsonp?c=_jp.a2")
+        frame = json.loads(answer[len(b"/**/_jp.a2("):-len(b");\r\n")])
+        assert status == 200 and json.loads(json.loads(frame[1:])[0]) == {"type": "pong",
+                                                                          "id": 9}
+    finally:
+        daemon.stop()

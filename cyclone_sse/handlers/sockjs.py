@@ -1,19 +1,21 @@
 """SockJS endpoints (``--sockjs-prefix``): ``<prefix>/info`` (what sockjs-client asks
 first), ``<prefix>/<server>/<session>/websocket`` (a SockJS session over a WebSocket),
-``.../xhr``, ``.../xhr_streaming`` and ``.../eventsource`` (a session's frames over
-HTTP requests) with ``.../xhr_send`` (what its client sends), and ``<prefix>/websocket``
+``.../xhr``, ``.../xhr_streaming``, ``.../eventsource`` and ``.../jsonp`` (a session's
+frames over HTTP requests) with ``.../xhr_send`` and ``.../jsonp_send`` (what its
+client sends), and ``<prefix>/websocket``
 (the daemon's own WebSocket protocol, unframed, as SockJS servers offer it to plain
 WebSocket clients)."""
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from typing import Any
 
 import cyclone.web
 
-from cyclone_sse.errors import BadRequest, NotFound, TooManyRequests
+from cyclone_sse.errors import BadRequest, CycloneSSEError, NotFound, TooManyRequests
 from cyclone_sse.handlers.base import BaseHandler
 
 #: Bytes an xhr_streaming or eventsource request carries before it ends (the client
@@ -21,6 +23,14 @@ from cyclone_sse.handlers.base import BaseHandler
 STREAM_LIMIT = 128 * 1024
 #: What an xhr_streaming answer starts with (old browsers show nothing before 2 KiB).
 XHR_PRELUDE = b"h" * 2048 + b"\n"
+#: A jsonp callback: a name, no script (what sockjs-client sends: ``_jp.a1b2c3``).
+JSONP_CALLBACK = re.compile(r"[A-Za-z0-9_.]{1,64}")
+
+
+class SockJSRefusal(CycloneSSEError):
+    """A request SockJS refuses with 500 and its words."""
+
+    status = 500
 
 
 class SockJSHandler(BaseHandler):
@@ -81,13 +91,20 @@ class SockJSInfoHandler(SockJSHandler):
 
 
 class SockJSSendHandler(SockJSHandler):
-    """``.../xhr_send``: what the client sends, a JSON array of messages."""
+    """``.../xhr_send`` and ``.../jsonp_send``: what the client sends, a JSON array of
+    messages (for jsonp_send, as the ``d`` field of a form when it posts a form)."""
+
+    def initialize(self, jsonp: bool = False) -> None:
+        self.jsonp = jsonp
 
     def post(self, server: str, key: str) -> None:
         session = self.session(key, create=False)
         if session is None:
             raise NotFound("no such SockJS session")
         body = self.request.body
+        if self.jsonp and self.request.headers.get("Content-Type", "").startswith(
+                "application/x-www-form-urlencoded"):
+            body = self.get_argument("d", "").encode("utf-8")
         if not body:
             self.send_plain(500, b"Payload expected.")
             return
@@ -101,6 +118,9 @@ class SockJSSendHandler(SockJSHandler):
         for message in messages:
             if session.open:
                 session.on_message(message)
+        if self.jsonp:
+            self.send_plain(200, b"ok")
+            return
         self.set_status(204)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish()
@@ -112,16 +132,22 @@ class SockJSSendHandler(SockJSHandler):
 
 
 class _Poll:
-    """An ``xhr`` request: answered with the session's next frame."""
+    """An ``xhr`` request (or a ``jsonp`` one, with its ``callback``): answered with
+    the session's next frame."""
 
-    def __init__(self, handler: BaseHandler) -> None:
+    def __init__(self, handler: BaseHandler, callback: str | None = None) -> None:
         self.handler = handler
+        self.callback = callback
 
     def send(self, frame: bytes) -> bool:
         handler = self.handler
         if not handler._finished:
             handler.set_header("Content-Type", "application/javascript; charset=UTF-8")
-            handler.finish(frame + b"\n")
+            if self.callback is None:
+                handler.finish(frame + b"\n")
+            else:  # (/**/: a response sniffed as another type runs nothing)
+                handler.finish(b"/**/%s(%s);\r\n" % (self.callback.encode("ascii"),
+                                                       json.dumps(frame.decode()).encode()))
         return False
 
 
@@ -153,14 +179,21 @@ class SockJSReceiveHandler(SockJSHandler):
 
     def initialize(self, kind: str) -> None:
         self.kind = kind
-        if kind == "eventsource":
+        if kind in ("eventsource", "jsonp"):
             self.methods = "OPTIONS, GET"
 
     @cyclone.web.asynchronous
     def post(self, server: str, key: str) -> None:
+        callback = None
+        if self.kind == "jsonp":
+            callback = self.get_argument("c", None)
+            if not callback:
+                raise SockJSRefusal('"callback" parameter required')
+            if not JSONP_CALLBACK.fullmatch(callback):
+                raise SockJSRefusal('invalid "callback" parameter')
         session = self.held = self.session(key, create=True)
-        if self.kind == "xhr":
-            self.receiver = _Poll(self)
+        if self.kind in ("xhr", "jsonp"):
+            self.receiver = _Poll(self, callback)
         else:
             self.set_header("Content-Type", "text/event-stream; charset=UTF-8"
                             if self.kind == "eventsource" else
@@ -219,6 +252,9 @@ def routes(prefixes: str) -> list[tuple[Any, ...]]:
                   (base + "/websocket", SockJSWebSocketHandler, {"raw": True}),
                   (base + r"/[^/.]+/[^/.]+/websocket", SockJSWebSocketHandler),
                   (base + r"/([^/.]+)/([^/.]+)/xhr_send", SockJSSendHandler),
+                  (base + r"/([^/.]+)/([^/.]+)/jsonp_send", SockJSSendHandler,
+                   {"jsonp": True}),
                   *((base + rf"/([^/.]+)/([^/.]+)/{kind}", SockJSReceiveHandler,
-                     {"kind": kind}) for kind in ("xhr", "xhr_streaming", "eventsource"))]
+                     {"kind": kind})
+                    for kind in ("xhr", "xhr_streaming", "eventsource", "jsonp"))]
     return found
