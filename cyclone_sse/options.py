@@ -248,6 +248,9 @@ class Settings:
                                 group="sockjs")
     sockjs_channels: str = option("", "comma list of channels a SockJS session receives "
                                   "from its opening, each event's data as a message")
+    sockjs_url: str = option("https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/"
+                             "sockjs.min.js", "the sockjs-client <prefix>/iframe.html loads "
+                             "(the version your pages load)")
     policies: str = option("", "channel policies, PATTERN=KIND[+publish][+presence] comma "
                            "separated; KIND: public, token, callback or deny", group="security")
     default_policy: str = option("public", "policy of channels no rule matches")

@@ -60,6 +60,9 @@ def opened_page(browser, site, port, transport="websocket"):  # noqa: F811
     seen: queue.Queue = queue.Queue()
     page.on("console", lambda message: seen.put(
         json.loads(message.text) if message.text.startswith("[") else ["log", message.text]))
+    # (the iframe transports' page on the daemon loads sockjs-client from --sockjs-url)
+    page.route("https://cdn.jsdelivr.net/**", lambda route: route.fulfill(
+        body=Pages.script, content_type="application/javascript"))
     page.goto(f"{site}/page")
     assert logged(page, seen) == ["open", transport]
     return page, seen
@@ -85,7 +88,8 @@ def next_data(page, seen: queue.Queue) -> str:
     return data
 
 
-TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling", "eventsource", "jsonp-polling"]
+TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling", "eventsource", "jsonp-polling",
+              "iframe-eventsource", "iframe-xhr-polling"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -360,5 +364,31 @@ def test_jsonp_polling_over_http(tmp_path):
         frame = json.loads(answer[len(b"/**/_jp.a2("):-len(b");\r\n")])
         assert status == 200 and json.loads(json.loads(frame[1:])[0]) == {"type": "pong",
                                                                           "id": 9}
+    finally:
+        daemon.stop()
+
+
+def test_the_iframe_page(tmp_path):
+    """``/echo/iframe.html`` (any ``iframe*.html``): loads ``--sockjs-url``, cached a
+    year, its ETag answered 304."""
+    import http.client
+    daemon = Daemon(tmp_path, "--sockjs-prefix=/echo",
+                    "--sockjs-url=https://example.com/sockjs-1.6.1.min.js")
+    try:
+        def get(path: str, headers: dict[str, str] | None = None):
+            conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=DEADLINE)
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            return response, response.read()
+
+        response, page = get("/echo/iframe.html")
+        assert response.status == 200
+        assert b'<script src="https://example.com/sockjs-1.6.1.min.js">' in page
+        assert b"SockJS.bootstrap_iframe()" in page
+        assert response.getheader("Cache-Control") == "public, max-age=31536000"
+        tag = response.getheader("ETag")
+        assert get("/echo/iframe-a1.b2.html")[1] == page
+        again, body = get("/echo/iframe.html", {"If-None-Match": tag})
+        assert again.status == 304 and body == b""
     finally:
         daemon.stop()

@@ -1,13 +1,14 @@
 """SockJS endpoints (``--sockjs-prefix``): ``<prefix>/info`` (what sockjs-client asks
-first), ``<prefix>/<server>/<session>/websocket`` (a SockJS session over a WebSocket),
+first), ``<prefix>/iframe.html`` (the page of its iframe transports),
+``<prefix>/<server>/<session>/websocket`` (a SockJS session over a WebSocket),
 ``.../xhr``, ``.../xhr_streaming``, ``.../eventsource`` and ``.../jsonp`` (a session's
 frames over HTTP requests) with ``.../xhr_send`` and ``.../jsonp_send`` (what its
-client sends), and ``<prefix>/websocket``
-(the daemon's own WebSocket protocol, unframed, as SockJS servers offer it to plain
-WebSocket clients)."""
+client sends), and ``<prefix>/websocket`` (the daemon's own WebSocket protocol,
+unframed, as SockJS servers offer it to plain WebSocket clients)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -88,6 +89,29 @@ class SockJSInfoHandler(SockJSHandler):
         self.finish(json.dumps({"websocket": True, "cookie_needed": False,
                                 "origins": ["*:*"], "entropy": secrets.randbits(32)}))
 
+
+
+class SockJSIframeHandler(BaseHandler):
+    """``<prefix>/iframe.html`` (and ``iframe-<anything>.html``): the page sockjs-client
+    opens in a hidden iframe on the daemon's origin for its iframe transports; it loads
+    ``--sockjs-url`` and hands over to it.  Cached for a year, with an ETag."""
+
+    def get(self, *args: Any) -> None:
+        url = json.dumps(self.application.settings_obj.sockjs_url)
+        page = ("<!doctype html><html><head><meta charset=\"utf-8\"><script>"
+                "document.domain = document.domain;"
+                "_sockjs_onload = function () { SockJS.bootstrap_iframe(); };</script>"
+                f"<script src={url}></script></head>"
+                "<body><p>cyclone-sse: the SockJS iframe.</p></body></html>").encode()
+        tag = '"' + hashlib.sha1(page).hexdigest() + '"'
+        self.set_header("Cache-Control", "public, max-age=31536000")
+        self.set_header("ETag", tag)
+        if self.request.headers.get("If-None-Match") == tag:
+            self.set_status(304)
+            self.finish()
+            return
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.finish(page)
 
 
 class SockJSSendHandler(SockJSHandler):
@@ -249,6 +273,7 @@ def routes(prefixes: str) -> list[tuple[Any, ...]]:
             continue
         base = "/" + prefix.lstrip("/")
         found += [(base + "/info", SockJSInfoHandler),
+                  (base + r"/iframe[0-9A-Za-z.-]*\.html", SockJSIframeHandler),
                   (base + "/websocket", SockJSWebSocketHandler, {"raw": True}),
                   (base + r"/[^/.]+/[^/.]+/websocket", SockJSWebSocketHandler),
                   (base + r"/([^/.]+)/([^/.]+)/xhr_send", SockJSSendHandler),
