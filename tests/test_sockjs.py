@@ -136,6 +136,15 @@ def test_a_session_speaks_the_websocket_protocol_and_resumes(tmp_path, browser, 
         daemon.stop()
 
 
+def websocket_session(port: int, session: str) -> socket.socket:
+    """A raw socket that asked for a SockJS session over a WebSocket on /echo."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+    sock.sendall(f"GET /echo/000/{session}/websocket HTTP/1.1\r\nHost: x\r\n"
+                 "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
+    return sock
+
+
 def test_info_and_what_is_refused(tmp_path):
     """``/echo/info`` as sockjs-client reads it; a session path with a dot, or a GET
     that does not upgrade, is refused."""
@@ -146,10 +155,7 @@ def test_info_and_what_is_refused(tmp_path):
         assert isinstance(info["entropy"], int) and info["cookie_needed"] is False
         assert daemon.request("GET", "/echo/000/abc/websocket")[0] == 400
         assert daemon.request("GET", "/echo/000/a.b/websocket")[0] == 404
-        sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
-        sock.sendall(b"GET /echo/000/abc/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket"
-                     b"\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        sock = websocket_session(daemon.port, "abc")
         data = b""
         while b"\x81\x01o" not in data:
             data += sock.recv(4096)
@@ -260,10 +266,7 @@ def test_a_websocket_session_gets_heartbeats(tmp_path):
     the WebSocket ping the round sends every connection)."""
     daemon = Daemon(tmp_path, "--sockjs-prefix=/echo", "--ws-ping=0.5")
     try:
-        sock = socket.create_connection(("127.0.0.1", daemon.port), timeout=DEADLINE)
-        sock.sendall(b"GET /echo/000/hb/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket"
-                     b"\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        sock = websocket_session(daemon.port, "hb")
         data = b""
         while b"\x89\x00\x81\x01h" not in data:
             chunk = sock.recv(4096)

@@ -28,6 +28,11 @@ XHR_PRELUDE = b"h" * 2048 + b"\n"
 JSONP_CALLBACK = re.compile(r"[A-Za-z0-9_.]{1,64}")
 
 
+def default_channels(settings: Any) -> list[str]:
+    """``--sockjs-channels`` (checked at start-up)."""
+    return [c.strip() for c in settings.sockjs_channels.split(",") if c.strip()]
+
+
 class SockJSRefusal(CycloneSSEError):
     """A request SockJS refuses with 500 and its words."""
 
@@ -68,12 +73,10 @@ class SockJSHandler(BaseHandler):
             # a session outlives its requests: at most as many as connections
             if len(sessions) >= app.connection_limits.max_connections:
                 raise TooManyRequests("too many SockJS sessions (--max-connections)")
-            named = app.settings_obj.sockjs_channels
             found = SockJSSession(app.websockets, self.request.connection.address,
                                   self.get_argument("token", None),
                                   self.request.headers.get("Cookie"),
-                                  [c.strip() for c in named.split(",") if c.strip()],
-                                  sessions, key)
+                                  default_channels(app.settings_obj), sessions, key)
         return found
 
 
@@ -258,9 +261,8 @@ class SockJSWebSocketHandler(BaseHandler):
         connection = request.connection
         arguments = (hub, extensions, connection.address, self.get_argument("token", None),
                      request.headers.get("Cookie"), None)
-        named = self.application.settings_obj.sockjs_channels
         protocol = SubscriberProtocol(*arguments) if self.raw else SockJSProtocol(
-            *arguments, channels=[c.strip() for c in named.split(",") if c.strip()])
+            *arguments, channels=default_channels(self.application.settings_obj))
         self.hand_over()  # (nothing may fail after it: the answer is the upgrade's)
         connection.upgrade(protocol, response)
 

@@ -100,6 +100,11 @@ class SockJSProtocol(SubscriberProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.send_sockjs(b"o")
+        self.subscribe_defaults()
+
+    def subscribe_defaults(self) -> None:
+        """Subscribe the session to ``--sockjs-channels`` (a refusal is its error
+        message)."""
         if self.default_channels:
             try:
                 self.subscribe({"channels": self.default_channels}, DEFAULTS)
@@ -201,11 +206,7 @@ class SockJSSession(SockJSProtocol):
         self._gone = self.clock.callLater(DISCONNECT_DELAY, self.timed_out)
         self._beat: Any = None
         sessions[key] = self
-        if channels:
-            try:
-                self.subscribe({"channels": channels}, DEFAULTS)
-            except CycloneSSEError as exc:
-                self.error(DEFAULTS, exc.status, str(exc))
+        self.subscribe_defaults()
 
     # frames out -------------------------------------------------------------------------
 

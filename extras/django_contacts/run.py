@@ -14,32 +14,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+from extras.supervise import stop_on_sigterm, supervise  # noqa: E402
+
 USERS = ("alice", "bob")
-
-
-def wait_http(url: str, seconds: float = 30) -> None:
-    """Until ``url`` answers (any status)."""
-    end = time.monotonic() + seconds
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if time.monotonic() > end:
-                raise SystemExit(f"{url} did not come up") from None
-            time.sleep(0.2)
 
 
 def main() -> None:
@@ -74,30 +59,10 @@ def main() -> None:
         subprocess.Popen([sys.executable, "manage.py", "runserver", "--noreload",
                           f"127.0.0.1:{args.port}"], cwd=HERE, env=env),
     ]
-    try:
-        wait_http(f"{daemon_url}/healthz")
-        wait_http(f"http://127.0.0.1:{args.port}/login")
-        print(f"ready: open http://127.0.0.1:{args.port}/ (alice/alice, bob/bob)",
-              flush=True)
-        while all(process.poll() is None for process in processes):
-            time.sleep(0.5)
-        raise SystemExit("a part stopped: see its output above")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _interrupted(*_: object) -> None:
-    raise KeyboardInterrupt
+    supervise(processes, [f"{daemon_url}/healthz", f"http://127.0.0.1:{args.port}/login"],
+              f"ready: open http://127.0.0.1:{args.port}/ (alice/alice, bob/bob)")
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupted)
+    stop_on_sigterm()
     main()

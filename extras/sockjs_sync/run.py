@@ -13,17 +13,16 @@ at once.  Ctrl-C stops everything.  ``--port`` (Django, 8000), ``--daemon-port``
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+from extras.supervise import stop_on_sigterm, supervise  # noqa: E402
 
 
 def forwarder(xsub: str, xpub: str) -> None:
@@ -34,18 +33,6 @@ def forwarder(xsub: str, xpub: str) -> None:
     front.bind(xsub)
     back.bind(xpub)
     zmq.proxy(front, back)
-
-
-def wait_http(url: str, seconds: float = 30) -> None:
-    end = time.monotonic() + seconds
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            if time.monotonic() > end:
-                raise SystemExit(f"{url} did not come up") from None
-            time.sleep(0.2)
 
 
 def main() -> None:
@@ -66,29 +53,10 @@ def main() -> None:
         subprocess.Popen([sys.executable, str(HERE / "site.py"), str(args.port),
                           daemon_url, xsub], cwd=HERE),
     ]
-    try:
-        wait_http(f"{daemon_url}/healthz")
-        wait_http(f"http://127.0.0.1:{args.port}/")
-        print(f"ready: open http://127.0.0.1:{args.port}/ in two browsers", flush=True)
-        while all(process.poll() is None for process in processes):
-            time.sleep(0.5)
-        raise SystemExit("a part stopped: see its output above")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _interrupted(*_: object) -> None:
-    raise KeyboardInterrupt
+    supervise(processes, [f"{daemon_url}/healthz", f"http://127.0.0.1:{args.port}/"],
+              f"ready: open http://127.0.0.1:{args.port}/ in two browsers")
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _interrupted)
+    stop_on_sigterm()
     main()
