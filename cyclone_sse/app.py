@@ -140,17 +140,23 @@ class App(cyclone.web.Application):
                 (r"/static/([^/]+)", StaticHandler), *self.grip_handlers(),
                 *self.sockjs_handlers()]
 
-    def sockjs_stats(self) -> dict[str, int]:
-        """The SockJS sessions over HTTP transports, and those a request waits on."""
+    def sockjs_stats(self) -> dict[str, dict[str, int]]:
+        """SockJS sessions: over HTTP transports (and those a request of each transport
+        waits on), and over WebSockets."""
+        from cyclone_sse.transports.sockjs import SockJSProtocol, SockJSSession
         sessions = self.__dict__.get("_sockjs_sessions", {})
-        return {"sockjs_sessions": len(sessions),
-                "sockjs_receiving": sum(1 for s in sessions.values()
-                                        if s.receiver is not None)}
+        counts = dict.fromkeys(("xhr", "jsonp", "xhr_streaming", "eventsource", "htmlfile"), 0)
+        for session in sessions.values():
+            if session.receiver is not None:
+                counts[session.receiver.kind] += 1
+        return {"sockjs": {"sessions": len(sessions), **counts, "websocket": sum(
+            1 for c in self.websockets.connections
+            if isinstance(c, SockJSProtocol) and not isinstance(c, SockJSSession))}}
 
     def sockjs_handlers(self) -> list[tuple[Any, ...]]:
         """The ``--sockjs-prefix`` endpoints."""
         from cyclone_sse.handlers.sockjs import routes
-        return routes(self.settings_obj.sockjs_prefix)
+        return routes(self.settings_obj)
 
     def grip_handlers(self) -> list[tuple[Any, ...]]:
         """The ``--grip-proxy`` routes: everything under each prefix."""

@@ -70,10 +70,13 @@ METRICS: tuple[Metric, ...] = (
            "rate, input)."),
     Metric("grip_held", GAUGE, "Clients held for a --grip-proxy backend (streams, "
            "responses and WebSockets)."),
-    Metric("sockjs_sessions", GAUGE, "SockJS sessions over HTTP transports (xhr, "
-           "xhr_streaming, eventsource) open now."),
-    Metric("sockjs_receiving", GAUGE, "Of those, sessions whose client has a request "
-           "waiting for their frames."),
+    Metric("sockjs.sessions", GAUGE, "SockJS sessions over HTTP transports open now."),
+    *(Metric(f"sockjs.{kind}", GAUGE, f"Of those, sessions whose client waits on {what}.")
+      for kind, what in (
+        ("xhr_streaming", "an xhr_streaming request"), ("eventsource", "an eventsource "
+         "request"), ("htmlfile", "an htmlfile request"), ("xhr", "an xhr poll"),
+        ("jsonp", "a jsonp poll"))),
+    Metric("sockjs.websocket", GAUGE, "SockJS sessions over WebSockets open now."),
     Metric("grip_recoveries", COUNTER, "Gaps in a GRIP-held stream recovered from the "
            "backend's Grip-Link next link."),
     Metric("broker.name", INFO, "The broker (http, redis, amqp, zmq)."),

@@ -248,6 +248,13 @@ class Settings:
                                 group="sockjs")
     sockjs_channels: str = option("", "comma list of channels a SockJS session receives "
                                   "from its opening, each event's data as a message")
+    sockjs_jsessionid: bool = option(False, "set the JSESSIONID cookie on SockJS session "
+                                     "requests (for balancers that stick sessions by it)",
+                                     _bool)
+    sockjs_test_services: bool = option(False, "also serve the SockJS protocol suite's "
+                                        "test services (/echo, /close, "
+                                        "/disabled_websocket_echo, /cookie_needed_echo)",
+                                        _bool)
     sockjs_url: str = option("https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/"
                              "sockjs.min.js", "the sockjs-client <prefix>/iframe.html loads "
                              "(the version your pages load)")
@@ -327,6 +334,13 @@ class Settings:
                                "--sockjs-channels")
             except CycloneSSEError as exc:
                 raise ValueError(f"--sockjs-channels: {exc}") from None
+        if self.sockjs_test_services:
+            from cyclone_sse.transports.sockjs import TEST_SERVICES
+            taken = {"/" + p.strip().strip("/") for p in self.sockjs_prefix.split(",")}
+            for prefix, *_ in TEST_SERVICES:
+                if prefix in taken:
+                    raise ValueError(f"--sockjs-prefix={prefix} is a path of "
+                                     "--sockjs-test-services: choose another")
         if self.export:
             _check_choice("export", self.export, EXPORT_NAMES)
         _check_choice("export-protocol", self.export_protocol, ("tcp", "udp"))

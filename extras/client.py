@@ -162,6 +162,19 @@ class SockJSStream(WebSocketStream):
         return json.dumps([message.decode()]).encode()
 
 
+class SockJSXhrStream(Stream):
+    """A SockJS session over its xhr_streaming transport on a prefix whose sessions
+    receive ``--sockjs-channels`` (each event's data as one message: ``a["<data>"]``)."""
+
+    MARK = b'a["'
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(b"POST /echo/000/" + os.urandom(8).hex().encode()  # type: ignore[attr-defined]
+                        + b"/xhr_streaming HTTP/1.1\r\nHost: load\r\n"
+                        b"Content-Length: 0\r\n\r\n")
+
+
 class LoadClient:
     #: What each subscriber speaks: ``Stream`` (SSE) or ``WebSocketStream``.
     stream_class: type[Stream] = Stream

@@ -60,6 +60,7 @@ def test_config_file_with_comments_and_command_line_override(tmp_path):
     (["--broker=amqp", "--history=amqp-stream"], "--amqp-exchange-type"),
     (["--broker=redis", "--history=amqp-stream"], "--history"),
     (["--sockjs-channels=a b"], "--sockjs-channels"),
+    (["--sockjs-prefix=/close", "--sockjs-test-services=1"], "--sockjs-prefix=/close"),
 ])
 def test_bad_options_stop_start_up_with_a_one_line_error_naming_them(argv, named):
     with pytest.raises(usage.UsageError) as info:

@@ -17,6 +17,7 @@ import pytest
 from tests.daemon import DEADLINE, Daemon
 from tests.test_browser import QuietPages, browser, pytestmark  # noqa: F401
 from tests.test_jquery import node_modules  # noqa: F401
+from tests.test_sockjs_protocol import ask, held_poll, receivers
 
 PAGE = """<!doctype html><title>sockjs</title><script src="/sockjs.min.js"></script>
 <script>
@@ -51,12 +52,21 @@ def site(node_modules):  # noqa: F811
     server.shutdown()
 
 
-def opened_page(browser, site, port, transport="websocket"):  # noqa: F811
+def opened_page(browser, site, port, transport="websocket",  # noqa: F811
+                same_origin=False):
     """The site's page opening a SockJS session on the daemon's /echo with sockjs-client
-    forced to ``transport``; what it logs comes on the queue."""
+    forced to ``transport``; what it logs comes on the queue.  ``same_origin``: the page
+    (and sockjs-client) as if served by the daemon's origin (Playwright answers those two
+    URLs; Chromium opens no WebSocket from such a page, the HTTP transports work)."""
     Pages.page = PAGE % {"url": f"http://127.0.0.1:{port}/echo",
                          "transports": json.dumps([transport])}
     page = browser.new_page()
+    if same_origin:
+        site = f"http://127.0.0.1:{port}"
+        page.route(f"{site}/page", lambda route: route.fulfill(
+            body=Pages.page, content_type="text/html; charset=utf-8"))
+        page.route(f"{site}/sockjs.min.js", lambda route: route.fulfill(
+            body=Pages.script, content_type="application/javascript"))
     seen: queue.Queue = queue.Queue()
     page.on("console", lambda message: seen.put(
         json.loads(message.text) if message.text.startswith("[") else ["log", message.text]))
@@ -89,15 +99,18 @@ def next_data(page, seen: queue.Queue) -> str:
 
 
 TRANSPORTS = ["websocket", "xhr-streaming", "xhr-polling", "eventsource", "jsonp-polling",
-              "iframe-eventsource", "iframe-xhr-polling"]
+              "iframe-eventsource", "iframe-xhr-polling", "iframe-htmlfile"]
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport,same_origin", [
+    *((transport, False) for transport in TRANSPORTS),
+    # htmlfile is same-origin only; the others from a page on the daemon's origin too
+    ("htmlfile", True), ("xhr-streaming", True), ("eventsource", True)])
 def test_the_articles_page_receives_what_is_published(tmp_path, browser, site,  # noqa: F811
-                                                       transport):
+                                                       transport, same_origin):
     daemon = Daemon(tmp_path, "--sockjs-prefix=/echo", "--sockjs-channels=contacts")
     try:
-        page, seen = opened_page(browser, site, daemon.port, transport)
+        page, seen = opened_page(browser, site, daemon.port, transport, same_origin)
         end = time.monotonic() + DEADLINE
         while daemon.request("GET", "/stats")[1]["channels"] < 1:
             assert time.monotonic() < end
@@ -181,48 +194,35 @@ def post(port: int, path: str, body: bytes = b"") -> tuple[int, bytes]:
 
 
 def test_the_session_rules_over_http(tmp_path):
-    """A session over xhr: opened by its first poll (``o``), a message sent with
-    xhr_send answered in the next poll (``a[...]``); xhr_send to no session is 404, an
-    empty or broken one 500 with SockJS's words; a second poll while one waits gets
-    ``c[2010,...]``; xhr_streaming starts with its 2 KiB prelude, then ``o``; sessions
-    end 5 s after their last request (counted in /stats meanwhile)."""
-    daemon = Daemon(tmp_path, "--sockjs-prefix=/echo")
+    """A daemon session over xhr speaks the WebSocket protocol (a ping answered with a
+    pong in the next poll); /stats counts sessions by the transport a request waits on;
+    a session that overflows --max-pending while events fan out is closed (1009) and
+    the publish still answered; sessions end 5 s after their last request.  (The
+    protocol's own rules: tests/test_sockjs_protocol.py.)"""
+    daemon = Daemon(tmp_path, "--sockjs-prefix=/echo", "--sockjs-channels=c",
+                    "--max-pending=2000")
     try:
         port = daemon.port
-        assert post(port, "/echo/000/s1/xhr") == (200, b"o\n")
+        assert ask(port, "POST", "/echo/000/s1/xhr").body == b"o\n"
         ping = json.dumps([json.dumps({"type": "ping", "id": 7})]).encode()
-        assert post(port, "/echo/000/s1/xhr_send", ping) == (204, b"")
-        status, frame = post(port, "/echo/000/s1/xhr")
-        assert status == 200 and json.loads(json.loads(frame[1:])[0]) == {"type": "pong",
-                                                                          "id": 7}
-        assert post(port, "/echo/000/none/xhr_send", ping)[0] == 404
-        assert post(port, "/echo/000/s1/xhr_send") == (500, b"Payload expected.")
-        assert post(port, "/echo/000/s1/xhr_send", b"[1") == (500, b"Broken JSON encoding.")
-        waiting = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
-        waiting.sendall(b"POST /echo/000/s1/xhr HTTP/1.1\r\nHost: x\r\n"
-                        b"Content-Length: 0\r\n\r\n")
-        end = time.monotonic() + DEADLINE
-        while daemon.request("GET", "/stats")[1]["sockjs_receiving"] < 1:
-            assert time.monotonic() < end, "the first poll was never held"
-            time.sleep(0.02)
-        assert post(port, "/echo/000/s1/xhr") == (
-            200, b'c[2010,"Another connection still open"]\n')
-        assert daemon.request("GET", "/stats")[1]["sockjs_sessions"] == 1
+        assert ask(port, "POST", "/echo/000/s1/xhr_send", ping).status == 204
+        frame = ask(port, "POST", "/echo/000/s1/xhr").body
+        assert json.loads(json.loads(frame[1:])[0]) == {"type": "pong", "id": 7}
+        waiting = held_poll(port, "/echo/000/s1/xhr")
+        receivers(port, "xhr", 1)
+        assert daemon.request("GET", "/stats")[1]["sockjs"]["sessions"] == 1
+        assert daemon.publish_form("channel=c&message=one")[0] == 200
+        assert waiting.head()[0] == 200 and waiting.exactly(9) == b'a["one"]\n'
         waiting.close()
-        stream = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
-        stream.sendall(b"POST /echo/000/s2/xhr_streaming HTTP/1.1\r\nHost: x\r\n"
-                       b"Content-Length: 0\r\n\r\n")
-        data = b""
-        while b"\r\n\r\n" not in data or not data.endswith(b"o\n"):
-            chunk = stream.recv(65536)
-            assert chunk, data
-            data += chunk
-        assert data.split(b"\r\n\r\n", 1)[1] == b"h" * 2048 + b"\no\n"
-        stream.close()
+        for _ in range(3):  # (nobody polls meanwhile: the session overflows)
+            assert daemon.publish_form("channel=c&message=" + "x" * 900)[0] == 200
+        assert ask(port, "POST", "/echo/000/s1/xhr").body.startswith(b"c[1009,")
+        end = time.monotonic() + DEADLINE
         # sessions no request carries for 5 s end (SockJS's disconnect delay)
-        while daemon.request("GET", "/stats")[1]["sockjs_sessions"]:
+        while daemon.request("GET", "/stats")[1]["sockjs"]["sessions"]:
             assert time.monotonic() < end + DEADLINE, "sessions outlived their clients"
             time.sleep(0.1)
+        assert daemon.request("GET", "/stats")[1]["connections"] == 0
     finally:
         daemon.stop()
 
@@ -395,3 +395,30 @@ def test_the_iframe_page(tmp_path):
         assert again.status == 304 and body == b""
     finally:
         daemon.stop()
+
+
+def test_tokens_guard_the_default_channels_and_expire_the_session(tmp_path):
+    """With ``s.*=token``: a session without a token is told (an error message) and
+    gets nothing; with ``?token=`` on its URL (sockjs-client keeps the query of the
+    URL it is given) it gets the channel's events, and is closed (4001) at the token's
+    expiry, where the page opens another with a fresh one."""
+    import jwt
+    secret = "s" * 32
+    daemon = Daemon(tmp_path, "--sockjs-prefix=/echo", "--sockjs-channels=s.1",
+                    "--policies=s.*=token", f"--jwt-secret={secret}", "--http-secret=pub")
+    try:
+        port = daemon.port
+        assert ask(port, "POST", "/echo/000/none/xhr").body == b"o\n"
+        refused = json.loads(json.loads(ask(port, "POST", "/echo/000/none/xhr").body[1:])[0])
+        assert refused["type"] == "error" and refused["code"] == 401
+        signed = jwt.encode({"sub": "ann", "channels": ["s.*"],
+                             "exp": int(time.time()) + 2}, secret)
+        url = f"/echo/000/ann/xhr?token={signed}"
+        assert ask(port, "POST", url).body == b"o\n"
+        daemon.publish_form("channel=s.1&message=hello&key=pub")
+        assert ask(port, "POST", url).body == b'a["hello"]\n'
+        assert ask(port, "POST", url).body == (  # (held until exp, within DEADLINE)
+            b'c[4001,"token expired: open a session with a fresh one"]\n')
+    finally:
+        daemon.stop()
+    assert signed not in "".join(daemon.log)

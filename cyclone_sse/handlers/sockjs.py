@@ -1,10 +1,11 @@
-"""SockJS endpoints (``--sockjs-prefix``): ``<prefix>/info`` (what sockjs-client asks
-first), ``<prefix>/iframe.html`` (the page of its iframe transports),
+"""SockJS endpoints (``--sockjs-prefix``, and the protocol suite's test services with
+``--sockjs-test-services``): ``<prefix>`` (the greeting), ``<prefix>/info`` (what
+sockjs-client asks first), ``<prefix>/iframe.html`` (the page of its iframe transports),
 ``<prefix>/<server>/<session>/websocket`` (a SockJS session over a WebSocket),
-``.../xhr``, ``.../xhr_streaming``, ``.../eventsource`` and ``.../jsonp`` (a session's
-frames over HTTP requests) with ``.../xhr_send`` and ``.../jsonp_send`` (what its
-client sends), and ``<prefix>/websocket`` (the daemon's own WebSocket protocol,
-unframed, as SockJS servers offer it to plain WebSocket clients)."""
+``.../xhr``, ``.../xhr_streaming``, ``.../eventsource``, ``.../htmlfile`` and
+``.../jsonp`` (a session's frames over HTTP requests) with ``.../xhr_send`` and
+``.../jsonp_send`` (what its client sends), and ``<prefix>/websocket`` (the daemon's own
+WebSocket protocol, unframed, as SockJS servers offer it to plain WebSocket clients)."""
 
 from __future__ import annotations
 
@@ -12,38 +13,94 @@ import hashlib
 import json
 import re
 import secrets
+from email.utils import formatdate
+from time import time
 from typing import Any
 
 import cyclone.web
 
-from cyclone_sse.errors import BadRequest, CycloneSSEError, NotFound, TooManyRequests
+from cyclone_sse.errors import BadRequest, NotFound, TooManyRequests
+from cyclone_sse.event import Event
 from cyclone_sse.handlers.base import BaseHandler
+from cyclone_sse.transports.sockjs import (
+    TEST_SERVICES,
+    TEST_STREAM_LIMIT,
+    Receiver,
+    SockJSService,
+    stream_bytes,
+    streamed_data,
+)
+from cyclone_sse.transports.stream import BoundedWriter
 
-#: Bytes an xhr_streaming or eventsource request carries before it ends (the client
-#: then makes the next one): SockJS's default, bounding what a request buffers.
-STREAM_LIMIT = 128 * 1024
 #: What an xhr_streaming answer starts with (old browsers show nothing before 2 KiB).
 XHR_PRELUDE = b"h" * 2048 + b"\n"
-#: A jsonp callback: a name, no script (what sockjs-client sends: ``_jp.a1b2c3``).
-JSONP_CALLBACK = re.compile(r"[A-Za-z0-9_.]{1,64}")
+#: A jsonp or htmlfile callback: a name, no script (sockjs-client sends ``_jp.a1b2c3``).
+CALLBACK = re.compile(r"[A-Za-z0-9_.]{1,64}")
+#: A ``JSESSIONID`` a client sent that is echoed back (anything else: ``dummy``).
+SESSION_COOKIE = re.compile(r"[A-Za-z0-9_.+/=-]{1,128}")
+#: Cache-Control of what must never be cached (the protocol's exact value).
+NOT_CACHED = "no-store, no-cache, no-transform, must-revalidate, max-age=0"
+#: A year, the protocol's lifetime of what is cached (OPTIONS answers, iframe.html).
+YEAR = 31536000
+#: The page an htmlfile request starts with (the protocol's; %s: the callback), padded
+#: past 1 KiB so that old browsers start running it at once.
+HTMLFILE_HEAD = """<!doctype html>
+<html><head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+</head><body><h2>Don't panic!</h2>
+  <script>
+    document.domain = document.domain;
+    var c = parent.%s;
+    c.start();
+    function p(d) {c.message(d);};
+    window.onload = function() {c.stop();};
+  </script>
+"""
+#: The iframe page (the protocol's; %s: ``--sockjs-url`` as a JSON string).
+IFRAME_PAGE = """<!DOCTYPE html>
+<html>
+<head>
+  <meta http-equiv="X-UA-Compatible" content="IE=edge" />
+  <meta http-equiv="Content-Type" content="text/html; charset=UTF-8" />
+  <script src=%s></script>
+  <script>
+    document.domain = document.domain;
+    SockJS.bootstrap_iframe();
+  </script>
+</head>
+<body>
+  <h2>Don't panic!</h2>
+  <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>
+</body>
+</html>"""
 
 
-def default_channels(settings: Any) -> list[str]:
-    """``--sockjs-channels`` (checked at start-up)."""
-    return [c.strip() for c in settings.sockjs_channels.split(",") if c.strip()]
-
-
-class SockJSRefusal(CycloneSSEError):
-    """A request SockJS refuses with 500 and its words."""
-
-    status = 500
+def services(settings: Any) -> list[SockJSService]:
+    """The SockJS endpoints the options ask for."""
+    channels = tuple(c.strip() for c in settings.sockjs_channels.split(",") if c.strip())
+    found = [SockJSService("/" + prefix.lstrip("/"), "daemon", channels,
+                           cookie_needed=settings.sockjs_jsessionid)
+             for prefix in (p.strip().rstrip("/") for p in settings.sockjs_prefix.split(","))
+             if prefix]
+    if settings.sockjs_test_services:
+        found += [SockJSService(prefix, kind, websocket=websocket, cookie_needed=cookie,
+                                stream_limit=TEST_STREAM_LIMIT)
+                  for prefix, kind, websocket, cookie in TEST_SERVICES]
+    return found
 
 
 class SockJSHandler(BaseHandler):
-    """The SockJS endpoints' CORS: sockjs-client asks from the page's origin with
-    credentials, so an allowed Origin is answered by name (``*`` is not enough)."""
+    """What every SockJS endpoint answers alike: CORS (sockjs-client asks from the
+    page's origin with credentials, so an allowed Origin is answered by name), OPTIONS,
+    the ``JSESSIONID`` cookie, and its refusals in plain text."""
 
     methods = "OPTIONS, POST"
+    service: SockJSService
+
+    def initialize(self, service: SockJSService, kind: str = "") -> None:
+        self.service = service
+        self.kind = kind
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -59,15 +116,37 @@ class SockJSHandler(BaseHandler):
         asked = self.request.headers.get("Access-Control-Request-Headers")
         if asked:
             self.set_header("Access-Control-Allow-Headers", asked)
-        self.set_header("Cache-Control", "public, max-age=31536000")
-        self.set_header("Access-Control-Max-Age", "31536000")
+        self.cache_for_a_year()
+        self.set_header("Access-Control-Max-Age", str(YEAR))
         self.finish()
 
+    def cache_for_a_year(self) -> None:
+        self.set_header("Cache-Control", f"public, max-age={YEAR}")
+        self.set_header("Expires", formatdate(time() + YEAR, usegmt=True))
+
+    def not_cached(self) -> None:
+        self.set_header("Cache-Control", NOT_CACHED)
+
+    def session_cookie(self) -> None:
+        """``JSESSIONID`` for a service that asks for it: the client's own, or one."""
+        if self.service.cookie_needed:
+            given = self.get_cookie("JSESSIONID", "")
+            value = given if SESSION_COOKIE.fullmatch(given) else "dummy"
+            self.set_header("Set-Cookie", f"JSESSIONID={value}; Path=/")
+
+    def refuse(self, status: int, text: str) -> None:
+        """A SockJS refusal: the protocol's words in plain text."""
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(text.encode("utf-8"))
+
     def session(self, key: str, create: bool) -> Any:
-        """The session ``key`` (made when ``create`` and unknown; else None)."""
+        """The session ``key`` of this service (made when ``create`` and unknown; else
+        None)."""
         from cyclone_sse.transports.sockjs import SockJSSession
         app = self.application
         sessions = app.__dict__.setdefault("_sockjs_sessions", {})
+        key = self.service.prefix + "/" + key
         found = sessions.get(key)
         if found is None and create:
             # a session outlives its requests: at most as many as connections
@@ -75,9 +154,17 @@ class SockJSHandler(BaseHandler):
                 raise TooManyRequests("too many SockJS sessions (--max-connections)")
             found = SockJSSession(app.websockets, self.request.connection.address,
                                   self.get_argument("token", None),
-                                  self.request.headers.get("Cookie"),
-                                  default_channels(app.settings_obj), sessions, key)
+                                  self.request.headers.get("Cookie"), self.service,
+                                  sessions, key)
         return found
+
+
+class SockJSGreetingHandler(SockJSHandler):
+    """``<prefix>`` and ``<prefix>/``: the protocol's greeting."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(b"Welcome to SockJS!\n")
 
 
 class SockJSInfoHandler(SockJSHandler):
@@ -85,32 +172,27 @@ class SockJSInfoHandler(SockJSHandler):
 
     methods = "OPTIONS, GET"
 
-    def get(self, *args: Any) -> None:
+    def get(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store, no-cache, no-transform, "
-                                         "must-revalidate, max-age=0")
-        self.finish(json.dumps({"websocket": True, "cookie_needed": False,
+        self.not_cached()
+        self.finish(json.dumps({"websocket": self.service.websocket,
+                                "cookie_needed": self.service.cookie_needed,
                                 "origins": ["*:*"], "entropy": secrets.randbits(32)}))
 
 
-
-class SockJSIframeHandler(BaseHandler):
+class SockJSIframeHandler(SockJSHandler):
     """``<prefix>/iframe.html`` (and ``iframe-<anything>.html``): the page sockjs-client
     opens in a hidden iframe on the daemon's origin for its iframe transports; it loads
     ``--sockjs-url`` and hands over to it.  Cached for a year, with an ETag."""
 
-    def get(self, *args: Any) -> None:
-        url = json.dumps(self.application.settings_obj.sockjs_url)
-        page = ("<!doctype html><html><head><meta charset=\"utf-8\"><script>"
-                "document.domain = document.domain;"
-                "_sockjs_onload = function () { SockJS.bootstrap_iframe(); };</script>"
-                f"<script src={url}></script></head>"
-                "<body><p>cyclone-sse: the SockJS iframe.</p></body></html>").encode()
+    def get(self) -> None:
+        page = (IFRAME_PAGE % json.dumps(self.application.settings_obj.sockjs_url)).encode()
         tag = '"' + hashlib.sha1(page).hexdigest() + '"'
-        self.set_header("Cache-Control", "public, max-age=31536000")
+        self.cache_for_a_year()
         self.set_header("ETag", tag)
         if self.request.headers.get("If-None-Match") == tag:
             self.set_status(304)
+            self.clear_header("Content-Type")
             self.finish()
             return
         self.set_header("Content-Type", "text/html; charset=UTF-8")
@@ -118,56 +200,52 @@ class SockJSIframeHandler(BaseHandler):
 
 
 class SockJSSendHandler(SockJSHandler):
-    """``.../xhr_send`` and ``.../jsonp_send``: what the client sends, a JSON array of
-    messages (for jsonp_send, as the ``d`` field of a form when it posts a form)."""
-
-    def initialize(self, jsonp: bool = False) -> None:
-        self.jsonp = jsonp
+    """``.../xhr_send`` and ``.../jsonp_send`` (``kind``): what the client sends, a JSON
+    array of messages (for jsonp_send, as the ``d`` field of a form when it posts one)."""
 
     def post(self, server: str, key: str) -> None:
         session = self.session(key, create=False)
         if session is None:
             raise NotFound("no such SockJS session")
+        self.session_cookie()
+        self.not_cached()
         body = self.request.body
-        if self.jsonp and self.request.headers.get("Content-Type", "").startswith(
-                "application/x-www-form-urlencoded"):
+        if self.kind == "jsonp_send" and self.request.headers.get(
+                "Content-Type", "").startswith("application/x-www-form-urlencoded"):
             body = self.get_argument("d", "").encode("utf-8")
         if not body:
-            self.send_plain(500, b"Payload expected.")
+            self.refuse(500, "Payload expected.")
             return
         try:
             messages = json.loads(body)
         except ValueError:
             messages = None
         if not isinstance(messages, list) or not all(isinstance(m, str) for m in messages):
-            self.send_plain(500, b"Broken JSON encoding.")
+            self.refuse(500, "Broken JSON encoding.")
             return
         for message in messages:
             if session.open:
                 session.on_message(message)
-        if self.jsonp:
-            self.send_plain(200, b"ok")
+        if self.kind == "jsonp_send":
+            self.refuse(200, "ok")  # (a body: some browsers mishandle 204 here)
             return
         self.set_status(204)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish()
 
-    def send_plain(self, status: int, text: bytes) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.finish(text)
 
-
-class _Poll:
+class _Poll(Receiver):
     """An ``xhr`` request (or a ``jsonp`` one, with its ``callback``): answered with
     the session's next frame."""
 
-    def __init__(self, handler: BaseHandler, callback: str | None = None) -> None:
+    def __init__(self, handler: BaseHandler, kind: str, callback: str | None) -> None:
         self.handler = handler
+        self.kind = kind
         self.callback = callback
 
     def send(self, frame: bytes) -> bool:
         handler = self.handler
+        self.done = True
         if not handler._finished:
             handler.set_header("Content-Type", "application/javascript; charset=UTF-8")
             if self.callback is None:
@@ -178,82 +256,117 @@ class _Poll:
         return False
 
 
-class _Stream:
-    """An ``xhr_streaming`` or ``eventsource`` request: frames as they come, until
-    ``STREAM_LIMIT`` bytes (the client then makes the next request)."""
+class _Stream(Receiver):
+    """An ``xhr_streaming``, ``eventsource`` or ``htmlfile`` request: frames as they
+    come (in HTTP/1.1 chunks), until the service's streaming limit or a close frame
+    (the client then makes the next request)."""
 
-    def __init__(self, transport: Any, eventsource: bool) -> None:
-        self.transport = transport
-        self.eventsource = eventsource
+    def __init__(self, out: BoundedWriter, kind: str, chunked: bool, limit: int) -> None:
+        self.out = out  # (--max-pending bounds what waits for a client that stopped reading)
+        self.kind = kind
+        self.chunked = chunked
+        self.limit = limit
         self.written = 0
 
     def send(self, frame: bytes) -> bool:
-        data = b"data: " + frame + b"\r\n\r\n" if self.eventsource else frame + b"\n"
-        self.transport.write(data)
-        self.written += len(data)
-        if self.written >= STREAM_LIMIT:
-            self.transport.loseConnection()
+        data = stream_bytes(self.kind, frame, self.chunked)
+        return self.sent(data, frame[:1] == b"c")
+
+    def send_data(self, event: Event) -> bool:
+        return self.sent(streamed_data(event, self.kind, self.chunked), False)
+
+    def sent(self, data: bytes, last: bool) -> bool:
+        """``data`` written: whether the stream takes more (not past its limit, and
+        not ended by a close frame)."""
+        self.out.write(data)
+        # (the limit counts frames, not the chunks' own framing: "<size>\r\n...\r\n")
+        self.written += len(data) - (data.index(b"\r\n") + 4 if self.chunked else 0)
+        if self.written >= self.limit or last:
+            self.done = True
+            if self.chunked:
+                self.out.write(b"0\r\n\r\n")
+            transport = self.out.transport
+            transport.unregisterProducer()
+            transport.loseConnection()
             return False
         return True
 
 
 class SockJSReceiveHandler(SockJSHandler):
-    """``.../xhr`` (a poll), ``.../xhr_streaming`` and ``.../eventsource``: the
-    session's frames (the session made by its first request)."""
+    """``.../xhr``, ``.../jsonp`` (polls), ``.../xhr_streaming``, ``.../eventsource``
+    and ``.../htmlfile`` (streams): the session's frames (the session made by its first
+    request)."""
 
     receiver: Any = None
     held: Any = None
 
-    def initialize(self, kind: str) -> None:
-        self.kind = kind
-        if kind in ("eventsource", "jsonp"):
+    def initialize(self, service: SockJSService, kind: str = "") -> None:
+        super().initialize(service, kind)
+        if kind in ("eventsource", "jsonp", "htmlfile"):
             self.methods = "OPTIONS, GET"
 
     @cyclone.web.asynchronous
     def post(self, server: str, key: str) -> None:
+        kind = self.kind
         callback = None
-        if self.kind == "jsonp":
-            callback = self.get_argument("c", None)
+        if kind in ("jsonp", "htmlfile"):
+            callback = self.get_argument("c", None, strip=False)
             if not callback:
-                raise SockJSRefusal('"callback" parameter required')
-            if not JSONP_CALLBACK.fullmatch(callback):
-                raise SockJSRefusal('invalid "callback" parameter')
+                self.refuse(500, '"callback" parameter required')
+                return
+            if not CALLBACK.fullmatch(callback):
+                self.refuse(500, 'invalid "callback" parameter')
+                return
         session = self.held = self.session(key, create=True)
-        if self.kind in ("xhr", "jsonp"):
-            self.receiver = _Poll(self, callback)
+        self.session_cookie()
+        self.not_cached()
+        if kind in ("xhr", "jsonp"):
+            self.receiver = _Poll(self, kind, callback)
         else:
-            self.set_header("Content-Type", "text/event-stream; charset=UTF-8"
-                            if self.kind == "eventsource" else
-                            "application/javascript; charset=UTF-8")
-            self.set_header("Cache-Control", "no-store, no-cache, no-transform, "
-                                             "must-revalidate, max-age=0")
+            self.set_header("Content-Type", {
+                "eventsource": "text/event-stream",
+                "htmlfile": "text/html; charset=UTF-8"}.get(
+                    kind, "application/javascript; charset=UTF-8"))
+            chunked = self.request.version == "HTTP/1.1"
+            if chunked:
+                self.set_header("Transfer-Encoding", "chunked")
             self.set_header("Connection", "close")  # (the body ends when the stream does)
             self.set_header("X-Accel-Buffering", "no")
             head = self.take_over()
             connection = self.request.connection
             connection.start_streaming()
-            connection.transport.write(head + (b"\r\n" if self.kind == "eventsource"
-                                               else XHR_PRELUDE))
-            self.receiver = _Stream(connection.transport, self.kind == "eventsource")
+            connection.transport.write(head)
+            app = self.application
+            stream = _Stream(BoundedWriter(connection.transport, app.registry.counters,
+                                           app.settings_obj.max_pending),
+                             kind, chunked, self.service.stream_limit)
+            if kind == "htmlfile":
+                page = (HTMLFILE_HEAD % callback).encode("ascii")
+                prelude = page + b" " * (1024 - len(page)) + b"\r\n\r\n"
+            else:
+                prelude = b"\r\n" if kind == "eventsource" else XHR_PRELUDE
+            connection.transport.write(b"%x\r\n%s\r\n" % (len(prelude), prelude)
+                                       if chunked else prelude)
+            self.receiver = stream
         session.attach(self.receiver)
 
     get = post
 
     def on_connection_close(self, *args: Any) -> None:
         if self.held is not None and self.receiver is not None:
-            self.held.detach(self.receiver)
+            self.held.cut(self.receiver)
 
 
-class SockJSWebSocketHandler(BaseHandler):
-    """``<prefix>/<server>/<session>/websocket``, and ``<prefix>/websocket`` (raw)."""
+class SockJSWebSocketHandler(SockJSHandler):
+    """``<prefix>/<server>/<session>/websocket`` (``kind``: session), and
+    ``<prefix>/websocket`` (``kind``: raw)."""
 
-    def initialize(self, raw: bool = False) -> None:
-        self.raw = raw
-
-    def get(self, *args: Any) -> None:
+    def get(self) -> None:
+        if not self.service.websocket:
+            raise NotFound("WebSockets are off on this SockJS endpoint")
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise BadRequest('Can "Upgrade" only to "WebSocket".')
-        from cyclone_sse.transports.sockjs import SockJSProtocol
+        from cyclone_sse.transports.sockjs import RawTestWebSocket, SockJSProtocol
         from cyclone_sse.transports.websocket import SubscriberProtocol
         request = self.request
         hub = self.application.websockets
@@ -261,27 +374,40 @@ class SockJSWebSocketHandler(BaseHandler):
         connection = request.connection
         arguments = (hub, extensions, connection.address, self.get_argument("token", None),
                      request.headers.get("Cookie"), None)
-        protocol = SubscriberProtocol(*arguments) if self.raw else SockJSProtocol(
-            *arguments, channels=default_channels(self.application.settings_obj))
+        protocol: SubscriberProtocol
+        if self.kind == "session":
+            protocol = SockJSProtocol(*arguments, service=self.service)
+        elif self.service.kind == "daemon":
+            protocol = SubscriberProtocol(*arguments)
+        else:
+            protocol = RawTestWebSocket(*arguments, service=self.service)
         self.hand_over()  # (nothing may fail after it: the answer is the upgrade's)
         connection.upgrade(protocol, response)
 
+    def post(self) -> None:
+        """Not a method of WebSockets: the protocol's bare 405."""
+        self.set_status(405)
+        self.set_header("Allow", "GET")
+        self.clear_header("Content-Type")
+        self.finish()
 
-def routes(prefixes: str) -> list[tuple[Any, ...]]:
-    """The routes of every ``--sockjs-prefix``."""
+
+def routes(settings: Any) -> list[tuple[Any, ...]]:
+    """The routes of every SockJS endpoint."""
     found: list[tuple[Any, ...]] = []
-    for prefix in (p.strip().rstrip("/") for p in prefixes.split(",")):
-        if not prefix:
-            continue
-        base = "/" + prefix.lstrip("/")
-        found += [(base + "/info", SockJSInfoHandler),
-                  (base + r"/iframe[0-9A-Za-z.-]*\.html", SockJSIframeHandler),
-                  (base + "/websocket", SockJSWebSocketHandler, {"raw": True}),
-                  (base + r"/[^/.]+/[^/.]+/websocket", SockJSWebSocketHandler),
-                  (base + r"/([^/.]+)/([^/.]+)/xhr_send", SockJSSendHandler),
-                  (base + r"/([^/.]+)/([^/.]+)/jsonp_send", SockJSSendHandler,
-                   {"jsonp": True}),
-                  *((base + rf"/([^/.]+)/([^/.]+)/{kind}", SockJSReceiveHandler,
-                     {"kind": kind})
-                    for kind in ("xhr", "xhr_streaming", "eventsource", "jsonp"))]
+    session = r"/([^/.]+)/([^/.]+)/"
+    for service in services(settings):
+        base = service.prefix
+        given = {"service": service}
+        found += [(base + "/?", SockJSGreetingHandler, given),
+                  (base + "/info", SockJSInfoHandler, given),
+                  (base + r"/iframe(?:-[0-9A-Za-z.-]*)?\.html", SockJSIframeHandler, given),
+                  (base + "/websocket", SockJSWebSocketHandler, {**given, "kind": "raw"}),
+                  (base + r"/[^/.]+/[^/.]+/websocket", SockJSWebSocketHandler,
+                   {**given, "kind": "session"}),
+                  *((base + session + kind, SockJSSendHandler, {**given, "kind": kind})
+                    for kind in ("xhr_send", "jsonp_send")),
+                  *((base + session + kind, SockJSReceiveHandler, {**given, "kind": kind})
+                    for kind in ("xhr", "xhr_streaming", "eventsource", "htmlfile",
+                                 "jsonp"))]
     return found

@@ -10,6 +10,7 @@ the pages of the articles listen and never speak."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from cyclone_sse.errors import CycloneSSEError
@@ -23,6 +24,43 @@ from cyclone_sse.transports.websocket import (
     text_frame,
 )
 
+#: Bytes an xhr_streaming, eventsource or htmlfile request carries before it ends (the
+#: client then makes the next one): SockJS's default, bounding what a browser buffers.
+STREAM_LIMIT = 128 * 1024
+#: What the ``close`` test service says (the protocol's suite expects these words).
+GO_AWAY = (3000, "Go away!")
+
+
+#: The test services of ``--sockjs-test-services``: (prefix, kind, websocket, cookie).
+TEST_SERVICES = (("/echo", "echo", True, False), ("/close", "close", True, False),
+                 ("/disabled_websocket_echo", "echo", False, False),
+                 ("/cookie_needed_echo", "echo", True, True))
+#: Their streaming limit, as sockjs-node's test server has it (the suite counts on it).
+TEST_STREAM_LIMIT = 4096
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """``c[code,"reason"]`` (compact: the protocol's suite compares bytes)."""
+    return b"c" + json.dumps([code, reason[:100]], separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class SockJSService:
+    """One SockJS endpoint: its ``prefix``, what its sessions do (``daemon``: the
+    daemon's WebSocket protocol and ``channels``; ``echo`` and ``close``: the protocol
+    suite's test services), whether it offers WebSockets, whether it sets the
+    ``JSESSIONID`` cookie load balancers stick sessions by, and its streaming limit."""
+
+    prefix: str
+    kind: str = "daemon"
+    channels: tuple[str, ...] = ()
+    websocket: bool = True
+    cookie_needed: bool = False
+    stream_limit: int = STREAM_LIMIT
+
+
+#: How a session closes when the token of its default channels expires.
+TOKEN_EXPIRED = (4001, "token expired: open a session with a fresh one")
 #: The request id of a session's subscription to the default channels.
 DEFAULTS = "sockjs-defaults"
 #: The last event's data as a message (JSON text), and that in an ``a[...]`` WebSocket
@@ -38,6 +76,34 @@ def data_json(event: Event) -> tuple[bytes, bytes]:
         text = json.dumps(event.data).encode("utf-8")
         _last[:] = [event, text, text_frame(b"a[" + text + b"]")]
     return _last[1], _last[2]
+
+
+def stream_bytes(kind: str, frame: bytes, chunked: bool) -> bytes:
+    """A frame as an HTTP stream of ``kind`` carries it (in an HTTP/1.1 chunk when
+    ``chunked``)."""
+    if kind == "eventsource":
+        data = b"data: " + frame + b"\r\n\r\n"
+    elif kind == "htmlfile":
+        data = b"<script>\np(" + json.dumps(frame.decode()).encode() + b");\n</script>\r\n"
+    else:
+        data = frame + b"\n"
+    return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
+
+
+#: The last event's data as each kind of HTTP stream carries it (``a["<data>"]``, framed
+#: as ``stream_bytes`` frames it): made once a publish per kind, not per session.
+_streamed: list[Any] = [None, {}]
+
+
+def streamed_data(event: Event, kind: str, chunked: bool) -> bytes:
+    """``a["<data>"]`` of the event as a ``kind`` stream carries it."""
+    if _streamed[0] is not event:
+        _streamed[:] = [event, {}]
+    found: bytes | None = _streamed[1].get((kind, chunked))
+    if found is None:
+        found = _streamed[1][kind, chunked] = stream_bytes(
+            kind, b"a[" + data_json(event)[0] + b"]", chunked)
+    return found
 
 
 #: The last event as the WebSocket protocol's message, in JSON text (a SockJS message),
@@ -76,9 +142,12 @@ class DataSubscriber(WebSocketSubscriber):
         pass  # (join and leave are the JSON protocol's)
 
     def expire(self) -> None:
+        """The token expired: a page that only listens cannot renew it inside the
+        session, so the session closes (``TOKEN_EXPIRED``) and the page opens another
+        with a fresh token."""
         self.expiry = None
         if not self.closed:
-            self.protocol.end(self)
+            self.protocol.close_with(*TOKEN_EXPIRED)
 
 
 class SockJSProtocol(SubscriberProtocol):
@@ -87,9 +156,9 @@ class SockJSProtocol(SubscriberProtocol):
     #: The keep-alive round's ping, and SockJS's own heartbeat frame (``h``).
     keep_alive_frame = PING_FRAME + text_frame(b"h")
 
-    def __init__(self, *args: Any, channels: list[str] | None = None) -> None:
+    def __init__(self, *args: Any, service: SockJSService) -> None:
         super().__init__(*args)
-        self.default_channels = channels or []
+        self.service = service
         self.framed_alone = True  # (each JSON message inside this session's a[...] frame)
 
     def new_subscriber(self, request_id: object, channels: list[str],
@@ -100,16 +169,24 @@ class SockJSProtocol(SubscriberProtocol):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.send_sockjs(b"o")
-        self.subscribe_defaults()
+        self.opened()
 
-    def subscribe_defaults(self) -> None:
-        """Subscribe the session to ``--sockjs-channels`` (a refusal is its error
-        message)."""
-        if self.default_channels:
+    def opened(self) -> None:
+        """The session is open: subscribe it to ``--sockjs-channels`` (a refusal is its
+        error message), or, for the ``close`` test service, close it."""
+        if self.service.kind == "close":
+            self.close_with(*GO_AWAY)
+        elif self.service.channels:
             try:
-                self.subscribe({"channels": self.default_channels}, DEFAULTS)
+                self.subscribe({"channels": list(self.service.channels)}, DEFAULTS)
             except CycloneSSEError as exc:
                 self.error(DEFAULTS, exc.status, str(exc))
+
+    def on_message(self, text: str) -> None:
+        if self.service.kind == "echo":
+            self.send_string(text)
+        else:
+            super().on_message(text)
 
     def received(self, text: str) -> None:
         """A frame from the client: a JSON array of messages (or one string)."""
@@ -134,7 +211,11 @@ class SockJSProtocol(SubscriberProtocol):
         SubscriberProtocol.send_text(self, payload)
 
     def send_text(self, message: bytes) -> None:
-        self.send_sockjs(b"a" + json.dumps([message.decode("utf-8")]).encode("utf-8"))
+        self.send_string(message.decode("utf-8"))
+
+    def send_string(self, text: str) -> None:
+        """One message to the client (any string: JSON escapes what is not UTF-8)."""
+        self.send_sockjs(b"a[" + json.dumps(text).encode("ascii") + b"]")
 
     def send_event(self, event: Event) -> None:
         if self.deflate:
@@ -151,24 +232,53 @@ class SockJSProtocol(SubscriberProtocol):
 
     def close_with(self, code: int, reason: str) -> None:
         if self.open:
-            self.send_sockjs(b"c" + json.dumps([code, reason[:100]]).encode("utf-8"))
+            self.send_sockjs(close_frame(code, reason))
         super().close_with(code, reason)
 
 
-#: Seconds a session lives without a request to carry its frames (SockJS's default).
+class RawTestWebSocket(SubscriberProtocol):
+    """``<prefix>/websocket`` of the ``echo`` and ``close`` test services: each message
+    sent back as it came, or the connection closed at once."""
+
+    def __init__(self, *args: Any, service: SockJSService) -> None:
+        super().__init__(*args)
+        self.service = service
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self.service.kind == "close":
+            self.close_with(*GO_AWAY)
+
+    def received(self, text: str) -> None:
+        self.send_text(text.encode("utf-8"))
+
+
+#: Seconds a session lives without a request to carry its frames (SockJS's default), and
+#: a closed session keeps answering its close frame.
 DISCONNECT_DELAY = 5.0
 #: Seconds between ``h`` frames to a session's receiver (SockJS's default).
 HEARTBEAT = 25.0
 #: The close frame a second receiver of a session gets.
 ANOTHER = b'c[2010,"Another connection still open"]'
+#: Why a session whose receiving request was cut by the network ends (SockJS's words).
+INTERRUPTED = (1002, "Connection interrupted")
 
 
 class Receiver:
-    """A request that carries a session's frames to the client: ``send(frame)`` says
-    whether it takes more (a streaming one, until its limit) or not (a poll)."""
+    """A request that carries a session's frames to the client (its ``kind``: xhr,
+    jsonp, xhr_streaming, eventsource, htmlfile): ``send(frame)`` says whether it takes
+    more (a streaming one, until its limit) or not (a poll)."""
+
+    kind = ""
+    done = False  # answered, or ended by the daemon: its connection's end is no cut
 
     def send(self, frame: bytes) -> bool:
         raise NotImplementedError
+
+    def send_data(self, event: Event) -> bool | None:
+        """An event of the default channels straight to the client, as every session
+        of this kind gets it (None: this receiver cannot, the session frames it)."""
+        return None
 
 
 class SessionOutput:
@@ -179,7 +289,7 @@ class SessionOutput:
         self.closed = False
 
     def write(self, data: bytes) -> None:
-        raise AssertionError("a session's frames go through send_text and send_data")
+        raise AssertionError("a session's frames go through send_string and send_data")
 
     def _overflow(self) -> None:
         self.session.app.registry.counters.slow_disconnects += 1
@@ -187,33 +297,45 @@ class SessionOutput:
 
 
 class SockJSSession(SockJSProtocol):
-    """A SockJS session over the HTTP transports (xhr, xhr_streaming, eventsource): it
-    outlives its requests.  Messages wait in the session (at most ``--max-pending``
-    bytes) until a receiver takes them; without one for ``DISCONNECT_DELAY`` seconds the
-    session ends; a receiver that waits gets ``h`` every ``HEARTBEAT`` seconds."""
+    """A SockJS session over the HTTP transports: it outlives its requests.  Messages
+    wait in the session (at most ``--max-pending`` bytes) until a receiver takes them;
+    without one for ``DISCONNECT_DELAY`` seconds the session ends; a receiver that waits
+    gets ``h`` every ``HEARTBEAT`` seconds; a receiver cut by the network ends the
+    session (1002); a closed session answers its close frame until it is forgotten."""
+
+    websocket_framing = False
 
     def __init__(self, hub: Any, remote_ip: str, query_token: str | None,
-                 cookies: str | None, channels: list[str], sessions: dict[str, Any],
+                 cookies: str | None, service: SockJSService, sessions: dict[str, Any],
                  key: str) -> None:
-        super().__init__(hub, [], remote_ip, query_token, cookies, None, channels=channels)
+        super().__init__(hub, [], remote_ip, query_token, cookies, None, service=service)
         self.sessions, self.key = sessions, key
         self.out = SessionOutput(self)  # type: ignore[assignment]
-        self.control: bytes | None = b"o"  # the next frame that is not messages
+        self.control: list[bytes] = [b"o"]  # frames to send before any message
         self.pending: list[bytes] = []  # messages (each JSON text) for the next a[...]
         self.queued_bytes = 0
+        self.close_frame: bytes | None = None
+        self.released = False  # subscriptions ended
         self.receiver: Receiver | None = None
         self.clock = hub.app.clock
-        self._gone = self.clock.callLater(DISCONNECT_DELAY, self.timed_out)
+        self._gone: Any = self.clock.callLater(DISCONNECT_DELAY, self.forget)
         self._beat: Any = None
         sessions[key] = self
-        self.subscribe_defaults()
+        self.opened()
 
     # frames out -------------------------------------------------------------------------
 
-    def send_text(self, message: bytes) -> None:
-        self.queue(json.dumps(message.decode("utf-8")).encode("utf-8"))
+    def send_string(self, text: str) -> None:
+        self.queue(json.dumps(text).encode("ascii"))
 
     def send_data(self, event: Event) -> None:
+        receiver = self.receiver
+        if receiver is not None and not self.pending and not self.control:
+            sent = receiver.send_data(event)  # (the bytes every alike stream gets)
+            if sent is not None:
+                if not sent:
+                    self.detach(receiver)
+                return
         self.queue(data_json(event)[0])
 
     def send_event(self, event: Event) -> None:
@@ -231,9 +353,8 @@ class SockJSSession(SockJSProtocol):
 
     def next_frame(self) -> bytes | None:
         """The next frame for the client, taken from the session."""
-        if self.control is not None:
-            frame, self.control = self.control, None
-            return frame
+        if self.control:
+            return self.control.pop(0)
         if self.pending:
             frame = b"a[" + b",".join(self.pending) + b"]"
             self.pending, self.queued_bytes = [], 0
@@ -251,17 +372,16 @@ class SockJSSession(SockJSProtocol):
     # receivers --------------------------------------------------------------------------
 
     def attach(self, receiver: Receiver) -> None:
-        """A request that will carry frames (a second one at once gets 2010)."""
+        """A request that will carry frames (a second one at once gets 2010; one after
+        the close, the close frame)."""
         if self.receiver is not None:
             receiver.send(ANOTHER)
             return
-        if not self.open and self.control is None:
-            receiver.send(b'c[3000,"Go away!"]')
+        if self.close_frame is not None and not self.control:
+            receiver.send(self.close_frame)
             return
         self.receiver = receiver
-        if self._gone is not None and self._gone.active():
-            self._gone.cancel()
-        self._gone = None
+        self._cancel_gone()
         self._beat = self.clock.callLater(HEARTBEAT, self.heartbeat_frame)
         self.flush()
 
@@ -272,10 +392,13 @@ class SockJSSession(SockJSProtocol):
         self.receiver = None
         if self._beat is not None and self._beat.active():
             self._beat.cancel()
-        if not self.open:
-            self.ended()
-        elif self._gone is None:
-            self._gone = self.clock.callLater(DISCONNECT_DELAY, self.timed_out)
+        self._gone = self.clock.callLater(DISCONNECT_DELAY, self.forget)
+
+    def cut(self, receiver: Receiver) -> None:
+        """The receiving request's connection was lost before it was answered."""
+        if self.receiver is receiver and not receiver.done:
+            self.detach(receiver)
+            self.close_with(*INTERRUPTED)
 
     def heartbeat_frame(self) -> None:
         receiver = self.receiver
@@ -287,26 +410,33 @@ class SockJSSession(SockJSProtocol):
 
     # ending -----------------------------------------------------------------------------
 
-    def timed_out(self) -> None:
-        self._gone = None
-        self.open = False
-        self.ended()
-
     def close_with(self, code: int, reason: str) -> None:
         if not self.open:
             return
         self.open = False
         self.pending, self.queued_bytes = [], 0
-        self.control = b"c" + json.dumps([code, reason[:100]]).encode("utf-8")
+        self.close_frame = close_frame(code, reason)
+        self.control.append(self.close_frame)
         self.out.closed = True
-        if self.receiver is not None:
-            self.flush()
-        else:
-            self._gone = self._gone or self.clock.callLater(DISCONNECT_DELAY,
-                                                           self.timed_out)
+        # (later: this may run inside a fan-out over the subscriptions it ends)
+        self.clock.callLater(0, self.release)
+        self.flush()
 
-    def ended(self) -> None:
-        """Forget the session and end its subscriptions."""
+    def release(self) -> None:
+        """End the session's subscriptions (once)."""
+        if not self.released:
+            self.released = True
+            self.connectionLost()
+
+    def forget(self) -> None:
+        """No request came in time: the session ends and is forgotten."""
+        self._gone = None
+        self.open = False
+        self.release()
         if self.sessions.get(self.key) is self:
             del self.sessions[self.key]
-        self.connectionLost()
+
+    def _cancel_gone(self) -> None:
+        if self._gone is not None and self._gone.active():
+            self._gone.cancel()
+        self._gone = None

@@ -304,11 +304,16 @@ class SubscriberProtocol(ServerWebSocket):
     """One WebSocket client, after the handshake: its frames (through wsproto), its JSON
     messages, its subscriptions, publishes and presence questions."""
 
+    #: Whether it frames WebSocket messages (a SockJS session over HTTP does not: no
+    #: wsproto connection, ~1.7 KB, is made for it).
+    websocket_framing = True
+
     def __init__(self, hub: WebSockets, extensions: list[Extension], remote_ip: str,
                  query_token: str | None, cookies: str | None, hook: Any) -> None:
         self.hub = hub
         self.app = hub.app
-        self.ws = Connection(ConnectionType.SERVER, extensions)
+        if self.websocket_framing:
+            self.ws = Connection(ConnectionType.SERVER, extensions)
         self.deflate = bool(extensions)
         # each event framed for this connection alone (compressed with its own context,
         # or inside a SockJS frame), not the frame shared by every subscriber

@@ -35,6 +35,7 @@ from client import (  # noqa: E402
     LoadClient,
     Publisher,
     SockJSStream,
+    SockJSXhrStream,
     WebSocketStream,
     masked_frame,
     percentile,
@@ -82,14 +83,20 @@ async def wait_delivered(load: LoadClient, expected: int, timeout: float) -> flo
 
 
 async def fan_out(n: int, results: dict[str, object], websocket: bool = False,
-                  sockjs: bool = False) -> None:
+                  sockjs: bool = False, xhr_streaming: bool = False) -> None:
     """``n`` subscribers of one channel (SSE; ``websocket``; ``sockjs``: SockJS sessions
-    over its WebSocket transport speaking the WebSocket protocol), 200 events at 20/s."""
-    daemon = Daemon(*(["--sockjs-prefix=/echo"] if sockjs else []))
+    over its WebSocket transport speaking the WebSocket protocol; ``xhr_streaming``:
+    SockJS sessions over xhr_streaming receiving ``--sockjs-channels``), 200 events at
+    20/s."""
+    daemon = Daemon(*(["--sockjs-prefix=/echo"] if sockjs else []),
+                    *(["--sockjs-prefix=/echo", "--sockjs-channels=general"]
+                      if xhr_streaming else []))
     try:
         load = LoadClient(f"http://127.0.0.1:{daemon.port}", ["general"], sample_every=10)
         if websocket or sockjs:
             load.stream_class = SockJSStream if sockjs else WebSocketStream
+        if xhr_streaming:
+            load.stream_class = SockJSXhrStream
         await asyncio.sleep(0.5)
         rss_before = daemon.rss_kb()
         await load.connect(n, concurrency=256)
@@ -105,6 +112,7 @@ async def fan_out(n: int, results: dict[str, object], websocket: bool = False,
         ms = [v * 1000 for v in load.latencies]
         results.update({
             "transport": "SockJS (WebSocket)" if sockjs else
+                         "SockJS (xhr_streaming)" if xhr_streaming else
                          "WebSocket" if websocket else "SSE",
             "N": n, "held": len(load.streams) - load.lost,
             # below 20/s the daemon could not keep up (each publish waits for its answer)
@@ -116,7 +124,7 @@ async def fan_out(n: int, results: dict[str, object], websocket: bool = False,
             "cpu_us_per_delivery": round(1e6 * cpu / max(1, load.delivered), 2),
             "rss_kb_per_conn": round((rss_after - rss_before) / n, 1),
         })
-        if n == 1000 and not websocket:
+        if n == 1000 and not (websocket or sockjs or xhr_streaming):
             results["max_deliveries_per_s"] = await max_rate(load, publisher)
             results["max_deliveries_per_s_8_in_flight"] = await max_rate(load, publisher,
                                                                          window=8)
