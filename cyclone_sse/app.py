@@ -132,6 +132,15 @@ class App(cyclone.web.Application):
             hub = self.__dict__["_websockets"] = WebSockets(self)
         return hub
 
+    @property
+    def sockjs_sessions(self) -> Any:
+        """The SockJS sessions over HTTP (built on the first)."""
+        sessions = self.__dict__.get("_sockjs_sessions")
+        if sessions is None:
+            from cyclone_sse.transports.sockjs import Sessions
+            sessions = self.__dict__["_sockjs_sessions"] = Sessions(self.clock)
+        return sessions
+
     def build_handlers(self) -> list[tuple[Any, ...]]:
         """Subscribe and static files; publish and statistics too unless they have an
         internal listener of their own (``--internal-port``)."""
@@ -144,7 +153,7 @@ class App(cyclone.web.Application):
         """SockJS sessions: over HTTP transports (and those a request of each transport
         waits on), and over WebSockets."""
         from cyclone_sse.transports.sockjs import SockJSProtocol, SockJSSession
-        sessions = self.__dict__.get("_sockjs_sessions", {})
+        sessions = self.__dict__.get("_sockjs_sessions") or {}
         counts = dict.fromkeys(("xhr", "jsonp", "xhr_streaming", "eventsource", "htmlfile"), 0)
         for session in sessions.values():
             if session.receiver is not None:

@@ -645,3 +645,23 @@ def test_a_stream_over_http_1_0_and_1_1(port, version):
         assert link.chunk()[:1] == b"h" and link.chunk() == b"o\n"
         assert link.chunk() == b'c[3000,"Go away!"]\n' and link.chunk() == b""
     link.close()
+
+
+def test_one_heartbeat_round_reaches_every_waiting_receiver():
+    """In memory, on a Clock: ``h`` every 25 s to each session's waiting request, from
+    one timer for all sessions (gone with the last session)."""
+    from tests.memory import Connection as Client
+    from tests.memory import make_app
+    app = make_app(sockjs_prefix="/echo")
+    streams = [Client(app).send("POST", f"/echo/0/s{n}/xhr_streaming") for n in range(3)]
+    assert all(s.transport.value().endswith(b"2\r\no\n\r\n") for s in streams)
+    timers = len(app.clock.getDelayedCalls())
+    for client in streams:
+        client.transport.clear()
+    app.clock.advance(25)
+    assert [s.transport.value() for s in streams] == [b"2\r\nh\n\r\n"] * 3
+    assert len(app.clock.getDelayedCalls()) == timers  # (one round, not one per session)
+    for client in streams:
+        client.protocol.connectionLost(None)  # (cut: each session ends with 1002 ...)
+    app.clock.advance(5)  # (... and is forgotten 5 s later)
+    assert not app.sockjs_sessions and app.sockjs_sessions._round is None

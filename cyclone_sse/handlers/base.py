@@ -69,6 +69,7 @@ class Application(Protocol):
     grip_held: int  # clients held for a --grip-proxy backend
     pattern_replays: TokenBucket | None
     websockets: Any  # the WebSocket side (transports/websocket.py: WebSockets)
+    sockjs_sessions: Any  # SockJS sessions over HTTP (transports/sockjs.py: Sessions)
     connection_limits: ConnectionLimits  # (SockJS sessions are bounded like connections)
     presence: Presence
 

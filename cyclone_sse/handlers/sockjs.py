@@ -23,6 +23,7 @@ from cyclone_sse.errors import BadRequest, NotFound, TooManyRequests
 from cyclone_sse.event import Event
 from cyclone_sse.handlers.base import BaseHandler
 from cyclone_sse.transports.sockjs import (
+    SHAPES,
     TEST_SERVICES,
     TEST_STREAM_LIMIT,
     Receiver,
@@ -145,7 +146,7 @@ class SockJSHandler(BaseHandler):
         None)."""
         from cyclone_sse.transports.sockjs import SockJSSession
         app = self.application
-        sessions = app.__dict__.setdefault("_sockjs_sessions", {})
+        sessions = app.sockjs_sessions
         key = self.service.prefix + "/" + key
         found = sessions.get(key)
         if found is None and create:
@@ -265,6 +266,7 @@ class _Stream(Receiver):
         self.out = out  # (--max-pending bounds what waits for a client that stopped reading)
         self.kind = kind
         self.chunked = chunked
+        self.shape = SHAPES.index((kind, chunked))
         self.limit = limit
         self.written = 0
 
@@ -273,7 +275,7 @@ class _Stream(Receiver):
         return self.sent(data, frame[:1] == b"c")
 
     def send_data(self, event: Event) -> bool:
-        return self.sent(streamed_data(event, self.kind, self.chunked), False)
+        return self.sent(streamed_data(event, self.shape), False)
 
     def sent(self, data: bytes, last: bool) -> bool:
         """``data`` written: whether the stream takes more (not past its limit, and

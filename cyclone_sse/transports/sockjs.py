@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.task import LoopingCall
+
 from cyclone_sse.errors import CycloneSSEError
 from cyclone_sse.event import Event
 from cyclone_sse.history.base import Replay
@@ -90,18 +92,23 @@ def stream_bytes(kind: str, frame: bytes, chunked: bool) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
 
 
-#: The last event's data as each kind of HTTP stream carries it (``a["<data>"]``, framed
-#: as ``stream_bytes`` frames it): made once a publish per kind, not per session.
-_streamed: list[Any] = [None, {}]
+#: The kinds of HTTP stream, each in a chunk or not: a stream's ``shape`` is its index.
+SHAPES = tuple((kind, chunked) for kind in ("xhr_streaming", "eventsource", "htmlfile")
+               for chunked in (False, True))
+#: The last event's data as each shape of HTTP stream carries it (``a["<data>"]``,
+#: framed as ``stream_bytes`` frames it): made once a publish per shape, not per session.
+_streamed: list[Any] = [None, [None] * len(SHAPES)]
 
 
-def streamed_data(event: Event, kind: str, chunked: bool) -> bytes:
-    """``a["<data>"]`` of the event as a ``kind`` stream carries it."""
+def streamed_data(event: Event, shape: int) -> bytes:
+    """``a["<data>"]`` of the event as a stream of ``shape`` carries it."""
     if _streamed[0] is not event:
-        _streamed[:] = [event, {}]
-    found: bytes | None = _streamed[1].get((kind, chunked))
+        _streamed[0] = event
+        _streamed[1] = [None] * len(SHAPES)
+    found: bytes | None = _streamed[1][shape]
     if found is None:
-        found = _streamed[1][kind, chunked] = stream_bytes(
+        kind, chunked = SHAPES[shape]
+        found = _streamed[1][shape] = stream_bytes(
             kind, b"a[" + data_json(event)[0] + b"]", chunked)
     return found
 
@@ -123,6 +130,13 @@ def event_json(event: Event) -> tuple[bytes, bytes]:
 class DataSubscriber(WebSocketSubscriber):
     """A session's subscription to the default channels: each event's data as one
     message, nothing else (no ``subscribed``, no ids)."""
+
+    def deliver(self, events: list[Event], frame: bytes) -> None:
+        if len(events) == 1 and self.live and not self.closed and \
+                self.unseen(events) is None:  # (the hot path)
+            self.protocol.send_data(events[0])  # type: ignore[attr-defined]
+        else:
+            super().deliver(events, frame)
 
     def send_events(self, events: list[Event], batch: bool = False) -> None:
         protocol = self.protocol
@@ -225,6 +239,8 @@ class SockJSProtocol(SubscriberProtocol):
 
     def send_data(self, event: Event) -> None:
         """An event of the default channels: its data as one message."""
+        if not self.open:
+            return
         if self.deflate:  # (compressed with this connection's own context)
             self.send_sockjs(b"a" + json.dumps([event.data]).encode("utf-8"))
         elif not self.out.closed:
@@ -296,17 +312,46 @@ class SessionOutput:
         self.session.close_with(1009, "too much waiting for the client (--max-pending)")
 
 
+class Sessions(dict[str, "SockJSSession"]):
+    """The application's SockJS sessions over HTTP, by prefix and id, and their one
+    heartbeat round: every ``HEARTBEAT`` seconds each receiver that waits gets ``h`` (one
+    timer for all, not one per session in the reactor's heap)."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__()
+        self.clock = clock
+        self._round: LoopingCall | None = None
+
+    def add(self, key: str, session: SockJSSession) -> None:
+        self[key] = session
+        if self._round is None:
+            self._round = LoopingCall(self._heartbeats)
+            self._round.clock = self.clock
+            self._round.start(HEARTBEAT, now=False)
+
+    def remove(self, key: str, session: SockJSSession) -> None:
+        if self.get(key) is session:
+            del self[key]
+        if not self and self._round is not None:
+            self._round.stop()
+            self._round = None
+
+    def _heartbeats(self) -> None:
+        for session in list(self.values()):
+            session.heartbeat_frame()
+
+
 class SockJSSession(SockJSProtocol):
     """A SockJS session over the HTTP transports: it outlives its requests.  Messages
     wait in the session (at most ``--max-pending`` bytes) until a receiver takes them;
     without one for ``DISCONNECT_DELAY`` seconds the session ends; a receiver that waits
-    gets ``h`` every ``HEARTBEAT`` seconds; a receiver cut by the network ends the
+    gets ``h`` with each heartbeat round (``Sessions``); a receiver cut by the network ends the
     session (1002); a closed session answers its close frame until it is forgotten."""
 
     websocket_framing = False
 
     def __init__(self, hub: Any, remote_ip: str, query_token: str | None,
-                 cookies: str | None, service: SockJSService, sessions: dict[str, Any],
+                 cookies: str | None, service: SockJSService, sessions: Sessions,
                  key: str) -> None:
         super().__init__(hub, [], remote_ip, query_token, cookies, None, service=service)
         self.sessions, self.key = sessions, key
@@ -319,8 +364,7 @@ class SockJSSession(SockJSProtocol):
         self.receiver: Receiver | None = None
         self.clock = hub.app.clock
         self._gone: Any = self.clock.callLater(DISCONNECT_DELAY, self.forget)
-        self._beat: Any = None
-        sessions[key] = self
+        sessions.add(key, self)
         self.opened()
 
     # frames out -------------------------------------------------------------------------
@@ -330,7 +374,7 @@ class SockJSSession(SockJSProtocol):
 
     def send_data(self, event: Event) -> None:
         receiver = self.receiver
-        if receiver is not None and not self.pending and not self.control:
+        if receiver is not None and self.open and not self.pending and not self.control:
             sent = receiver.send_data(event)  # (the bytes every alike stream gets)
             if sent is not None:
                 if not sent:
@@ -382,7 +426,6 @@ class SockJSSession(SockJSProtocol):
             return
         self.receiver = receiver
         self._cancel_gone()
-        self._beat = self.clock.callLater(HEARTBEAT, self.heartbeat_frame)
         self.flush()
 
     def detach(self, receiver: Receiver) -> None:
@@ -390,8 +433,6 @@ class SockJSSession(SockJSProtocol):
         if self.receiver is not receiver:
             return
         self.receiver = None
-        if self._beat is not None and self._beat.active():
-            self._beat.cancel()
         self._gone = self.clock.callLater(DISCONNECT_DELAY, self.forget)
 
     def cut(self, receiver: Receiver) -> None:
@@ -401,12 +442,10 @@ class SockJSSession(SockJSProtocol):
             self.close_with(*INTERRUPTED)
 
     def heartbeat_frame(self) -> None:
+        """``h`` to the receiver that waits, if any (the heartbeat round)."""
         receiver = self.receiver
-        if receiver is not None:
-            if receiver.send(b"h"):
-                self._beat = self.clock.callLater(HEARTBEAT, self.heartbeat_frame)
-            else:
-                self.detach(receiver)
+        if receiver is not None and not receiver.send(b"h"):
+            self.detach(receiver)
 
     # ending -----------------------------------------------------------------------------
 
@@ -433,8 +472,7 @@ class SockJSSession(SockJSProtocol):
         self._gone = None
         self.open = False
         self.release()
-        if self.sessions.get(self.key) is self:
-            del self.sessions[self.key]
+        self.sessions.remove(self.key, self)
 
     def _cancel_gone(self) -> None:
         if self._gone is not None and self._gone.active():
