@@ -1,6 +1,6 @@
 """Every number the daemon reports, declared once: ``METRICS`` gives each its place in
 /stats, its kind, its Prometheus name and what it counts.  /stats is the components'
-own numbers; Prometheus, Graphite, the dashboard's table and the README's table are
+own numbers; Prometheus, Graphite, the dashboard's table and the manual's table are
 built from this declaration (``tests/test_metrics.py`` fails on a number in /stats that
 is not declared here, and on an export that misses a declared one)."""
 
@@ -155,7 +155,7 @@ def leaves(stats: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
 
 
 def render_table() -> str:
-    """The README's metric table (reStructuredText)."""
+    """The manual's metric table (reStructuredText)."""
     header = ("/stats", "Prometheus", "kind", "what it counts")
     rows = []
     for m in METRICS:

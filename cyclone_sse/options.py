@@ -2,8 +2,9 @@
 
 ``Settings`` is the one definition: each field is an option with its type, default,
 help text and group.  ``Options`` (the command line and ``--help``), the shipped
-``cyclone-sse.conf`` and the table in README.rst are rendered from it
-(``python -m cyclone_sse.options conf|table``; a test checks both files).
+``cyclone-sse.conf`` (``python -m cyclone_sse.options conf``; a test checks it) and the
+manual's option table (docs/reference/options.rst, built from ``render_table``) are
+rendered from it.
 
 Every option of the 2013 cyclone-sse keeps its name and default.  A config file holds
 the same ``--name=value`` words, whitespace separated, so one file works both as
@@ -97,7 +98,7 @@ def option(default: Any, help: str, coerce: Callable[[str], Any] | None = None, 
     """One option: a ``Settings`` field whose metadata says how to read and show it.
 
     ``group`` starts a new block in the config file; ``empty_ok`` keeps an empty value
-    instead of taking the default; ``shown`` is the default as the README shows it.
+    instead of taking the default; ``shown`` is the default as the manual shows it.
     """
     return field(default=default, metadata={
         "help": help, "coerce": coerce, "short": short, "group": group,
@@ -107,7 +108,7 @@ def option(default: Any, help: str, coerce: Callable[[str], Any] | None = None, 
 @dataclass
 class Settings:
     """Options as the application reads them (underscored names, typed).  The field
-    order is the order of ``--help``, the config file and the README table."""
+    order is the order of ``--help``, the config file and the manual's table."""
 
     config: str | None = option(None, "read more --name=value options from this file",
                                 short="c")
@@ -453,6 +454,20 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"--{name}={value}: choose one of {', '.join(choices)}")
 
 
+#: The options of the 2013 cyclone-sse (0.6), with their 2013 defaults: each still
+#: parses (tests/test_options.py) and docs/howto/from-2013.rst lists what each does now.
+OPTIONS_2013: tuple[tuple[str, str], ...] = (
+    ("port", "8888"), ("listen", "127.0.0.1"), ("app", ""), ("use-ssl", "0"),
+    ("ssl-port", "8443"), ("ssl-listen", "127.0.0.1"), ("ssl-cert", "server.crt"),
+    ("ssl-key", "server.key"), ("ssl-app", ""), ("ssl-appopts", ""), ("broker", "http"),
+    ("http-secret", ""), ("redis-host", "127.0.0.1"), ("redis-port", "6379"),
+    ("amqp-host", "127.0.0.1"), ("amqp-port", "5672"), ("amqp-vhost", "/"),
+    ("amqp-spec", "rabbit.xml"), ("amqp-username", "guest"), ("amqp-password", "guest"),
+    ("amqp-exchange-name", "sse-cyclone-server"), ("amqp-exchange-type", "direct"),
+    ("amqp-channel", "1"), ("export", ""), ("export-host", ""), ("export-port", ""),
+    ("export-interval", "60"), ("export-path", "cyclone-sse"))
+
+
 def option_fields() -> Iterator[tuple[str, Field[Any]]]:
     """``(--name, field)`` for every option, in order."""
     for f in fields(Settings):
@@ -548,8 +563,8 @@ def _written(f: Field[Any]) -> str:
     return str(value)
 
 
-def _shown(f: Field[Any]) -> str:
-    """The default as the README shows it."""
+def shown_default(f: Field[Any]) -> str:
+    """The default as the manual shows it."""
     shown = f.metadata["shown"]
     return str(shown) if shown is not None else _written(f)
 
@@ -568,12 +583,12 @@ def render_conf() -> str:
 
 
 def render_table() -> str:
-    """The README's option table (reStructuredText)."""
+    """The manual's option table (reStructuredText)."""
     rows = []
     for name, f in option_fields():
         short = f.metadata["short"]
         label = f"``-{short}, --{name}``" if short else f"``--{name}``"
-        rows.append((label, _shown(f).replace("*", "\\*"), f.metadata["help"]))
+        rows.append((label, shown_default(f).replace("*", "\\*"), f.metadata["help"]))
     widths = [max(len(row[i]) for row in [("option", "default", "meaning"), *rows])
               for i in range(3)]
     rule = "  ".join("=" * w for w in widths)

@@ -25,10 +25,10 @@ DEADLINE = 20.0
 
 
 def readme_redis_urls(kind: str) -> list[str]:
-    """The README's ``--redis-url=`` examples of ``kind`` (``+sentinel``, ``+cluster``),
+    """The manual's ``--redis-url=`` examples of ``kind`` (``+sentinel``, ``+cluster``),
     as written."""
-    readme = (ROOT / "README.rst").read_text()
-    return [line.split("=", 1)[1].split()[0] for line in readme.splitlines()
+    from tests.manual import manual_text
+    return [line.split("=", 1)[1].split()[0] for line in manual_text().splitlines()
             if line.strip().startswith("--redis-url=redis") and kind in line]
 
 

@@ -49,8 +49,8 @@ def test_the_websocket_latency_is_measured_against_node_ws(node_modules):  # noq
 def test_the_readmes_latency_command_runs_as_written(node_modules):  # noqa: F811
     """The README's command, on a small load: nchan and Node's ws are started by the
     benchmark itself, beside the daemon over SSE and WebSocket."""
-    readme = (ROOT / "README.rst").read_text()
-    commands = re.findall(r"uv run python extras/bench/latency\.py([^\n]*)", readme)
+    from tests.manual import manual_text
+    commands = re.findall(r"uv run python extras/bench/latency\.py([^\n]*)", manual_text())
     assert commands
     for command in commands:
         options = command.split("#")[0].split()

@@ -161,17 +161,18 @@ def test_the_systemd_unit_is_sandboxed_as_systemd_analyze_rates_it():
     score = re.search(r"Overall exposure level for \S+: ([\d.]+) (\w+)", result.stdout)
     assert score is not None, result.stdout + result.stderr
     assert float(score.group(1)) <= 4.0 and score.group(2) == "OK", score.group(0)
-    readme = (ROOT / "README.rst").read_text()
-    assert f'rates it {score.group(1)} "OK"' in readme  # the README says what it is
+    from tests.manual import manual_text
+    assert f'rates it {score.group(1)} "OK"' in manual_text()  # the manual says what it is
 
 
 def test_the_readmes_plain_pip_install_runs_the_daemon(tmp_path):
-    """The README's block for installing without uv, run as written in a new virtual
-    environment (``python3`` its interpreter, the tree copied so ``-e .`` builds
-    nothing into it), then the daemon it installed started."""
-    readme = (ROOT / "README.rst").read_text()
-    block = readme.split("with plain pip, install cyclone without its dependencies::\n\n",
-                         1)[1].split("\n\n", 1)[0]
+    """The manual's block for installing without uv (docs/howto/production.rst), run as
+    written in a new virtual environment (``python3`` its interpreter, the tree copied so
+    ``-e .`` builds nothing into it), then the daemon it installed started."""
+    from tests.manual import page
+    block = page("howto/production").split(
+        "with plain pip, install cyclone\nwithout its dependencies::\n\n", 1)[1].split(
+        "\n\n", 1)[0]
     lines = [line.strip() for line in block.replace("\\\n", " ").splitlines()]
     assert lines[-1] == "twistd -n cyclone-sse"
     import tomllib

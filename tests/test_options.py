@@ -95,22 +95,24 @@ def test_the_shipped_config_file_is_rendered_from_the_option_definition():
         "regenerate: python -m cyclone_sse.options conf > cyclone-sse.conf"
 
 
-def test_the_readme_option_table_is_rendered_from_the_option_definition():
-    from cyclone_sse.options import render_table
-    readme = (ROOT / "README.rst").read_text()
-    table = readme.split(".. option table start\n\n", 1)[1].split("\n.. option table end", 1)[0]
-    assert table == render_table(), "regenerate: python -m cyclone_sse.options table"
+def test_the_manual_option_table_is_rendered_from_the_option_definition():
+    """docs/reference/options.rst is the table ``render_table`` makes when the site is
+    built (tests/test_docs.py builds it)."""
+    from tests.manual import page
+    assert ".. cyclone-sse-options::" in page("reference/options")
 
 
-def test_every_option_is_in_help_the_config_file_and_the_readme():
+def test_every_option_is_in_help_the_config_file_and_the_manual():
     from dataclasses import fields
+
+    from cyclone_sse.options import render_table
     help_text = str(Options())
     conf = (ROOT / "cyclone-sse.conf").read_text()
-    readme = (ROOT / "README.rst").read_text()
+    table = render_table()
     for f in fields(Settings):
         name = "--" + f.name.replace("_", "-")
         assert name in help_text, name
-        assert f"``{name}``" in readme or f", {name}``" in readme, name
+        assert f"``{name}``" in table or f", {name}``" in table, name
         if name != "--config":
             assert f"\n{name}=" in "\n" + conf, name
 
@@ -149,13 +151,18 @@ def test_each_broker_checks_its_own_options(argv, named):
 
 
 def readme_commands() -> list[list[str]]:
-    """The options of every ``twistd ... cyclone-sse ...`` command in README.rst (with
-    its ``\\`` continuations)."""
+    """The options of every ``twistd ... cyclone-sse ...`` command in the manual (with
+    its ``\\`` continuations; a console block's ``$`` prompt and ``uv run`` set aside)."""
     import shlex
-    text = (ROOT / "README.rst").read_text().replace("\\\n", " ")
+
+    from tests.manual import manual_text
+    text = manual_text().replace("\\\n", " ")
     commands = []
-    for line in text.splitlines():
-        command = line.strip().removeprefix("uv run ")
+    lines = text.splitlines()
+    for at, line in enumerate(lines):
+        if any(after.strip().startswith("twistd -n:") for after in lines[at + 1:at + 4]):
+            continue  # (a command shown with the refusal it gets)
+        command = line.strip().removeprefix("$ ").removeprefix("uv run ")
         if line.startswith("    ") and command.startswith("twistd ") and "$(" not in line:
             words = shlex.split(command)
             if "cyclone-sse" in words:  # (not a log line quoted)
@@ -163,15 +170,16 @@ def readme_commands() -> list[list[str]]:
     return commands
 
 
-def test_every_daemon_command_in_the_readme_is_accepted(tmp_path, monkeypatch):
-    """Each command line the README shows passes the daemon's option checks as written
-    (nothing run), from a folder holding the files they name: the shipped config file
-    and a certificate (``server.crt``, ``server.key``)."""
+def test_every_daemon_command_in_the_manual_is_accepted(tmp_path, monkeypatch):
+    """Each command line the manual shows passes the daemon's option checks as written
+    (nothing run), from a folder holding the files they name: the shipped config file,
+    a certificate (``server.crt``, ``server.key``) and a secret (``jwt.secret``)."""
     import shutil
 
     from tests.services import private_ca
     private_ca(tmp_path)
     shutil.copy(ROOT / "cyclone-sse.conf", tmp_path / "cyclone-sse.conf")
+    (tmp_path / "jwt.secret").write_text("s" * 64 + "\n")  # (the tutorial's)
     monkeypatch.chdir(tmp_path)
     commands = readme_commands()
     assert len(commands) >= 10

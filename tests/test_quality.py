@@ -213,9 +213,10 @@ def test_private_internals_we_lean_on_are_still_there():
     assert all(line in accept for line in (*_ACCEPT_CLOSED, *_ACCEPT_NOISE))
 
 
-def test_the_readme_layout_is_a_true_map_of_the_package():
-    readme = (ROOT / "README.rst").read_text()
-    block = readme.split(".. layout start", 1)[1].split(".. layout end", 1)[0]
+def test_the_manual_layout_is_a_true_map_of_the_package():
+    from tests.manual import page
+    block = page("explanation/development").split(".. layout start", 1)[1].split(
+        ".. layout end", 1)[0]
     listed, folders = set(), {}
     for line in block.splitlines():
         text = line[4:]  # inside the literal block
@@ -230,10 +231,11 @@ def test_the_readme_layout_is_a_true_map_of_the_package():
     assert listed == actual
 
 
-def test_the_readme_is_valid_restructuredtext():
+def test_the_readme_is_valid_restructuredtext_and_short():
     import docutils.core
     import docutils.utils
     text = (ROOT / "README.rst").read_text()
+    assert text.count("\n") <= 250  # (the rest is the manual: docs/)
     problems = []
 
     class Collect:
