@@ -271,27 +271,26 @@ class _Stream(Receiver):
         self.written = 0
 
     def send(self, frame: bytes) -> bool:
-        data = stream_bytes(self.kind, frame, self.chunked)
-        return self.sent(data, frame[:1] == b"c")
+        data, size = stream_bytes(self.kind, frame, self.chunked)
+        self.out.write(data)
+        self.written += size
+        return (self.written < self.limit and frame[:1] != b"c") or self.end()
 
     def send_data(self, event: Event) -> bool:
-        return self.sent(streamed_data(event, self.shape), False)
-
-    def sent(self, data: bytes, last: bool) -> bool:
-        """``data`` written: whether the stream takes more (not past its limit, and
-        not ended by a close frame)."""
+        data, size = streamed_data(event, self.shape)
         self.out.write(data)
-        # (the limit counts frames, not the chunks' own framing: "<size>\r\n...\r\n")
-        self.written += len(data) - (data.index(b"\r\n") + 4 if self.chunked else 0)
-        if self.written >= self.limit or last:
-            self.done = True
-            if self.chunked:
-                self.out.write(b"0\r\n\r\n")
-            transport = self.out.transport
-            transport.unregisterProducer()
-            transport.loseConnection()
-            return False
-        return True
+        self.written += size
+        return self.written < self.limit or self.end()
+
+    def end(self) -> bool:
+        """The stream is over (at its limit, or after a close frame): False."""
+        self.done = True
+        if self.chunked:
+            self.out.write(b"0\r\n\r\n")
+        transport = self.out.transport
+        transport.unregisterProducer()
+        transport.loseConnection()
+        return False
 
 
 class SockJSReceiveHandler(SockJSHandler):

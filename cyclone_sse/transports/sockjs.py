@@ -80,16 +80,17 @@ def data_json(event: Event) -> tuple[bytes, bytes]:
     return _last[1], _last[2]
 
 
-def stream_bytes(kind: str, frame: bytes, chunked: bool) -> bytes:
+def stream_bytes(kind: str, frame: bytes, chunked: bool) -> tuple[bytes, int]:
     """A frame as an HTTP stream of ``kind`` carries it (in an HTTP/1.1 chunk when
-    ``chunked``)."""
+    ``chunked``), and its size without the chunk's own framing (what counts towards the
+    stream's limit)."""
     if kind == "eventsource":
         data = b"data: " + frame + b"\r\n\r\n"
     elif kind == "htmlfile":
         data = b"<script>\np(" + json.dumps(frame.decode()).encode() + b");\n</script>\r\n"
     else:
         data = frame + b"\n"
-    return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
+    return (b"%x\r\n%s\r\n" % (len(data), data) if chunked else data), len(data)
 
 
 #: The kinds of HTTP stream, each in a chunk or not: a stream's ``shape`` is its index.
@@ -100,12 +101,12 @@ SHAPES = tuple((kind, chunked) for kind in ("xhr_streaming", "eventsource", "htm
 _streamed: list[Any] = [None, [None] * len(SHAPES)]
 
 
-def streamed_data(event: Event, shape: int) -> bytes:
-    """``a["<data>"]`` of the event as a stream of ``shape`` carries it."""
+def streamed_data(event: Event, shape: int) -> tuple[bytes, int]:
+    """``a["<data>"]`` of the event as a stream of ``shape`` carries it, and its size."""
     if _streamed[0] is not event:
         _streamed[0] = event
         _streamed[1] = [None] * len(SHAPES)
-    found: bytes | None = _streamed[1][shape]
+    found: tuple[bytes, int] | None = _streamed[1][shape]
     if found is None:
         kind, chunked = SHAPES[shape]
         found = _streamed[1][shape] = stream_bytes(
