@@ -665,3 +665,25 @@ def test_one_heartbeat_round_reaches_every_waiting_receiver():
         client.protocol.connectionLost(None)  # (cut: each session ends with 1002 ...)
     app.clock.advance(5)  # (... and is forgotten 5 s later)
     assert not app.sockjs_sessions and app.sockjs_sessions._round is None
+
+
+def test_a_batch_is_encoded_once_per_event_not_per_session(monkeypatch):
+    """In memory: a batch of three events to 20 sessions makes each event's SockJS bytes
+    three times in all (the events of a batch come in turn to each session: a cache of
+    the last event alone would make them 60 times)."""
+    import json as json_module
+
+    from cyclone_sse.transports import sockjs
+    from tests.memory import Connection as Client
+    from tests.memory import make_app
+    made = []
+    monkeypatch.setattr(sockjs.data_json, "make", lambda event: made.append(event) or
+                        sockjs._data_json(event))
+    app = make_app(sockjs_prefix="/echo", sockjs_channels="general")
+    streams = [Client(app).send("POST", f"/echo/0/s{n}/xhr_streaming") for n in range(20)]
+    batch = json_module.dumps([{"channel": "general", "data": f"e{n}"} for n in range(3)])
+    Client(app).send("POST", "/publish", batch.encode(),
+                     {"Content-Type": "application/json"})
+    app.clock.advance(0)
+    assert all(s.transport.value().count(b'a["e') == 3 for s in streams)
+    assert len(made) == 3

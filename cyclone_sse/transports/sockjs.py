@@ -65,19 +65,36 @@ class SockJSService:
 TOKEN_EXPIRED = (4001, "token expired: open a session with a fresh one")
 #: The request id of a session's subscription to the default channels.
 DEFAULTS = "sockjs-defaults"
-#: The last event's data as a message (JSON text), and that in an ``a[...]`` WebSocket
-#: frame: the sessions of a channel get the same one in turn, so it is made once a
-#: publish.
-_last: list[Any] = [None, b"", b""]
+class PerEvent:
+    """Bytes made once per event for every session, not once per session: kept for the
+    last ``SIZE`` events (the events of one fan-out batch come in turn to each session,
+    so one slot would be made again and again)."""
+
+    SIZE = 64
+
+    def __init__(self, make: Any) -> None:
+        self.make = make
+        self.made: dict[int, tuple[Event, Any]] = {}
+
+    def __call__(self, event: Event) -> Any:
+        found = self.made.get(id(event))
+        if found is not None and found[0] is event:
+            return found[1]
+        if len(self.made) >= self.SIZE:
+            self.made.clear()
+        value = self.make(event)
+        self.made[id(event)] = (event, value)
+        return value
 
 
-def data_json(event: Event) -> tuple[bytes, bytes]:
-    """The event's data as a SockJS message (a JSON string), and ``a["<data>"]`` in a
-    WebSocket text frame."""
-    if _last[0] is not event:
-        text = json.dumps(event.data).encode("utf-8")
-        _last[:] = [event, text, text_frame(b"a[" + text + b"]")]
-    return _last[1], _last[2]
+def _data_json(event: Event) -> tuple[bytes, bytes]:
+    text = json.dumps(event.data).encode("utf-8")
+    return text, text_frame(b"a[" + text + b"]")
+
+
+#: The event's data as a SockJS message (a JSON string), and ``a["<data>"]`` in a
+#: WebSocket text frame.
+data_json = PerEvent(_data_json)
 
 
 def stream_bytes(kind: str, frame: bytes, chunked: bool) -> tuple[bytes, int]:
@@ -96,36 +113,36 @@ def stream_bytes(kind: str, frame: bytes, chunked: bool) -> tuple[bytes, int]:
 #: The kinds of HTTP stream, each in a chunk or not: a stream's ``shape`` is its index.
 SHAPES = tuple((kind, chunked) for kind in ("xhr_streaming", "eventsource", "htmlfile")
                for chunked in (False, True))
-#: The last event's data as each shape of HTTP stream carries it (``a["<data>"]``,
-#: framed as ``stream_bytes`` frames it): made once a publish per shape, not per session.
-_streamed: list[Any] = [None, [None] * len(SHAPES)]
+
+
+def _streamed(event: Event) -> list[tuple[bytes, int] | None]:
+    return [None] * len(SHAPES)
+
+
+#: The event's data as each shape of HTTP stream carries it, made when first asked.
+_streamed_shapes = PerEvent(_streamed)
 
 
 def streamed_data(event: Event, shape: int) -> tuple[bytes, int]:
-    """``a["<data>"]`` of the event as a stream of ``shape`` carries it, and its size."""
-    if _streamed[0] is not event:
-        _streamed[0] = event
-        _streamed[1] = [None] * len(SHAPES)
-    found: tuple[bytes, int] | None = _streamed[1][shape]
+    """``a["<data>"]`` of the event as a stream of ``shape`` carries it (framed as
+    ``stream_bytes`` frames it), and its size: made once per event and shape."""
+    shapes = _streamed_shapes(event)
+    found: tuple[bytes, int] | None = shapes[shape]
     if found is None:
         kind, chunked = SHAPES[shape]
-        found = _streamed[1][shape] = stream_bytes(
+        found = shapes[shape] = stream_bytes(
             kind, b"a[" + data_json(event)[0] + b"]", chunked)
     return found
 
 
-#: The last event as the WebSocket protocol's message, in JSON text (a SockJS message),
-#: and that in an ``a[...]`` WebSocket frame: made once a publish for every session.
-_message: list[Any] = [None, b"", b""]
+def _event_json(event: Event) -> tuple[bytes, bytes]:
+    text = json.dumps(event_message(event).decode("utf-8")).encode("utf-8")
+    return text, text_frame(b"a[" + text + b"]")
 
 
-def event_json(event: Event) -> tuple[bytes, bytes]:
-    """The event's protocol message as a JSON string, and that as a SockJS frame in a
-    WebSocket text frame."""
-    if _message[0] is not event:
-        text = json.dumps(event_message(event).decode("utf-8")).encode("utf-8")
-        _message[:] = [event, text, text_frame(b"a[" + text + b"]")]
-    return _message[1], _message[2]
+#: The event's protocol message as a JSON string (a SockJS message), and that as a
+#: SockJS frame in a WebSocket text frame.
+event_json = PerEvent(_event_json)
 
 
 class DataSubscriber(WebSocketSubscriber):
