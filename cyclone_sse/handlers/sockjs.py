@@ -262,7 +262,9 @@ class _Stream(Receiver):
     come (in HTTP/1.1 chunks), until the service's streaming limit or a close frame
     (the client then makes the next request)."""
 
-    def __init__(self, out: BoundedWriter, kind: str, chunked: bool, limit: int) -> None:
+    def __init__(self, session: Any, out: BoundedWriter, kind: str, chunked: bool,
+                 limit: int) -> None:
+        self.session = session
         self.out = out  # (--max-pending bounds what waits for a client that stopped reading)
         self.kind = kind
         self.chunked = chunked
@@ -281,6 +283,10 @@ class _Stream(Receiver):
         self.out.write(data)
         self.written += size
         return self.written < self.limit or self.end()
+
+    def on_connection_close(self) -> None:
+        """The connection ended (told by the HTTP layer: see ``hold_stream``)."""
+        self.session.cut(self)
 
     def end(self) -> bool:
         """The stream is over (at its limit, or after a close frame): False."""
@@ -338,8 +344,9 @@ class SockJSReceiveHandler(SockJSHandler):
             connection.start_streaming()
             connection.transport.write(head)
             app = self.application
-            stream = _Stream(BoundedWriter(connection.transport, app.registry.counters,
-                                           app.settings_obj.max_pending),
+            stream = _Stream(session, BoundedWriter(connection.transport,
+                                                    app.registry.counters,
+                                                    app.settings_obj.max_pending),
                              kind, chunked, self.service.stream_limit)
             if kind == "htmlfile":
                 page = (HTMLFILE_HEAD % callback).encode("ascii")
@@ -349,6 +356,7 @@ class SockJSReceiveHandler(SockJSHandler):
             connection.transport.write(b"%x\r\n%s\r\n" % (len(prelude), prelude)
                                        if chunked else prelude)
             self.receiver = stream
+            connection.hold_stream(stream)  # (this handler is let go)
         session.attach(self.receiver)
 
     get = post

@@ -94,6 +94,7 @@ class HTTPConnection(Protocol):
     upgraded: Any = None  # the protocol this connection now carries (upgrade)
     #: Told ``on_connection_close()`` when the connection ends (a lean stream or poll).
     lean_stream: Any = None
+    held_stream = False  # a handler's stream holds the connection (hold_stream)
     #: cyclone's: a handler sets it to close the connection after its answer.
     no_keep_alive = False
 
@@ -375,8 +376,9 @@ class HTTPConnection(Protocol):
         """cyclone's: a Deferred fired when the request in hand is finished or the
         connection is lost.  Once upgraded, the request was finished by the upgrade:
         what its handler asks after that (cyclone's ``_execute_handler`` asks once
-        ``get`` returns) is a Deferred that never fires, so the handler is not kept."""
-        if self.upgraded is not None:
+        ``get`` returns) is a Deferred that never fires, so the handler is not kept; so
+        too once a stream holds the connection (``hold_stream``: the stream is told)."""
+        if self.upgraded is not None or self.held_stream:
             return defer.Deferred()
         if self._finish_callback is None:
             self._finish_callback = defer.Deferred()
@@ -391,6 +393,15 @@ class HTTPConnection(Protocol):
         self._send_out()
         if self._buffer.strip(b"\r\n"):
             self._refuse_behind_stream()
+
+    def hold_stream(self, stream: Any) -> None:
+        """A handler's stream owns the connection from now on (after ``start_streaming``):
+        ``stream.on_connection_close()`` is told when the connection ends, and the
+        request and its cyclone handler are let go (kept, they held ~3 KB a stream)."""
+        self.lean_stream = stream
+        self.held_stream = True
+        self._finish_callback = None
+        self.request = None
 
     def upgrade(self, protocol: Any, response: bytes) -> None:
         """Carry ``protocol`` (a WebSocket connection) from now on: ``response`` (the
