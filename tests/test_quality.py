@@ -259,3 +259,19 @@ def test_the_garbage_collector_is_tuned_for_many_long_lived_connections():
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def test_every_close_code_sent_is_declared():
+    """A close code written in a transport (``close_with(1008, ...)``, or a constant
+    ``NAME = (4001, ...)`` passed to it) is declared in cyclone_sse/closes.py, where the
+    manual's tables come from."""
+    import re
+
+    from cyclone_sse import closes
+    declared = {code for code, _ in (*closes.WEBSOCKET, *closes.SOCKJS)}
+    sent = set()
+    for path in (PACKAGE / "transports").glob("*.py"):
+        text = path.read_text()
+        sent |= {int(c) for c in re.findall(r"close_with\((\d{4})", text)}
+        sent |= {int(c) for c in re.findall(r"^[A-Z_]+ = \((\d{4}), \"", text, re.M)}
+    assert sent and sent <= declared, sent - declared

@@ -113,9 +113,20 @@ class Options2013(_Generated):
         return "\n".join([rule, line(rows[0]), rule, *(line(r) for r in rows[1:]), rule])
 
 
+class CloseCodes(_Generated):
+    """The close codes of ``cyclone_sse.closes``: ``websocket`` or ``sockjs``."""
+
+    required_arguments = 1
+
+    def text(self) -> str:
+        from cyclone_sse import closes
+        return closes.render_table(getattr(closes, self.arguments[0].upper()))
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     for name, directive in (("cyclone-sse-options", Options), ("cyclone-sse-metrics", Metrics),
                             ("cyclone-sse-2013-options", Options2013),
+                            ("cyclone-sse-close-codes", CloseCodes),
                             ("cyclone-sse-routes", Routes),
                             ("cyclone-sse-statuses", Statuses)):
         app.add_directive(name, directive)
