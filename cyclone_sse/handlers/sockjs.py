@@ -28,6 +28,7 @@ from cyclone_sse.transports.sockjs import (
     TEST_STREAM_LIMIT,
     Receiver,
     SockJSService,
+    in_chunk,
     stream_bytes,
     streamed_data,
 )
@@ -353,8 +354,7 @@ class SockJSReceiveHandler(SockJSHandler):
                 prelude = page + b" " * (1024 - len(page)) + b"\r\n\r\n"
             else:
                 prelude = b"\r\n" if kind == "eventsource" else XHR_PRELUDE
-            connection.transport.write(b"%x\r\n%s\r\n" % (len(prelude), prelude)
-                                       if chunked else prelude)
+            connection.transport.write(in_chunk(prelude, chunked))
             self.receiver = stream
             connection.hold_stream(stream)  # (this handler is let go)
         session.attach(self.receiver)

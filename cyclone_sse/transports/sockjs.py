@@ -107,7 +107,12 @@ def stream_bytes(kind: str, frame: bytes, chunked: bool) -> tuple[bytes, int]:
         data = b"<script>\np(" + json.dumps(frame.decode()).encode() + b");\n</script>\r\n"
     else:
         data = frame + b"\n"
-    return (b"%x\r\n%s\r\n" % (len(data), data) if chunked else data), len(data)
+    return in_chunk(data, chunked), len(data)
+
+
+def in_chunk(data: bytes, chunked: bool) -> bytes:
+    """``data`` as one HTTP/1.1 chunk when ``chunked`` (else as it is)."""
+    return b"%x\r\n%s\r\n" % (len(data), data) if chunked else data
 
 
 #: The kinds of HTTP stream, each in a chunk or not: a stream's ``shape`` is its index.
@@ -293,7 +298,7 @@ DISCONNECT_DELAY = 5.0
 #: Seconds between ``h`` frames to a session's receiver (SockJS's default).
 HEARTBEAT = 25.0
 #: The close frame a second receiver of a session gets.
-ANOTHER = b'c[2010,"Another connection still open"]'
+ANOTHER = close_frame(2010, "Another connection still open")
 #: Why a session whose receiving request was cut by the network ends (SockJS's words).
 INTERRUPTED = (1002, "Connection interrupted")
 
